@@ -1,0 +1,67 @@
+# Brain-tumour MRI classification with explainable deep learning.
+# `make all` runs the pipeline, `make test` the tests; both set the environment up first.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PROFILE ?=
+DATA_DIR ?=
+BOOT_PYTHON ?= python3
+# With an active conda environment (see environment.yml) the project installs into it;
+# otherwise into .venv, created here.
+ifdef CONDA_PREFIX
+VENV ?= $(CONDA_PREFIX)
+else
+VENV ?= .venv
+endif
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.brainmri-setup
+RUN := $(PY) -m brainmri.cli
+PROFILE_ARGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+.PHONY: help setup all test lab html clean compare bench lint notebooks
+
+help: ## list the targets
+	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@echo "  variables: PROFILE=default|demo|smoke|cpu  DATA_DIR=path/to/brain-tumor-mri-dataset"
+
+setup: $(STAMP) ## create the environment (idempotent; skipped when up to date)
+
+$(STAMP): pyproject.toml requirements.lock
+	@echo "setting up $(VENV) (log: $(VENV)/setup.log)"
+	@test -x $(PY) || $(BOOT_PYTHON) -m venv $(VENV)
+	@mkdir -p $(VENV)
+	@{ $(PY) -m pip install --upgrade pip \
+	  && $(PY) -m pip install -c requirements.lock -e '.[dev]' \
+	  && $(PY) -m ipykernel install --sys-prefix --name brainmri --display-name "Python (brainmri)"; \
+	} > $(VENV)/setup.log 2>&1 || { tail -n 30 $(VENV)/setup.log; echo "setup failed: see $(VENV)/setup.log"; exit 1; }
+	@touch $(STAMP)
+	@echo "environment ready: $(VENV)"
+
+all: ## run the five notebooks (PROFILE=..., DATA_DIR=...) into reports/<profile>/
+	@PYTHONPATH=src $(BOOT_PYTHON) -m brainmri.cli choose $(PROFILE_ARGS)
+	@$(MAKE) --no-print-directory setup
+	@$(RUN) run $(PROFILE_ARGS)
+
+test: setup ## run the test suite (unit, pipeline end-to-end, real data where present)
+	@$(PY) -m pytest -q -ra
+
+lab: setup ## open JupyterLab on the project kernel in notebooks/
+	@$(PY) -m jupyterlab --notebook-dir=notebooks
+
+html: setup ## re-render the HTML reports of PROFILE (default: demo); SHOW_CODE=1 keeps code
+	@$(RUN) html --profile $(or $(PROFILE),demo) $(if $(SHOW_CODE),--show-code)
+
+clean: ## delete one profile's reports (PROFILE, default: demo); never downloaded data
+	@$(BOOT_PYTHON) -c "import sys; sys.path.insert(0, 'src'); from brainmri.cli import main; sys.exit(main(['clean', '--profile', '$(or $(PROFILE),demo)']))"
+
+compare: setup ## compare two runs' headline metrics: make compare A=demo B=cpu
+	@$(RUN) compare $(A) $(B)
+
+bench: setup ## speed and memory benchmarks (not part of make test)
+	@$(PY) -m pytest -q benchmarks --benchmark-disable-gc -p no:cacheprovider
+
+lint: setup ## ruff format check and lint
+	@$(PY) -m ruff format --check . && $(PY) -m ruff check .
+
+notebooks: setup ## regenerate notebooks/*.ipynb from tools/make_notebooks.py
+	@$(PY) tools/make_notebooks.py

@@ -1,0 +1,161 @@
+"""Command line: choose a profile, run the pipeline, re-render reports, clean, compare runs."""
+
+# Only the standard library is imported at module level: `make all` calls `choose` with the
+# system Python before the environment exists, so its first output line can name the profile.
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+REAL_DATA_PROFILE = "default"
+OFFLINE_PROFILE = "demo"
+
+
+def kaggle_credentials_present(root: Path, env: dict[str, str] | None = None) -> bool:
+    """True when Kaggle credentials exist (env vars or a kaggle.json); never reads the key."""
+    env = dict(os.environ) if env is None else env
+    if env.get("KAGGLE_USERNAME") and env.get("KAGGLE_KEY"):
+        return True
+    home = Path(env.get("HOME", Path.home()))
+    return (home / ".kaggle" / "kaggle.json").is_file() or (root / "kaggle.json").is_file()
+
+
+def choose_profile(
+    root: Path, profile: str | None, data_dir: str | None, env: dict[str, str] | None = None
+) -> tuple[str, str]:
+    """Return (profile, reason): the given one, else default with real data available, else demo."""
+    if profile:
+        return profile, "chosen with PROFILE"
+    if data_dir:
+        if (Path(data_dir) / "Training").is_dir() or any(Path(data_dir).glob("*/Training")):
+            return REAL_DATA_PROFILE, f"DATA_DIR={data_dir} holds the dataset"
+        return OFFLINE_PROFILE, f"DATA_DIR={data_dir} does not hold Training/ (using phantoms)"
+    if (root / "data" / "brain-tumor-mri-dataset").is_dir():
+        return REAL_DATA_PROFILE, "the Kaggle dataset was downloaded before (data/)"
+    if kaggle_credentials_present(root, env):
+        return REAL_DATA_PROFILE, "Kaggle credentials are present"
+    return OFFLINE_PROFILE, "no DATA_DIR, no downloaded dataset and no Kaggle credentials"
+
+
+def _choice_line(profile: str, reason: str) -> str:
+    other = (
+        f"make all PROFILE={OFFLINE_PROFILE}"
+        if profile != OFFLINE_PROFILE
+        else f"make all DATA_DIR=/path/to/brain-tumor-mri-dataset (or PROFILE={REAL_DATA_PROFILE} "
+        "with Kaggle credentials)"
+    )
+    return f"profile: {profile} ({reason}); for another: {other}"
+
+
+def _root(args: argparse.Namespace) -> Path:
+    return Path(args.root).resolve() if args.root else Path.cwd().resolve()
+
+
+def cmd_choose(args: argparse.Namespace) -> int:
+    """Print the profile `make all` will run and why."""
+    profile, reason = choose_profile(_root(args), args.profile, args.data_dir)
+    print(_choice_line(profile, reason))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the pipeline for one profile."""
+    from brainmri.config import ParamError
+    from brainmri.pipeline import StageFailed, run_pipeline
+
+    root = _root(args)
+    profile, _ = choose_profile(root, args.profile, args.data_dir)
+    overrides = {"data_dir": str(Path(args.data_dir).resolve())} if args.data_dir else {}
+    try:
+        run_pipeline(profile, root, overrides, force=args.force, log_output=not args.quiet)
+    except (ParamError, StageFailed, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_html(args: argparse.Namespace) -> int:
+    """Re-render the HTML reports and index of a profile's executed notebooks."""
+    from brainmri import reports
+    from brainmri.config import Paths
+
+    paths = Paths(_root(args), args.profile)
+    if not paths.run_dir.is_dir():
+        print(f"error: {paths.run_dir} does not exist; run `make all PROFILE={args.profile}`")
+        return 1
+    written = reports.export_html(paths, hide_code=not args.show_code)
+    reports.write_index(paths)
+    print(f"rendered {len(written)} notebooks; open {paths.index_html}")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    """Delete one profile's reports (never downloaded data)."""
+    from brainmri.config import Paths
+
+    run_dir = Paths(_root(args), args.profile).run_dir
+    if run_dir.is_dir():
+        shutil.rmtree(run_dir)
+        print(f"removed {run_dir}")
+    else:
+        print(f"nothing to remove: {run_dir} does not exist")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Print the differences of two runs' headline metrics."""
+    from brainmri.config import Paths
+    from brainmri.evaluation import compare_runs
+
+    loaded = []
+    for name in (args.a, args.b):
+        path = Paths(_root(args), name).metrics
+        if not path.is_file():
+            print(f"error: {path} does not exist; run `make all PROFILE={name}` first")
+            return 1
+        loaded.append(json.loads(path.read_text()))
+    print(compare_runs(loaded[0], loaded[1], args.a, args.b))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m brainmri.cli`."""
+    parser = argparse.ArgumentParser(prog="brainmri", description=__doc__)
+    parser.add_argument("--root", help="project root (default: current folder)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("choose", help=cmd_choose.__doc__)
+    p.add_argument("--profile", default=None)
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_choose)
+    p = sub.add_parser("run", help=cmd_run.__doc__)
+    p.add_argument("--profile", default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--force", action="store_true", help="rerun every stage")
+    p.add_argument("--quiet", action="store_true", help="do not stream notebook output")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("html", help=cmd_html.__doc__)
+    p.add_argument("--profile", required=True)
+    p.add_argument("--show-code", action="store_true")
+    p.set_defaults(func=cmd_html)
+    p = sub.add_parser("clean", help=cmd_clean.__doc__)
+    p.add_argument("--profile", required=True)
+    p.set_defaults(func=cmd_clean)
+    p = sub.add_parser("compare", help=cmd_compare.__doc__)
+    p.add_argument("a")
+    p.add_argument("b")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,448 @@
+"""Project constants, parameter profiles and derived paths: the one source of truth."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CLASS_NAMES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
+"""Class order used everywhere (alphabetical, as Keras' directory loaders sort them)."""
+TUMOUR_CLASSES: tuple[str, ...] = ("glioma", "meningioma", "pituitary")
+SPLITS: tuple[str, ...] = ("Training", "Testing")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+LOGITS_LAYER = "logits"
+"""Name of the pre-softmax Dense layer; explainability reads its scores."""
+KAGGLE_DATASET = "masoudnickparvar/brain-tumor-mri-dataset"
+
+STAGES: tuple[str, ...] = ("01_download", "02_eda", "03_train", "04_evaluate", "05_gradcam")
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "01_download": ("run", "data"),
+    "02_eda": ("run", "eda"),
+    "03_train": ("run", "model", "train"),
+    "04_evaluate": ("run", "evaluate"),
+    "05_gradcam": ("run", "gradcam"),
+}
+"""Which parameter sections each notebook receives (and is re-run for)."""
+STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {
+    "01_download": (),
+    "02_eda": ("01_download",),
+    "03_train": ("01_download",),
+    "04_evaluate": ("01_download", "03_train"),
+    "05_gradcam": ("01_download", "03_train"),
+}
+
+
+class ParamError(ValueError):
+    """A profile that fails validation; the message names the file, the key and what is allowed."""
+
+
+# --- the schema -----------------------------------------------------------------------------
+# Hand-written rather than a schema library: the messages must name the YAML file and the
+# dotted key, and the whole table doubles as the documentation printed by `brainmri params`.
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One parameter: its type, its allowed range or values, and a one-line meaning."""
+
+    kind: str  # int | float | bool | str | choice | int_list | float_list | str_list
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+
+    def allowed(self) -> str:
+        """Describe the allowed values in words."""
+        if self.kind == "choice":
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        elif self.kind in ("int", "float"):
+            noun = "an integer" if self.kind == "int" else "a number"
+            text = f"{noun} in [{self.lo}, {self.hi}]"
+        elif self.kind.endswith("_list"):
+            inner = self.kind.removesuffix("_list")
+            rng = f" in [{self.lo}, {self.hi}]" if self.lo is not None else ""
+            text = f"a list of {inner}s{rng}"
+        elif self.kind == "bool":
+            text = "true or false"
+        else:
+            text = "a string"
+        return text + (" or null" if self.nullable else "")
+
+    def check(self, value: Any) -> Any:
+        """Return the value (ints widened to float where a float is expected) or raise ValueError."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise ValueError(self.allowed())
+        if self.kind == "choice":
+            if value in self.choices:
+                return value
+            raise ValueError(self.allowed())
+        if self.kind.endswith("_list"):
+            if not isinstance(value, list) or not value:
+                raise ValueError(self.allowed())
+            inner = Spec(self.kind.removesuffix("_list"), self.help, self.lo, self.hi)
+            try:
+                return [inner.check(v) for v in value]
+            except ValueError:
+                raise ValueError(self.allowed()) from None
+        if self.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            raise ValueError(self.allowed())
+        if self.kind == "str":
+            if isinstance(value, str):
+                return value
+            raise ValueError(self.allowed())
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(self.allowed())
+        if self.kind == "int" and not isinstance(value, int):
+            raise ValueError(self.allowed())
+        if not (self.lo <= value <= self.hi):
+            raise ValueError(self.allowed())
+        return float(value) if self.kind == "float" else value
+
+
+BACKBONES = (
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "resnet50",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "compact_cnn",
+)
+CAM_METHODS = ("gradcam", "gradcampp", "scorecam", "random")
+
+SCHEMA: dict[str, dict[str, Spec]] = {
+    "run": {
+        "seed": Spec("int", "seeds Python, NumPy and TensorFlow", 0, 2**31 - 1),
+        "deterministic": Spec("bool", "enable TensorFlow op determinism (slower)"),
+    },
+    "data": {
+        "data_source": Spec(
+            "choice",
+            "where images come from; auto = data_dir, then Kaggle, then phantoms",
+            choices=("auto", "data_dir", "kaggle", "phantom"),
+        ),
+        "data_dir": Spec(
+            "str", "folder holding Training/ and Testing/ (DATA_DIR overrides)", nullable=True
+        ),
+        "kaggle_dataset": Spec("str", "Kaggle dataset slug to download"),
+        "phantom_train_per_class": Spec("int", "phantom Training images per class", 2, 100000),
+        "phantom_test_per_class": Spec("int", "phantom Testing images per class", 2, 100000),
+        "phantom_size": Spec("int", "side of the square phantom images in pixels", 32, 1024),
+        "val_fraction": Spec("float", "share of Training held out for validation", 0.02, 0.5),
+        "dedup": Spec(
+            "choice",
+            "which duplicates are removed before training/evaluation",
+            choices=("none", "exact", "near"),
+        ),
+        "near_dup_distance": Spec(
+            "int", "max perceptual-hash Hamming distance of a near duplicate", 0, 32
+        ),
+    },
+    "eda": {
+        "eda_samples_per_class": Spec("int", "sample images shown per class", 1, 32),
+    },
+    "model": {
+        "backbone": Spec("choice", "feature extractor", choices=BACKBONES),
+        "weights": Spec("str", "'imagenet', 'none' or a path to a local weights file"),
+        "image_size": Spec("int", "input side in pixels (square)", 32, 1024),
+        "dense_units": Spec("int_list", "units of the head's Dense layers", 1, 8192),
+        "dropout": Spec("float", "dropout after each head Dense layer", 0.0, 0.95),
+        "cnn_filters": Spec("int_list", "filters per block of the compact CNN", 1, 1024),
+        "trainable": Spec(
+            "choice",
+            "which backbone layers train",
+            choices=("all", "freeze", "finetune_top_n"),
+        ),
+        "finetune_top_n": Spec("int", "backbone blocks unfrozen by finetune_top_n", 1, 100),
+    },
+    "train": {
+        "batch_size": Spec("int", "images per batch", 1, 4096),
+        "epochs": Spec("int", "maximum epochs (fine-tuning phase)", 1, 1000),
+        "learning_rate": Spec("float", "Adam learning rate", 1e-7, 1.0),
+        "label_smoothing": Spec("float", "categorical cross-entropy label smoothing", 0.0, 0.5),
+        "warmup_epochs": Spec("int", "head-only epochs before fine-tuning (0 = one phase)", 0, 100),
+        "warmup_learning_rate": Spec("float", "learning rate of the warm-up phase", 1e-7, 1.0),
+        "early_stopping_patience": Spec("int", "epochs without val gain before stopping", 1, 1000),
+        "reduce_lr_factor": Spec("float", "ReduceLROnPlateau factor", 0.01, 0.99),
+        "reduce_lr_patience": Spec("int", "ReduceLROnPlateau patience", 1, 1000),
+        "cache": Spec("choice", "decoded-image cache", choices=("memory", "disk", "none")),
+        "aug_rotation": Spec("float", "max random rotation in degrees", 0.0, 180.0),
+        "aug_width_shift": Spec("float", "max horizontal shift (fraction of width)", 0.0, 0.5),
+        "aug_height_shift": Spec("float", "max vertical shift (fraction of height)", 0.0, 0.5),
+        "aug_shear": Spec("float", "max shear (radians-like factor)", 0.0, 1.0),
+        "aug_zoom": Spec("float", "max zoom in/out (fraction)", 0.0, 0.9),
+        "aug_horizontal_flip": Spec("bool", "random left-right flips"),
+        "aug_fill_mode": Spec(
+            "choice",
+            "how pixels outside the image are filled",
+            choices=("nearest", "reflect", "wrap", "constant"),
+        ),
+    },
+    "evaluate": {
+        "bootstrap_resamples": Spec("int", "bootstrap resamples for 95% CIs", 10, 100000),
+        "tta": Spec("bool", "also report test-time augmentation (flip average)"),
+        "calibration_bins": Spec("int", "bins of the reliability diagram and ECE", 2, 100),
+        "error_gallery_size": Spec("int", "images per error-analysis gallery", 1, 64),
+    },
+    "gradcam": {
+        "cam_method": Spec("choice", "explanation method of the galleries", choices=CAM_METHODS),
+        "cam_methods_compare": Spec("str_list", "methods compared side by side and scored"),
+        "cam_layer": Spec("str", "layer to explain (null = last conv activation)", nullable=True),
+        "interpolant": Spec("float", "overlay transparency (0 = image only)", 0.0, 1.0),
+        "cam_images_per_class": Spec("int", "images per class in the galleries", 1, 64),
+        "cam_eval_images": Spec("int", "tumour images scored for localisation (max)", 1, 100000),
+        "faithfulness_steps": Spec("int", "steps of the deletion/insertion curves", 2, 256),
+    },
+}
+
+ALL_KEYS: dict[str, str] = {k: s for s, specs in SCHEMA.items() for k in specs}
+"""Every parameter name mapped to its section; names are unique across sections."""
+assert len(ALL_KEYS) == sum(len(v) for v in SCHEMA.values()), "duplicate parameter names"
+
+TOP_LEVEL_EXTRAS = {"description": Spec("str", "one line saying what the profile is for")}
+
+
+# --- paths ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every location the project reads or writes, derived from the project root and profile."""
+
+    root: Path
+    profile: str
+
+    @property
+    def params_dir(self) -> Path:
+        return self.root / "params"
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def data_root(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def kaggle_dir(self) -> Path:
+        return self.data_root / "brain-tumor-mri-dataset"
+
+    @property
+    def phantom_dir(self) -> Path:
+        return self.data_root / "phantom"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "reports" / self.profile
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.run_dir / "figures"
+
+    @property
+    def html_dir(self) -> Path:
+        return self.run_dir / "html"
+
+    @property
+    def failed_dir(self) -> Path:
+        return self.run_dir / "failed"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / ".state"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.run_dir / ".cache"
+
+    @property
+    def manifest(self) -> Path:
+        return self.run_dir / "manifest.csv"
+
+    @property
+    def data_json(self) -> Path:
+        return self.run_dir / "data.json"
+
+    @property
+    def model(self) -> Path:
+        return self.run_dir / "model.keras"
+
+    @property
+    def history(self) -> Path:
+        return self.run_dir / "history.csv"
+
+    @property
+    def run_json(self) -> Path:
+        return self.run_dir / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / "metrics.json"
+
+    @property
+    def index_html(self) -> Path:
+        return self.run_dir / "index.html"
+
+    def stage_metrics(self, stage: str) -> Path:
+        """The JSON fragment a stage writes; the pipeline merges them into metrics.json."""
+        return self.run_dir / "metrics" / f"{stage}.json"
+
+    def notebook(self, stage: str) -> Path:
+        return self.notebooks_dir / f"{stage}.ipynb"
+
+    def executed(self, stage: str) -> Path:
+        return self.run_dir / f"{stage}.ipynb"
+
+
+def find_root(start: Path | None = None) -> Path:
+    """Return the project root: BRAINMRI_ROOT, else the nearest folder up holding params/."""
+    env = os.environ.get("BRAINMRI_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params" / "default.yaml").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no project root above {here}: expected a folder holding params/default.yaml "
+        "(or set BRAINMRI_ROOT)"
+    )
+
+
+def paths(profile: str, root: Path | None = None) -> Paths:
+    """Return the derived paths of one profile's run."""
+    return Paths(root=Path(root) if root else find_root(), profile=profile)
+
+
+# --- loading and validation -----------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ParamError(f"{path}: no such profile file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParamError(f"{path}: expected a mapping of sections, found {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Overlay a profile's sections on the defaults, rejecting unknown sections and keys."""
+    merged = copy.deepcopy(base)
+    for section, values in update.items():
+        if section in TOP_LEVEL_EXTRAS:
+            merged[section] = values
+            continue
+        if section not in SCHEMA:
+            allowed = ", ".join([*SCHEMA, *TOP_LEVEL_EXTRAS])
+            raise ParamError(f"{source}: unknown section '{section}' (allowed: {allowed})")
+        if not isinstance(values, dict):
+            raise ParamError(f"{source}: section '{section}' must be a mapping of keys")
+        for key, value in values.items():
+            if key not in SCHEMA[section]:
+                hint = f" (it belongs in '{ALL_KEYS[key]}')" if key in ALL_KEYS else ""
+                allowed = ", ".join(SCHEMA[section])
+                raise ParamError(
+                    f"{source}: unknown key '{section}.{key}'{hint}; allowed: {allowed}"
+                )
+            merged.setdefault(section, {})[key] = value
+    return merged
+
+
+def validate(params: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Check every key against the schema; return the params with values normalised."""
+    out: dict[str, Any] = {k: params[k] for k in TOP_LEVEL_EXTRAS if k in params}
+    for section, specs in SCHEMA.items():
+        values = params.get(section, {})
+        out[section] = {}
+        for key, spec in specs.items():
+            if key not in values:
+                raise ParamError(f"{source}: missing key '{section}.{key}' ({spec.allowed()})")
+            try:
+                out[section][key] = spec.check(values[key])
+            except ValueError as exc:
+                raise ParamError(
+                    f"{source}: '{section}.{key}' = {values[key]!r} is not allowed: expected {exc}"
+                ) from None
+    for extra in set(params) - set(SCHEMA) - set(TOP_LEVEL_EXTRAS):
+        raise ParamError(f"{source}: unknown section '{extra}'")
+    unknown = set(out["gradcam"]["cam_methods_compare"]) - set(CAM_METHODS)
+    if unknown:
+        raise ParamError(
+            f"{source}: 'gradcam.cam_methods_compare' has {sorted(unknown)}: "
+            f"expected methods from {list(CAM_METHODS)}"
+        )
+    return out
+
+
+def load_profile(
+    profile: str, root: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Load params/<profile>.yaml over params/default.yaml, apply flat overrides, validate."""
+    params_dir = (Path(root) if root else find_root()) / "params"
+    default_file = params_dir / "default.yaml"
+    params = _read_yaml(default_file)
+    source = str(default_file)
+    if profile != "default":
+        profile_file = params_dir / f"{profile}.yaml"
+        if not profile_file.is_file():
+            known = sorted(p.stem for p in params_dir.glob("*.yaml"))
+            raise ParamError(f"{profile_file}: no such profile (known profiles: {known})")
+        source = str(profile_file)
+        params = _merge(params, _read_yaml(profile_file), source)
+    else:
+        params = _merge({}, params, source)
+    if overrides:
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in overrides.items():
+            if key not in ALL_KEYS:
+                raise ParamError(f"override '{key}': unknown parameter")
+            nested.setdefault(ALL_KEYS[key], {})[key] = value
+        params = _merge(params, nested, f"{source} (with overrides {dict(overrides)})")
+    return validate(params, source)
+
+
+def stage_params(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """Return the flat parameters a stage's notebook receives."""
+    flat: dict[str, Any] = {}
+    for section in STAGE_SECTIONS[stage]:
+        flat.update(params[section])
+    return flat
+
+
+def flat_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Return every parameter as one flat mapping."""
+    return {k: v for section in SCHEMA for k, v in params[section].items()}
+
+
+def notebook_config(stage: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a notebook's parameter values (as papermill injected them) and return them."""
+    flat: dict[str, Any] = {}
+    for section in STAGE_SECTIONS[stage]:
+        for key, spec in SCHEMA[section].items():
+            if key not in values:
+                raise ParamError(f"notebook {stage}: parameter '{key}' is missing")
+            try:
+                flat[key] = spec.check(values[key])
+            except ValueError as exc:
+                raise ParamError(
+                    f"notebook {stage}: '{key}' = {values[key]!r} is not allowed: expected {exc}"
+                ) from None
+    return flat

@@ -1,0 +1,707 @@
+"""Held-out evaluation: discrimination, bootstrap CIs, calibration, errors and run comparison."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from scipy.special import softmax as _scipy_softmax
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    brier_score_loss,
+    cohen_kappa_score,
+    confusion_matrix,
+    log_loss,
+    matthews_corrcoef,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
+
+from brainmri.config import CLASS_NAMES
+
+__all__ = [
+    "METRICS_SCHEMA",
+    "bootstrap_ci",
+    "brier_score",
+    "classification_summary",
+    "compare_runs",
+    "error_analysis",
+    "evaluate_split",
+    "expected_calibration_error",
+    "fit_temperature",
+    "nll",
+    "reliability_curve",
+    "roc_pr_curves",
+    "softmax",
+    "validate_metrics_block",
+]
+
+_PROB_SUM_TOLERANCE = 1e-3
+"""Rows of `probs` may deviate this much from summing to 1 (float32 softmax) before we refuse."""
+_BOOTSTRAP_CHUNK_CELLS = 2_000_000
+"""Resampled cases held in memory at once; keeps 10k x 7k bootstraps within ~20 MB."""
+_LOG_T_BOUNDS = (math.log(0.01), math.log(100.0))
+"""Search interval of log T in temperature scaling."""
+
+
+# --- input checks -----------------------------------------------------------------------------
+
+
+def _check_labels(y_true: Any, n_classes: int, name: str = "y_true") -> np.ndarray:
+    """Return y_true as a 1-D int array of indices in [0, n_classes) or raise ValueError."""
+    y = np.asarray(y_true)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"{name}: expected a non-empty 1-D array of class indices, got {y.shape}")
+    integral = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and bool(np.all(np.mod(y, 1) == 0))
+    )
+    if not integral:
+        raise ValueError(f"{name}: expected integer class indices, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(
+            f"{name}: class indices must lie in [0, {n_classes - 1}], found [{y.min()}, {y.max()}]"
+        )
+    return y
+
+
+def _check_probs(probs: Any, n: int, n_classes: int) -> np.ndarray:
+    """Return probs as float64 N x K rows summing to 1, or raise ValueError."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape != (n, n_classes):
+        raise ValueError(f"probs: expected shape ({n}, {n_classes}), got {p.shape}")
+    if not np.all(np.isfinite(p)) or p.min() < 0:
+        raise ValueError("probs: expected finite, non-negative probabilities")
+    sums = p.sum(axis=1)
+    if np.max(np.abs(sums - 1.0)) > _PROB_SUM_TOLERANCE:
+        raise ValueError(
+            f"probs: rows must sum to 1 (softmax output), found sums in "
+            f"[{sums.min():.4f}, {sums.max():.4f}]; pass softmax(logits), not logits"
+        )
+    # Renormalise the float32 rounding away so scikit-learn's strict float64 checks stay quiet.
+    return p / sums[:, None]
+
+
+def _check_inputs(
+    y_true: Any, probs: Any, class_names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a (labels, probabilities) pair; K comes from class_names, else from probs."""
+    p = np.asarray(probs)
+    if class_names is None:
+        if p.ndim != 2 or p.shape[1] < 2:
+            raise ValueError(f"probs: expected an N x K array with K >= 2, got shape {p.shape}")
+        k = p.shape[1]
+    else:
+        k = len(class_names)
+        if k < 2:
+            raise ValueError(f"class_names: expected at least 2 classes, got {list(class_names)}")
+    y = _check_labels(y_true, k)
+    return y, _check_probs(p, y.size, k)
+
+
+def _num(x: Any) -> float | None:
+    """Return a plain float, or None for NaN/inf/None."""
+    if x is None:
+        return None
+    value = float(x)
+    return value if math.isfinite(value) else None
+
+
+def _jsonable(obj: Any) -> Any:
+    """Return obj with numpy types turned into plain Python and NaN/inf into None."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return _num(obj)
+    return obj
+
+
+# --- discrimination ---------------------------------------------------------------------------
+
+
+def _specificity(cm: np.ndarray) -> np.ndarray:
+    """Per-class TN / (TN + FP) from a K x K confusion matrix (NaN where there are no negatives)."""
+    total = cm.sum()
+    tp = np.diag(cm)
+    fp = cm.sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    tn = total - tp - fp - fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tn + fp > 0, tn / np.maximum(tn + fp, 1), np.nan)
+
+
+def classification_summary(
+    y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str] = CLASS_NAMES
+) -> dict[str, Any]:
+    """Return accuracy, per-class/macro/weighted metrics, kappa, MCC and confusion matrices."""
+    y, p = _check_inputs(y_true, probs, class_names)
+    labels = list(range(len(class_names)))
+    pred = p.argmax(axis=1)
+    prec, rec, f1, support = precision_recall_fscore_support(
+        y, pred, labels=labels, zero_division=0
+    )
+    cm = confusion_matrix(y, pred, labels=labels)
+    # normalize="true" divides each row by its support; empty rows come back as zeros.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cm_norm = np.nan_to_num(confusion_matrix(y, pred, labels=labels, normalize="true"))
+    spec = _specificity(cm)
+
+    per_class: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(class_names):
+        positives = y == k
+        # AUC / AP are undefined when a class has no positives (or no negatives) in the split.
+        defined = 0 < positives.sum() < y.size
+        per_class[name] = {
+            "precision": float(prec[k]),
+            "recall": float(rec[k]),
+            "specificity": _num(spec[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+            "roc_auc": float(roc_auc_score(positives, p[:, k])) if defined else None,
+            "average_precision": (
+                float(average_precision_score(positives, p[:, k])) if defined else None
+            ),
+        }
+
+    weights = support / support.sum()
+    spec_filled = np.nan_to_num(spec)
+
+    def averages(w: np.ndarray) -> dict[str, float]:
+        return {
+            "precision": float(np.dot(w, prec)),
+            "recall": float(np.dot(w, rec)),
+            "specificity": float(np.dot(w, spec_filled)),
+            "f1": float(np.dot(w, f1)),
+        }
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kappa = cohen_kappa_score(y, pred, labels=labels)
+        mcc = matthews_corrcoef(y, pred)
+    return {
+        "n": int(y.size),
+        "accuracy": float(accuracy_score(y, pred)),
+        "per_class": per_class,
+        "macro": averages(np.full(len(labels), 1.0 / len(labels))),
+        "weighted": averages(weights),
+        "cohen_kappa": _num(kappa),
+        "mcc": _num(mcc),
+        "confusion_matrix": cm.astype(int).tolist(),
+        "confusion_matrix_normalized": cm_norm.astype(float).tolist(),
+    }
+
+
+def roc_pr_curves(
+    y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str] = CLASS_NAMES
+) -> dict[str, dict[str, list[float]]]:
+    """Return one-vs-rest ROC (fpr, tpr) and PR (precision, recall) curves per class.
+
+    A class without positives or without negatives in y_true gets empty lists.
+    """
+    y, p = _check_inputs(y_true, probs, class_names)
+    curves: dict[str, dict[str, list[float]]] = {}
+    for k, name in enumerate(class_names):
+        positives = y == k
+        if not 0 < positives.sum() < y.size:
+            curves[name] = {"fpr": [], "tpr": [], "precision": [], "recall": []}
+            continue
+        fpr, tpr, _ = roc_curve(positives, p[:, k])
+        precision, recall, _ = precision_recall_curve(positives, p[:, k])
+        curves[name] = {
+            "fpr": fpr.tolist(),
+            "tpr": tpr.tolist(),
+            "precision": precision.tolist(),
+            "recall": recall.tolist(),
+        }
+    return curves
+
+
+# --- bootstrap --------------------------------------------------------------------------------
+
+
+def _confusion_stack(codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Turn an (R, N) matrix of true*K+pred codes into R confusion matrices (R, K, K)."""
+    r = codes.shape[0]
+    cells = n_classes * n_classes
+    flat = (codes + (np.arange(r)[:, None] * cells)).ravel()
+    return np.bincount(flat, minlength=r * cells).reshape(r, n_classes, n_classes)
+
+
+def _metrics_from_confusion(cms: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, macro F1 (zero_division=0) and per-class sensitivity of stacked matrices."""
+    cms = cms.astype(np.float64)
+    tp = np.diagonal(cms, axis1=1, axis2=2)
+    actual = cms.sum(axis=2)
+    predicted = cms.sum(axis=1)
+    n = cms.sum(axis=(1, 2))
+    denom = actual + predicted  # = 2TP + FP + FN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(denom > 0, 2 * tp / denom, 0.0)
+        sensitivity = np.where(actual > 0, tp / actual, np.nan)
+    return {"accuracy": tp.sum(axis=1) / n, "macro_f1": f1.mean(axis=1), "sens": sensitivity}
+
+
+def bootstrap_ci(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    n_resamples: int,
+    seed: int,
+    class_names: Sequence[str] = CLASS_NAMES,
+    level: float = 0.95,
+) -> dict[str, dict[str, float | None]]:
+    """Return percentile-bootstrap intervals for accuracy, macro F1 and per-class sensitivity."""
+    k = len(class_names)
+    y = _check_labels(y_true, k)
+    pred = _check_labels(y_pred, k, "y_pred")
+    if pred.size != y.size:
+        raise ValueError(f"y_pred: expected {y.size} predictions like y_true, got {pred.size}")
+    if not isinstance(n_resamples, int | np.integer) or n_resamples < 1:
+        raise ValueError(f"n_resamples: expected a positive integer, got {n_resamples!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level: expected a confidence level in (0, 1), got {level!r}")
+
+    # Hand-written rather than sklearn in a loop: one bincount over all resamples is ~1000x faster.
+    codes = y * k + pred
+    point = _metrics_from_confusion(_confusion_stack(codes[None, :], k))
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // y.size)
+    parts = []
+    for start in range(0, n_resamples, chunk):
+        rows = min(chunk, n_resamples - start)
+        idx = rng.integers(0, y.size, size=(rows, y.size))
+        parts.append(_confusion_stack(codes[idx], k))
+    boot = _metrics_from_confusion(np.concatenate(parts))
+
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+
+    def interval(point_value: float, samples: np.ndarray) -> dict[str, float | None]:
+        finite = samples[np.isfinite(samples)]
+        low, high = np.percentile(finite, q) if finite.size else (np.nan, np.nan)
+        return {"point": _num(point_value), "low": _num(low), "high": _num(high)}
+
+    out = {
+        "accuracy": interval(point["accuracy"][0], boot["accuracy"]),
+        "macro_f1": interval(point["macro_f1"][0], boot["macro_f1"]),
+    }
+    for j, name in enumerate(class_names):
+        out[f"sensitivity/{name}"] = interval(point["sens"][0, j], boot["sens"][:, j])
+    return out
+
+
+# --- calibration ------------------------------------------------------------------------------
+
+
+def reliability_curve(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict[str, Any]:
+    """Return the top-label reliability diagram: center, accuracy, confidence, count per bin.
+
+    Empty bins have accuracy and confidence None; "ece" is the count-weighted mean |acc - conf|.
+    """
+    if not isinstance(n_bins, int | np.integer) or n_bins < 1:
+        raise ValueError(f"n_bins: expected a positive integer, got {n_bins!r}")
+    y, p = _check_inputs(y_true, probs)
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    # Same binning as sklearn.calibration.calibration_curve(strategy="uniform"), which we do not
+    # call because it drops empty bins and returns no counts (both needed for ECE and plots).
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bin_ids = np.searchsorted(edges[1:-1], conf)
+    count = np.bincount(bin_ids, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.bincount(bin_ids, weights=correct, minlength=n_bins) / count
+        mean_conf = np.bincount(bin_ids, weights=conf, minlength=n_bins) / count
+    filled = count > 0
+    ece = float(np.sum(count[filled] * np.abs(acc[filled] - mean_conf[filled])) / y.size)
+    return {
+        "n_bins": int(n_bins),
+        "bin_edges": edges.tolist(),
+        "bin_centers": ((edges[:-1] + edges[1:]) / 2).tolist(),
+        "accuracy": [_num(a) for a in acc],
+        "confidence": [_num(c) for c in mean_conf],
+        "count": count.astype(int).tolist(),
+        "ece": ece,
+    }
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
+    """Return the top-label expected calibration error over equal-width confidence bins."""
+    return float(reliability_curve(y_true, probs, n_bins)["ece"])
+
+
+def brier_score(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Return the multiclass Brier score: mean over cases of sum_k (p_k - onehot_k)^2."""
+    y, p = _check_inputs(y_true, probs)
+    k = p.shape[1]
+    # scikit-learn >= 1.7 handles multiclass; scale_by_half=False keeps the classic [0, 2] form.
+    return float(brier_score_loss(y, p, labels=list(range(k)), scale_by_half=False))
+
+
+def nll(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Return the mean negative log-likelihood (natural log) of the true classes."""
+    y, p = _check_inputs(y_true, probs)
+    k = p.shape[1]
+    return float(log_loss(y, p, labels=list(range(k))))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Return row-wise softmax(logits / temperature) as float64, stable for large logits."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"logits: expected an N x K array, got shape {z.shape}")
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+    return _scipy_softmax(z / temperature, axis=1)
+
+
+def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
+    """Return the temperature T > 0 minimising the NLL of softmax(logits / T)."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or not np.all(np.isfinite(z)):
+        raise ValueError(f"logits: expected a finite N x K array, got shape {z.shape}")
+    y = _check_labels(y_true, z.shape[1])
+    if y.size != z.shape[0]:
+        raise ValueError(f"y_true: expected {z.shape[0]} labels like logits, got {y.size}")
+    rows = np.arange(y.size)
+
+    def objective(log_t: float) -> float:
+        return float(-np.mean(log_softmax(z / math.exp(log_t), axis=1)[rows, y]))
+
+    result = minimize_scalar(objective, bounds=_LOG_T_BOUNDS, method="bounded")
+    return float(math.exp(result.x))
+
+
+# --- error analysis ---------------------------------------------------------------------------
+
+
+def error_analysis(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    paths: Sequence[str],
+    k: int,
+    class_names: Sequence[str] = CLASS_NAMES,
+) -> dict[str, pd.DataFrame]:
+    """Return the k most confident mistakes and the k least confident correct predictions."""
+    y, p = _check_inputs(y_true, probs, class_names)
+    if len(paths) != y.size:
+        raise ValueError(f"paths: expected {y.size} paths (one per case), got {len(paths)}")
+    if k < 0:
+        raise ValueError(f"k: expected a non-negative integer, got {k!r}")
+    names = np.asarray(class_names, dtype=object)
+    pred = p.argmax(axis=1)
+    conf = p.max(axis=1)
+    table = pd.DataFrame(
+        {
+            "path": [str(x) for x in paths],
+            "true": names[y],
+            "predicted": names[pred],
+            "confidence": conf,
+            **{f"prob_{c}": p[:, j] for j, c in enumerate(class_names)},
+        }
+    )
+    wrong = table[pred != y].sort_values("confidence", ascending=False, kind="stable")
+    right = table[pred == y].sort_values("confidence", ascending=True, kind="stable")
+    return {
+        "confident_mistakes": wrong.head(k).reset_index(drop=True),
+        "unsure_correct": right.head(k).reset_index(drop=True),
+    }
+
+
+# --- one split --------------------------------------------------------------------------------
+
+
+def _calibration_block(y: np.ndarray, p: np.ndarray, n_bins: int) -> dict[str, Any]:
+    """ECE, Brier, NLL and the reliability curve of one set of probabilities."""
+    curve = reliability_curve(y, p, n_bins)
+    return {
+        "ece": curve["ece"],
+        "brier": brier_score(y, p),
+        "nll": nll(y, p),
+        "reliability": curve,
+    }
+
+
+def evaluate_split(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    logits: np.ndarray | None,
+    paths: Sequence[str],
+    *,
+    n_resamples: int,
+    seed: int,
+    n_bins: int,
+    temperature: float | None,
+    class_names: Sequence[str] = CLASS_NAMES,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Return the JSON-ready evaluation block of one split (see METRICS_SCHEMA for its shape).
+
+    Keys: "summary" (classification_summary), "ci" (bootstrap_ci) with "bootstrap" settings,
+    "calibration" (ece/brier/nll/reliability, plus "temperature" and the same after scaling in
+    "scaled" when a temperature is given, else both None) and "misclassified" (every wrong case,
+    most confident first).
+    """
+    y, p = _check_inputs(y_true, probs, class_names)
+    if len(paths) != y.size:
+        raise ValueError(f"paths: expected {y.size} paths (one per case), got {len(paths)}")
+    calibration = _calibration_block(y, p, n_bins)
+    calibration["temperature"] = None
+    calibration["scaled"] = None
+    if temperature is not None:
+        if logits is None:
+            raise ValueError("logits: required when a temperature is given")
+        z = np.asarray(logits)
+        if z.shape != p.shape:
+            raise ValueError(f"logits: expected shape {p.shape} like probs, got {z.shape}")
+        calibration["temperature"] = float(temperature)
+        calibration["scaled"] = _calibration_block(y, softmax(z, temperature), n_bins)
+    mistakes = error_analysis(y, p, paths, y.size, class_names)["confident_mistakes"]
+    block = {
+        "summary": classification_summary(y, p, class_names),
+        "ci": bootstrap_ci(y, p.argmax(axis=1), n_resamples, seed, class_names, level),
+        "bootstrap": {"n_resamples": int(n_resamples), "seed": int(seed), "level": float(level)},
+        "calibration": calibration,
+        "misclassified": mistakes[["path", "true", "predicted", "confidence"]].to_dict("records"),
+    }
+    return _jsonable(block)
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+_NUM = {"type": "number"}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_UNIT = {"type": "number", "minimum": 0, "maximum": 1}
+_UNIT_OR_NULL = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_COUNT = {"type": "integer", "minimum": 0}
+
+
+def _obj(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A closed JSON-Schema object whose listed properties are all required."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+        **extra,
+    }
+
+
+_AVERAGES = _obj({"precision": _UNIT, "recall": _UNIT, "specificity": _UNIT, "f1": _UNIT})
+_CALIBRATION_CORE = {
+    "ece": _UNIT,
+    "brier": {"type": "number", "minimum": 0, "maximum": 2},
+    "nll": {"type": "number", "minimum": 0},
+    "reliability": _obj(
+        {
+            "n_bins": {"type": "integer", "minimum": 1},
+            "bin_edges": {"type": "array", "items": _UNIT, "minItems": 2},
+            "bin_centers": {"type": "array", "items": _UNIT, "minItems": 1},
+            "accuracy": {"type": "array", "items": _UNIT_OR_NULL, "minItems": 1},
+            "confidence": {"type": "array", "items": _UNIT_OR_NULL, "minItems": 1},
+            "count": {"type": "array", "items": _COUNT, "minItems": 1},
+            "ece": _UNIT,
+        }
+    ),
+}
+
+METRICS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://brainmri.local/schemas/evaluation-block.json",
+    "title": "Evaluation block of one held-out split (brainmri.evaluation.evaluate_split)",
+    "$defs": {
+        "interval": _obj({"point": _NUM_OR_NULL, "low": _NUM_OR_NULL, "high": _NUM_OR_NULL}),
+        "class_metrics": _obj(
+            {
+                "precision": _UNIT,
+                "recall": _UNIT,
+                "specificity": _UNIT_OR_NULL,
+                "f1": _UNIT,
+                "support": _COUNT,
+                "roc_auc": _UNIT_OR_NULL,
+                "average_precision": _UNIT_OR_NULL,
+            }
+        ),
+        "matrix": {
+            "type": "array",
+            "minItems": 2,
+            "items": {"type": "array", "minItems": 2, "items": _NUM},
+        },
+    },
+    **_obj(
+        {
+            "summary": _obj(
+                {
+                    "n": {"type": "integer", "minimum": 1},
+                    "accuracy": _UNIT,
+                    "per_class": {
+                        "type": "object",
+                        "minProperties": 2,
+                        "additionalProperties": {"$ref": "#/$defs/class_metrics"},
+                    },
+                    "macro": _AVERAGES,
+                    "weighted": _AVERAGES,
+                    "cohen_kappa": {"type": ["number", "null"], "minimum": -1, "maximum": 1},
+                    "mcc": {"type": ["number", "null"], "minimum": -1, "maximum": 1},
+                    "confusion_matrix": {
+                        "$ref": "#/$defs/matrix",
+                        "items": {"items": {"type": "integer", "minimum": 0}},
+                    },
+                    "confusion_matrix_normalized": {
+                        "$ref": "#/$defs/matrix",
+                        "items": {"items": _UNIT},
+                    },
+                }
+            ),
+            "ci": {
+                "type": "object",
+                "required": ["accuracy", "macro_f1"],
+                "propertyNames": {"pattern": "^(accuracy|macro_f1|sensitivity/.+)$"},
+                "additionalProperties": {"$ref": "#/$defs/interval"},
+            },
+            "bootstrap": _obj(
+                {
+                    "n_resamples": {"type": "integer", "minimum": 1},
+                    "seed": {"type": "integer"},
+                    "level": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                }
+            ),
+            "calibration": _obj(
+                {
+                    **_CALIBRATION_CORE,
+                    "temperature": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                    "scaled": {"oneOf": [{"type": "null"}, _obj(_CALIBRATION_CORE)]},
+                }
+            ),
+            "misclassified": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "path": {"type": "string"},
+                        "true": {"type": "string"},
+                        "predicted": {"type": "string"},
+                        "confidence": _UNIT,
+                    }
+                ),
+            },
+        }
+    ),
+}
+"""JSON Schema (draft 2020-12) of the block evaluate_split returns; nulls mark undefined values."""
+
+
+def _non_finite_paths(obj: Any, where: str = "") -> list[tuple[str, float]]:
+    """Paths of NaN/inf floats, which JSON Schema counts as numbers but JSON cannot hold."""
+    if isinstance(obj, Mapping):
+        return [hit for k, v in obj.items() for hit in _non_finite_paths(v, f"{where}/{k}")]
+    if isinstance(obj, list | tuple):
+        return [hit for i, v in enumerate(obj) for hit in _non_finite_paths(v, f"{where}/{i}")]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return [(where or "/", obj)]
+    return []
+
+
+def validate_metrics_block(block: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the failing path if block does not match METRICS_SCHEMA."""
+    validator = jsonschema.Draft202012Validator(METRICS_SCHEMA)
+    errors = sorted(validator.iter_errors(block), key=lambda e: list(map(str, e.absolute_path)))
+    lines = [
+        f"at {where}: non-finite number {value} (undefined values must be null)"
+        for where, value in _non_finite_paths(block)
+    ]
+    for err in errors:
+        lines.append(f"at /{'/'.join(str(part) for part in err.absolute_path)}: {err.message}")
+    if not lines:
+        return
+    shown = "\n  ".join(lines[:5])
+    more = f"\n  ... and {len(lines) - 5} more" if len(lines) > 5 else ""
+    raise ValueError(
+        f"metrics block does not match METRICS_SCHEMA ({len(lines)} problem(s)):\n  {shown}{more}"
+    )
+
+
+# --- run comparison ---------------------------------------------------------------------------
+
+_SPLIT_ORDER = ("official", "dedup")
+
+
+def _dig(obj: Any, *keys: str) -> Any:
+    """Return obj[k1][k2]... or None when any level is missing."""
+    for key in keys:
+        if not isinstance(obj, Mapping) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _headline(block: Any, class_names: Sequence[str]) -> dict[str, float | None]:
+    """The headline numbers of one evaluation block (None where missing)."""
+    rows = {
+        "accuracy": _dig(block, "summary", "accuracy"),
+        "macro F1": _dig(block, "summary", "macro", "f1"),
+        "Cohen kappa": _dig(block, "summary", "cohen_kappa"),
+        "MCC": _dig(block, "summary", "mcc"),
+        "ECE": _dig(block, "calibration", "ece"),
+        "ECE (T-scaled)": _dig(block, "calibration", "scaled", "ece"),
+    }
+    for name in class_names:
+        rows[f"sensitivity {name}"] = _dig(block, "summary", "per_class", name, "recall")
+    return {
+        k: (v if isinstance(v, int | float) and math.isfinite(v) else None) for k, v in rows.items()
+    }
+
+
+def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], name_a: str, name_b: str) -> str:
+    """Return a plain-text table of headline metrics of two runs per split, with b - a."""
+    eval_a = _dig(a, "evaluate") or {}
+    eval_b = _dig(b, "evaluate") or {}
+    splits = [s for s in _SPLIT_ORDER if s in eval_a or s in eval_b]
+    splits += sorted((set(eval_a) | set(eval_b)) - set(splits))
+    if not splits:
+        splits = list(_SPLIT_ORDER)
+    found = {
+        c
+        for ev in (eval_a, eval_b)
+        for block in ev.values()
+        for c in (_dig(block, "summary", "per_class") or {})
+    }
+    class_names = [c for c in CLASS_NAMES if c in found] + sorted(found - set(CLASS_NAMES))
+    if not class_names:
+        class_names = list(CLASS_NAMES)
+
+    def fmt(value: float | None, signed: bool = False) -> str:
+        if value is None:
+            return "-"
+        return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+    col_a, col_b = (name_a, name_b) if name_a != name_b else (f"{name_a} (a)", f"{name_b} (b)")
+    records = []
+    for split in splits:
+        head_a = _headline(eval_a.get(split), class_names)
+        head_b = _headline(eval_b.get(split), class_names)
+        for metric, va in head_a.items():
+            vb = head_b[metric]
+            diff = vb - va if va is not None and vb is not None else None
+            records.append(
+                {
+                    "split": split,
+                    "metric": metric,
+                    col_a: fmt(va),
+                    col_b: fmt(vb),
+                    f"{col_b} - {col_a}": fmt(diff, signed=True),
+                }
+            )
+    return pd.DataFrame.from_records(records).to_string(index=False)

@@ -1,0 +1,109 @@
+"""tf.data input pipelines: decode and resize once, cache, shuffle, augment, batch, prefetch."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from brainmri.config import CLASS_NAMES
+from brainmri.data import load_image
+
+
+def augmentation(params: Mapping[str, Any], seed: int) -> keras.Sequential:
+    """The reference augmentation as Keras preprocessing layers (training batches only)."""
+    fill = params["aug_fill_mode"]
+    steps: list[keras.layers.Layer] = []
+    if params["aug_horizontal_flip"]:
+        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if params["aug_rotation"] > 0:
+        steps.append(
+            keras.layers.RandomRotation(params["aug_rotation"] / 360.0, fill_mode=fill, seed=seed)
+        )
+    if params["aug_width_shift"] > 0 or params["aug_height_shift"] > 0:
+        steps.append(
+            keras.layers.RandomTranslation(
+                params["aug_height_shift"], params["aug_width_shift"], fill_mode=fill, seed=seed
+            )
+        )
+    if params["aug_shear"] > 0:
+        steps.append(
+            keras.layers.RandomShear(
+                x_factor=params["aug_shear"],
+                y_factor=params["aug_shear"],
+                fill_mode=fill,
+                seed=seed,
+            )
+        )
+    if params["aug_zoom"] > 0:
+        steps.append(keras.layers.RandomZoom(params["aug_zoom"], fill_mode=fill, seed=seed))
+    return keras.Sequential(steps, name="augmentation")
+
+
+def _decode(path: bytes, size: int) -> np.ndarray:
+    return load_image(Path(path.decode()), size).astype(np.float32)
+
+
+def cache_key(paths: Sequence[str], image_size: int) -> str:
+    """Key of a decoded-image cache: the file list and the image size."""
+    digest = hashlib.sha256("\n".join(paths).encode() + f"|{image_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def make_dataset(
+    files: Sequence[str | Path],
+    labels: Sequence[int] | None,
+    image_size: int,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    cache: str = "memory",
+    cache_dir: Path | None = None,
+    augment: keras.Sequential | None = None,
+) -> tf.data.Dataset:
+    """Batches of (float 0-255 images, one-hot labels), or images alone when labels is None."""
+    files = [str(f) for f in files]
+    ds = tf.data.Dataset.from_tensor_slices(files)
+
+    def decode(path):
+        image = tf.numpy_function(_decode, [path, image_size], tf.float32, stateful=False)
+        image.set_shape((image_size, image_size, 3))
+        return image
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache == "memory":
+        ds = ds.cache()
+    elif cache == "disk":
+        if cache_dir is None:
+            raise ValueError("cache='disk' needs a cache_dir")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        stem = cache_dir / f"images-{cache_key(files, image_size)}"
+        # A run killed while filling the cache leaves a lock file that would block the next run.
+        for stale in cache_dir.glob(f"{stem.name}*.lockfile"):
+            stale.unlink()
+        ds = ds.cache(str(stem))
+    if labels is not None:
+        onehot = tf.one_hot(np.asarray(labels, dtype=np.int32), len(CLASS_NAMES))
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(onehot)))
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None and len(augment.layers) > 0:
+        if labels is None:
+            ds = ds.map(lambda x: augment(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = ds.map(
+                lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
+            )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_batch(files: Sequence[str | Path], image_size: int) -> np.ndarray:
+    """Decode a few files into one float32 0-255 array (for explanations and galleries)."""
+    return np.stack([load_image(Path(f), image_size).astype(np.float32) for f in files])

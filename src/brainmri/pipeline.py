@@ -1,0 +1,184 @@
+"""The incremental notebook pipeline: stage keys, papermill runs, failure handling, metrics merge."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from brainmri.config import (
+    STAGE_UPSTREAM,
+    STAGES,
+    Paths,
+    load_profile,
+    stage_params,
+)
+
+KERNEL_NAME = "brainmri"
+METRICS_KEYS = {
+    "01_download": "data",
+    "02_eda": "eda",
+    "03_train": "train",
+    "04_evaluate": "evaluate",
+    "05_gradcam": "gradcam",
+}
+"""The section of metrics.json each stage owns (it writes metrics/<stage>.json)."""
+
+
+class StageFailed(RuntimeError):
+    """A notebook raised; the message names the stage, the cell and the kept partial notebook."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def source_hash(root: Path) -> str:
+    """Hash of the package's source code: any change to src/ reruns every stage."""
+    digest = hashlib.sha256()
+    for path in sorted((root / "src" / "brainmri").rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def stage_keys(params: Mapping[str, Any], paths: Paths) -> dict[str, str]:
+    """The key of every stage: its notebook, its parameters, src/ and its upstream stages' keys."""
+    src = source_hash(paths.root)
+    keys: dict[str, str] = {}
+    for stage in STAGES:
+        payload = {
+            "notebook": _sha256(paths.notebook(stage).read_bytes()),
+            "params": stage_params(params, stage),
+            "src": src,
+            "upstream": [keys[u] for u in STAGE_UPSTREAM[stage]],
+        }
+        keys[stage] = _sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    return keys
+
+
+def stamp_path(paths: Paths, stage: str) -> Path:
+    """Where a stage records the key it last completed with."""
+    return paths.state_dir / f"{stage}.done.json"
+
+
+def is_up_to_date(paths: Paths, stage: str, key: str) -> bool:
+    """True when the stage completed with this key and its executed notebook is in place."""
+    stamp = stamp_path(paths, stage)
+    if not stamp.is_file() or not paths.executed(stage).is_file():
+        return False
+    try:
+        return json.loads(stamp.read_text()).get("key") == key
+    except json.JSONDecodeError:
+        return False
+
+
+def _execute(stage: str, params: Mapping[str, Any], paths: Paths, log_output: bool) -> None:
+    """Run one notebook with papermill; on success move it into place, else keep it in failed/."""
+    import papermill as pm
+
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    running = paths.state_dir / f"{stage}.running.ipynb"
+    injected = {"profile": paths.profile, **stage_params(params, stage)}
+    env_src = str(paths.root / "src")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [env_src, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    )
+    os.environ["BRAINMRI_ROOT"] = str(paths.root)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        pm.execute_notebook(
+            str(paths.notebook(stage)),
+            str(running),
+            parameters=injected,
+            kernel_name=KERNEL_NAME,
+            cwd=str(paths.notebooks_dir),
+            log_output=log_output,
+            progress_bar=False,
+            report_mode=False,
+        )
+    except Exception as exc:
+        paths.failed_dir.mkdir(parents=True, exist_ok=True)
+        kept = paths.failed_dir / f"{stage}.ipynb"
+        if running.exists():
+            shutil.move(str(running), kept)
+        raise StageFailed(
+            f"stage {stage} failed: {_describe(exc)}\n"
+            f"partly executed notebook kept at {kept.relative_to(paths.root)}"
+        ) from exc
+    os.replace(running, paths.executed(stage))
+    (paths.failed_dir / f"{stage}.ipynb").unlink(missing_ok=True)
+
+
+def _describe(exc: Exception) -> str:
+    """papermill's error summary: the cell and the exception, without the long traceback."""
+    ename = getattr(exc, "ename", None)
+    if ename:
+        cell = getattr(exc, "exec_count", None)
+        return f"cell [{cell}] raised {ename}: {getattr(exc, 'evalue', '')}"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def merge_metrics(paths: Paths, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge the stages' metric fragments into metrics.json (written atomically)."""
+    merged: dict[str, Any] = dict(extra)
+    for stage in STAGES:
+        fragment = paths.stage_metrics(stage)
+        if fragment.is_file():
+            merged[METRICS_KEYS[stage]] = json.loads(fragment.read_text())
+    tmp = paths.metrics.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n")
+    os.replace(tmp, paths.metrics)
+    return merged
+
+
+def run_pipeline(
+    profile: str,
+    root: Path,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    force: bool = False,
+    log_output: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Validate the profile, run the stages that are out of date, then publish HTML and index."""
+    from brainmri import reports
+
+    paths = Paths(root=root, profile=profile)
+    params = load_profile(profile, root=root, overrides=overrides)  # validates before any work
+    keys = stage_keys(params, paths)
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    ran: list[str] = []
+    timings: dict[str, float] = {}
+    for stage in STAGES:
+        if not force and is_up_to_date(paths, stage, keys[stage]):
+            echo(f"[{stage}] up to date")
+            continue
+        stamp_path(paths, stage).unlink(missing_ok=True)
+        echo(
+            f"[{stage}] running notebooks/{stage}.ipynb -> {paths.executed(stage).relative_to(root)}"
+        )
+        start = time.perf_counter()
+        try:
+            _execute(stage, params, paths, log_output)
+        finally:
+            timings[stage] = round(time.perf_counter() - start, 1)
+        stamp_path(paths, stage).write_text(
+            json.dumps({"key": keys[stage], "seconds": timings[stage], "finished": time.time()})
+        )
+        ran.append(stage)
+        echo(f"[{stage}] done in {timings[stage]:.1f} s")
+    if ran or not paths.index_html.is_file():
+        merge_metrics(paths, {"profile": profile, "params": params})
+        reports.export_html(paths, STAGES if force else ran or STAGES)
+        reports.write_index(paths)
+    if not ran:
+        echo(f"nothing to do: all {len(STAGES)} stages of profile '{profile}' are up to date")
+    echo(f"report: {paths.index_html.relative_to(root)}")
+    return {"ran": ran, "seconds": timings}

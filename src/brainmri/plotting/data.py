@@ -1,0 +1,207 @@
+"""Dataset figures: class balance, sample images, sizes and modes, intensities, duplicates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from brainmri.config import CLASS_NAMES, SPLITS
+from brainmri.data import SCAN_COLUMNS, load_image
+
+__all__ = [
+    "plot_class_counts",
+    "plot_duplicate_pairs",
+    "plot_intensity_histograms",
+    "plot_sample_grid",
+    "plot_size_mode",
+]
+
+_THUMB = 160  # side of the images drawn in galleries, in pixels
+_COLOURS = dict(zip(CLASS_NAMES, plt.get_cmap("tab10").colors, strict=False))
+
+
+def _ok_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The usable rows of a manifest, after checking it is one."""
+    missing = [c for c in SCAN_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"manifest: missing column(s) {missing}; expected {list(SCAN_COLUMNS)}")
+    return manifest[manifest["status"] == "ok"]
+
+
+def _sample(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Up to n rows drawn without replacement, reproducibly."""
+    return rows.sample(n=min(n, len(rows)), random_state=seed) if n > 0 else rows.iloc[:0]
+
+
+def _empty(fig: Figure, ax, text: str) -> Figure:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.axis("off")
+    return fig
+
+
+def plot_class_counts(manifest: pd.DataFrame) -> Figure:
+    """Bars of usable images per class, one bar per split, with the counts written on them."""
+    ok = _ok_rows(manifest)
+    counts = (
+        ok.groupby(["label", "split"])
+        .size()
+        .unstack(fill_value=0)
+        .reindex(index=list(CLASS_NAMES), columns=list(SPLITS), fill_value=0)
+    )
+    fig, ax = plt.subplots(figsize=(8, 4.2), constrained_layout=True)
+    width = 0.8 / len(SPLITS)
+    x = np.arange(len(CLASS_NAMES))
+    for i, split in enumerate(SPLITS):
+        bars = ax.bar(x + (i - (len(SPLITS) - 1) / 2) * width, counts[split], width, label=split)
+        ax.bar_label(bars, fontsize=8)
+    ax.set_xticks(x, CLASS_NAMES)
+    ax.set(xlabel="class", ylabel="images (status ok)", title="Images per class and split")
+    ax.legend(title="split")
+    ax.margins(y=0.12)
+    return fig
+
+
+def plot_sample_grid(manifest: pd.DataFrame, root: Path | str, per_class: int, seed: int) -> Figure:
+    """A grid of randomly drawn images, one row per class, as the model sees them (load_image)."""
+    ok = _ok_rows(manifest)
+    per_class = max(int(per_class), 1)
+    fig, axes = plt.subplots(
+        len(CLASS_NAMES),
+        per_class,
+        figsize=(1.9 * per_class, 2.0 * len(CLASS_NAMES)),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for row, label in enumerate(CLASS_NAMES):
+        chosen = _sample(ok[ok["label"] == label], per_class, seed)
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(label, fontsize=11)
+            if col >= len(chosen):
+                ax.set_frame_on(False)
+                continue
+            item = chosen.iloc[col]
+            ax.imshow(load_image(Path(root) / item["path"], _THUMB))
+            ax.set_title(f"{item['split']} · {Path(item['path']).name}", fontsize=6)
+    fig.suptitle(f"Random images per class (seed {seed})")
+    return fig
+
+
+def plot_size_mode(manifest: pd.DataFrame) -> Figure:
+    """Image dimensions, colour modes per split, and file sizes per class."""
+    ok = _ok_rows(manifest)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    if ok.empty:
+        for ax in axes[1:]:
+            ax.axis("off")
+        return _empty(fig, axes[0], "no usable images")
+    sizes = (ok["width"].astype(str) + "x" + ok["height"].astype(str)).value_counts()
+    top = sizes.iloc[:10][::-1]
+    axes[0].barh(top.index, top.to_numpy(), color="tab:gray")
+    axes[0].set(xlabel="images", title=f"Image size (width x height), {len(sizes)} distinct")
+
+    modes = ok.groupby(["mode", "split"]).size().unstack(fill_value=0)
+    modes = modes.reindex(columns=[s for s in SPLITS if s in modes.columns])
+    y = np.arange(len(modes))
+    height = 0.8 / max(len(modes.columns), 1)
+    for i, split in enumerate(modes.columns):
+        bars = axes[1].barh(y + i * height, modes[split], height, label=split)
+        axes[1].bar_label(bars, fontsize=8)
+    axes[1].set_yticks(y + height * (len(modes.columns) - 1) / 2, modes.index)
+    axes[1].set(xlabel="images", title="Colour mode per split")
+    axes[1].legend(title="split")
+
+    for label in CLASS_NAMES:
+        kib = ok.loc[ok["label"] == label, "bytes"] / 1024
+        if len(kib):
+            axes[2].hist(kib, bins=40, histtype="step", color=_COLOURS[label], label=label)
+    axes[2].set(xlabel="file size (KiB)", ylabel="images", title="File size per class")
+    axes[2].legend()
+    return fig
+
+
+def plot_intensity_histograms(
+    manifest: pd.DataFrame, root: Path | str, per_class_limit: int, seed: int
+) -> Figure:
+    """Grey-level histograms per class and the spread of per-image mean intensity."""
+    ok = _ok_rows(manifest)
+    fig, (ax_hist, ax_mean) = plt.subplots(1, 2, figsize=(13, 4.2), constrained_layout=True)
+    means: dict[str, np.ndarray] = {}
+    for label in CLASS_NAMES:
+        chosen = _sample(ok[ok["label"] == label], int(per_class_limit), seed)
+        if chosen.empty:
+            continue
+        hist = np.zeros(256, dtype=np.float64)
+        label_means = []
+        for rel in chosen["path"]:
+            image = load_image(Path(root) / rel, _THUMB)
+            grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+            hist += np.bincount(grey.ravel(), minlength=256)
+            label_means.append(grey.mean())
+        means[label] = np.asarray(label_means)
+        ax_hist.plot(
+            np.arange(256),
+            hist / hist.sum(),
+            color=_COLOURS[label],
+            label=f"{label} (n={len(chosen)})",
+        )
+    ax_hist.set_yscale("log")
+    ax_hist.set(
+        xlabel="grey level (after load_image)",
+        ylabel="fraction of pixels (log)",
+        title=f"Grey-level histograms (up to {per_class_limit} images per class)",
+    )
+    if not means:
+        ax_mean.axis("off")
+        return _empty(fig, ax_hist, "no usable images")
+    ax_hist.legend()
+    box = ax_mean.boxplot(list(means.values()), patch_artist=True)
+    for patch, label in zip(box["boxes"], means, strict=True):
+        patch.set_facecolor(_COLOURS[label])
+        patch.set_alpha(0.5)
+    ax_mean.set_xticks(np.arange(1, len(means) + 1), list(means))
+    ax_mean.set(ylabel="mean grey level per image", title="Per-image mean intensity")
+    return fig
+
+
+def plot_duplicate_pairs(
+    manifest: pd.DataFrame, root: Path | str, pairs: Sequence[Sequence]
+) -> Figure:
+    """Duplicate pairs side by side with split, class and perceptual-hash distance."""
+    rows = _ok_rows(manifest).set_index("path")
+    pairs = [tuple(p) for p in pairs]
+    fig, axes = plt.subplots(
+        max(len(pairs), 1),
+        2,
+        figsize=(5.2, 2.7 * max(len(pairs), 1)),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    if not pairs:
+        axes[0, 1].axis("off")
+        return _empty(fig, axes[0, 0], "no duplicate pairs")
+    for (path_a, path_b, distance), (ax_a, ax_b) in zip(pairs, axes, strict=True):
+        for ax, rel in ((ax_a, path_a), (ax_b, path_b)):
+            if rel not in rows.index:
+                raise ValueError(f"pair path {rel!r} is not a usable row of the manifest")
+            item = rows.loc[rel]
+            ax.imshow(load_image(Path(root) / rel, _THUMB))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{item['split']}/{item['label']}\n{Path(rel).name}", fontsize=7)
+        same = rows.loc[path_a, "label"] == rows.loc[path_b, "label"]
+        ax_a.set_ylabel(
+            f"distance {int(distance)}" + ("" if same else "\nLABELS DIFFER"),
+            fontsize=8,
+            color="black" if same else "red",
+        )
+    fig.suptitle("Duplicate pairs (perceptual-hash Hamming distance)", fontsize=9)
+    return fig

@@ -1,0 +1,155 @@
+"""Figures of the held-out evaluation: confusion matrices, ROC/PR, reliability, CI forest."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from brainmri.config import CLASS_NAMES
+
+__all__ = ["plot_ci_forest", "plot_confusion_matrices", "plot_reliability", "plot_roc_pr"]
+
+
+def _require(mapping: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
+    """Raise ValueError naming the missing keys of an input dictionary."""
+    missing = [k for k in keys if k not in mapping]
+    if missing:
+        raise ValueError(f"{what}: missing key(s) {missing}; expected {list(keys)}")
+
+
+def plot_confusion_matrices(
+    summary: Mapping[str, Any], class_names: Sequence[str] = CLASS_NAMES
+) -> Figure:
+    """Return counts and row-normalised confusion matrices side by side as annotated heatmaps."""
+    _require(summary, ["confusion_matrix", "confusion_matrix_normalized"], "summary")
+    counts = np.asarray(summary["confusion_matrix"], dtype=int)
+    normed = np.asarray(summary["confusion_matrix_normalized"], dtype=float)
+    k = len(class_names)
+    if counts.shape != (k, k) or normed.shape != (k, k):
+        raise ValueError(
+            f"summary: confusion matrices of shape {counts.shape}/{normed.shape} do not match "
+            f"{k} class names"
+        )
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
+    panels = [
+        (counts, "d", "Counts", None),
+        (normed, ".2f", "Row-normalised (recall on the diagonal)", (0.0, 1.0)),
+    ]
+    for ax, (matrix, fmt, title, limits) in zip(axes, panels, strict=True):
+        vmin, vmax = limits if limits else (None, None)
+        sns.heatmap(
+            matrix,
+            ax=ax,
+            annot=True,
+            fmt=fmt,
+            cmap="Blues",
+            cbar=False,
+            square=True,
+            vmin=vmin,
+            vmax=vmax,
+            xticklabels=list(class_names),
+            yticklabels=list(class_names),
+        )
+        ax.set_title(title)
+        ax.set_xlabel("Predicted")
+        ax.set_ylabel("True")
+    return fig
+
+
+def plot_roc_pr(
+    curves: Mapping[str, Mapping[str, Sequence[float]]], summary: Mapping[str, Any]
+) -> Figure:
+    """Return one-vs-rest ROC and precision-recall curves per class, AUC/AP in the legends."""
+    _require(summary, ["per_class"], "summary")
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
+    for name, curve in curves.items():
+        _require(curve, ["fpr", "tpr", "precision", "recall"], f"curves['{name}']")
+        if not len(curve["fpr"]):
+            continue  # class absent from the split: no curve is defined
+        stats = summary["per_class"].get(name, {})
+        auc, ap = stats.get("roc_auc"), stats.get("average_precision")
+        auc_txt = f"{auc:.3f}" if auc is not None else "n/a"
+        ap_txt = f"{ap:.3f}" if ap is not None else "n/a"
+        ax_roc.plot(curve["fpr"], curve["tpr"], label=f"{name} (AUC {auc_txt})")
+        ax_pr.step(curve["recall"], curve["precision"], where="post", label=f"{name} (AP {ap_txt})")
+    ax_roc.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+    ax_roc.set(xlabel="False positive rate", ylabel="Sensitivity", title="ROC (one-vs-rest)")
+    ax_pr.set(xlabel="Recall", ylabel="Precision", title="Precision-recall (one-vs-rest)")
+    for ax in (ax_roc, ax_pr):
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.legend(loc="lower right" if ax is ax_roc else "lower left", fontsize="small")
+    return fig
+
+
+def _reliability_panel(ax: Any, curve: Mapping[str, Any], title: str) -> None:
+    """Draw one reliability diagram (accuracy bars against the diagonal) on ax."""
+    _require(curve, ["bin_centers", "accuracy", "confidence", "count", "ece"], "reliability curve")
+    centers = np.asarray(curve["bin_centers"], dtype=float)
+    acc = np.array([np.nan if a is None else a for a in curve["accuracy"]], dtype=float)
+    conf = np.array([np.nan if c is None else c for c in curve["confidence"]], dtype=float)
+    width = 1.0 / len(centers)
+    filled = np.isfinite(acc)
+    ax.bar(centers[filled], acc[filled], width=width, edgecolor="black", label="accuracy")
+    ax.bar(
+        centers[filled],
+        conf[filled] - acc[filled],
+        bottom=acc[filled],
+        width=width,
+        color="red",
+        alpha=0.3,
+        edgecolor="red",
+        label="gap to confidence",
+    )
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="Confidence (top label)", ylabel="Accuracy")
+    ax.set_title(f"{title}: ECE {curve['ece']:.3f} (n={int(np.sum(curve['count']))})")
+    ax.legend(loc="upper left", fontsize="small")
+
+
+def plot_reliability(before: Mapping[str, Any], after: Mapping[str, Any] | None = None) -> Figure:
+    """Return reliability diagrams before (and, if given, after) temperature scaling."""
+    panels = [(before, "Before temperature scaling" if after is not None else "Reliability")]
+    if after is not None:
+        panels.append((after, "After temperature scaling"))
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.2 * len(panels), 4.8), constrained_layout=True, squeeze=False
+    )
+    for ax, (curve, title) in zip(axes[0], panels, strict=True):
+        _reliability_panel(ax, curve, title)
+    return fig
+
+
+def plot_ci_forest(ci: Mapping[str, Mapping[str, float | None]]) -> Figure:
+    """Return a forest plot: point estimate and bootstrap interval per metric."""
+    if not ci:
+        raise ValueError("ci: expected at least one metric with point/low/high")
+    names = list(ci)
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.2), constrained_layout=True)
+    for row, name in enumerate(names):
+        _require(ci[name], ["point", "low", "high"], f"ci['{name}']")
+        point, low, high = (ci[name][key] for key in ("point", "low", "high"))
+        if point is None:
+            continue  # undefined (e.g. a class absent from the split)
+        if low is not None and high is not None:
+            ax.errorbar(
+                point,
+                row,
+                xerr=[[point - low], [high - point]],
+                fmt="o",
+                color="C0",
+                capsize=3,
+            )
+        else:
+            ax.plot(point, row, "o", color="C0")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("Estimate with bootstrap interval")
+    ax.grid(axis="x", alpha=0.3)
+    return fig

@@ -1,0 +1,188 @@
+"""Figures of the explanations: the reference Grad-CAM view, galleries and localisation scores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = [
+    "plot_cam_gallery",
+    "plot_localisation_summary",
+    "plot_methods_side_by_side",
+    "plot_viz_gradcam",
+]
+
+
+def _show_image(ax: Any, image: Any) -> None:
+    """Draw a 0..255 grey or RGB image without axes."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+    ax.axis("off")
+
+
+def plot_viz_gradcam(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    overlay: np.ndarray,
+    probs: Sequence[float],
+    class_names: Sequence[str],
+) -> Figure:
+    """The reference 1x4 view: original, Grad-CAM heatmap, overlay and class probabilities."""
+    p = np.asarray(probs, dtype=float)
+    if p.shape != (len(class_names),):
+        raise ValueError(
+            f"probs: expected one probability per class name ({len(class_names)}), got {p.shape}"
+        )
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4), constrained_layout=True)
+    _show_image(axes[0], image)
+    axes[0].set_title("Original")
+    hm = np.asarray(heatmap)
+    if hm.ndim == 2:
+        axes[1].imshow(hm, cmap="jet", vmin=0.0, vmax=1.0)
+    else:
+        axes[1].imshow(hm)
+    axes[1].axis("off")
+    axes[1].set_title("Grad-CAM heatmap")
+    axes[2].imshow(np.asarray(overlay))
+    axes[2].axis("off")
+    axes[2].set_title("Overlay")
+    top = int(np.argmax(p))
+    colours = ["tab:red" if i == top else "tab:blue" for i in range(len(p))]
+    positions = np.arange(len(p))
+    axes[3].barh(positions, p, color=colours)
+    axes[3].set_yticks(positions, list(class_names))
+    axes[3].invert_yaxis()
+    axes[3].set_xlim(0, 1)
+    axes[3].set_xlabel("probability")
+    axes[3].set_title(f"Predicted: {class_names[top]} ({p[top]:.2f})")
+    for y, value in zip(positions, p, strict=True):
+        axes[3].text(min(value + 0.02, 0.85), y, f"{value:.2f}", va="center", fontsize=9)
+    return fig
+
+
+def plot_cam_gallery(
+    images: Sequence[np.ndarray] | None,
+    overlays: Sequence[np.ndarray],
+    titles: Sequence[str],
+    ncols: int = 4,
+) -> Figure:
+    """A grid of overlays, each beside its original image when images are given."""
+    n = len(overlays)
+    if n == 0:
+        raise ValueError("overlays: expected at least one overlay")
+    if len(titles) != n or (images is not None and len(images) != n):
+        raise ValueError(
+            f"titles/images: expected {n} of each (one per overlay), got {len(titles)} titles"
+            + ("" if images is None else f" and {len(images)} images")
+        )
+    ncols = max(1, min(int(ncols), n))
+    nrows = int(np.ceil(n / ncols))
+    per_item = 1 if images is None else 2
+    fig, axes = plt.subplots(
+        nrows,
+        ncols * per_item,
+        figsize=(2.6 * ncols * per_item, 2.8 * nrows),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        row, col = divmod(i, ncols)
+        if images is not None:
+            _show_image(axes[row, col * 2], images[i])
+            axes[row, col * 2].set_title(titles[i], fontsize=8)
+            axes[row, col * 2 + 1].imshow(np.asarray(overlays[i]))
+            axes[row, col * 2 + 1].set_title("Grad-CAM", fontsize=8)
+        else:
+            axes[row, col].imshow(np.asarray(overlays[i]))
+            axes[row, col].set_title(titles[i], fontsize=8)
+    return fig
+
+
+def plot_methods_side_by_side(
+    images: Sequence[np.ndarray],
+    maps_by_method: Mapping[str, Sequence[np.ndarray]],
+    masks: Sequence[np.ndarray] | None = None,
+    alpha: float = 0.5,
+) -> Figure:
+    """Rows of images, columns of methods: each map over its image, mask contour if given."""
+    n = len(images)
+    if n == 0 or not maps_by_method:
+        raise ValueError("images/maps_by_method: expected at least one image and one method")
+    for method, maps in maps_by_method.items():
+        if len(maps) != n:
+            raise ValueError(f"maps_by_method[{method!r}]: expected {n} maps, got {len(maps)}")
+    if masks is not None and len(masks) != n:
+        raise ValueError(f"masks: expected {n} masks, got {len(masks)}")
+    methods = list(maps_by_method)
+    fig, axes = plt.subplots(
+        n,
+        len(methods) + 1,
+        figsize=(2.6 * (len(methods) + 1), 2.6 * n),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for i in range(n):
+        panels = [("image", None), *((m, maps_by_method[m][i]) for m in methods)]
+        for ax, (title, cam) in zip(axes[i], panels, strict=True):
+            _show_image(ax, images[i])
+            if cam is not None:
+                ax.imshow(np.asarray(cam), cmap="jet", vmin=0.0, vmax=1.0, alpha=alpha)
+            if masks is not None:
+                mask = np.asarray(masks[i], dtype=float)
+                if mask.any():
+                    ax.contour(mask, levels=[0.5], colors="white", linewidths=1.0)
+            if i == 0:
+                ax.set_title(title)
+    return fig
+
+
+def plot_localisation_summary(summary: Mapping[str, Any]) -> Figure:
+    """Grouped bars of pointing rate and energy ratio per class and method, baselines included."""
+    for key in ("classes", "overall", "methods"):
+        if key not in summary:
+            raise ValueError(
+                f"summary: missing key {key!r}; expected the output of summarise_localisation"
+            )
+    groups = {**summary["classes"], "all": summary["overall"]}
+    methods = list(summary["methods"])
+    panels = [
+        ("pointing_rate", "Pointing-game hit rate", None),
+        ("energy_ratio", "Energy ratio (1 = chance)", 1.0),
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), constrained_layout=True)
+    positions = np.arange(len(groups))
+    width = 0.8 / max(len(methods), 1)
+    for ax, (metric, title, chance) in zip(axes, panels, strict=True):
+        for j, method in enumerate(methods):
+            values = [groups[g]["methods"].get(method, {}).get(metric) for g in groups]
+            heights = [np.nan if v is None else v for v in values]
+            ax.bar(positions + (j - (len(methods) - 1) / 2) * width, heights, width, label=method)
+        if chance is not None:
+            ax.axhline(chance, color="black", linestyle="--", linewidth=1)
+        if metric == "pointing_rate":
+            # A random point hits the mask with probability equal to its area fraction.
+            areas = [groups[g].get("mask_area_fraction") or np.nan for g in groups]
+            ax.scatter(
+                positions,
+                areas,
+                marker="_",
+                s=400,
+                color="black",
+                zorder=3,
+                label="mask area (chance)",
+            )
+            ax.set_ylim(0, 1)
+        ax.set_xticks(positions, list(groups))
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return fig

@@ -1,0 +1,90 @@
+"""Where the images come from (a local copy, a Kaggle download, or phantoms) and the run's manifest."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from brainmri import data, phantom
+from brainmri.config import CLASS_NAMES, Paths
+
+
+def phantom_root(paths: Paths, cfg: Mapping[str, Any]) -> Path:
+    """The folder of the phantom set for these parameters (one per distinct set)."""
+    name = (
+        f"size{cfg['phantom_size']}-train{cfg['phantom_train_per_class']}"
+        f"-test{cfg['phantom_test_per_class']}-seed{cfg['seed']}"
+    )
+    return paths.data_root / "phantom" / name
+
+
+def resolve_source(cfg: Mapping[str, Any], paths: Paths, echo=print) -> dict[str, Any]:
+    """Find the dataset: data_dir with the Kaggle layout, else a Kaggle download, else phantoms."""
+    mode = cfg["data_source"]
+    if mode in ("auto", "data_dir") and cfg["data_dir"]:
+        folder = Path(cfg["data_dir"]).expanduser()
+        if not folder.is_absolute():
+            folder = (paths.root / folder).resolve()
+        root = data.find_dataset_root(folder)  # a wrong layout stops here with the expected tree
+        return {"source": "data_dir", "detail": str(folder), "root": str(root)}
+    if mode == "data_dir":
+        raise data.DataSourceError(
+            "data.data_source is 'data_dir' but data.data_dir is not set: "
+            "pass DATA_DIR=/path/to/brain-tumor-mri-dataset"
+        )
+    if mode in ("auto", "kaggle"):
+        target = paths.kaggle_dir
+        try:
+            root = data.download_kaggle(cfg["kaggle_dataset"], target, paths.root)
+            return {"source": "kaggle", "detail": cfg["kaggle_dataset"], "root": str(root)}
+        except data.DataSourceError as exc:
+            if mode == "kaggle":
+                raise
+            echo(f"Kaggle download not possible, using the phantom set instead: {exc}")
+    root = phantom.generate_phantom_dataset(
+        phantom_root(paths, cfg),
+        cfg["phantom_train_per_class"],
+        cfg["phantom_test_per_class"],
+        cfg["phantom_size"],
+        cfg["seed"],
+    )
+    return {
+        "source": "phantom",
+        "detail": f"synthetic phantom set ({root.relative_to(paths.root)})",
+        "root": str(root),
+    }
+
+
+def build_manifest(root: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Scan and validate every file, audit duplicates, then assign train/val/test subsets."""
+    manifest = data.scan_dataset(Path(root))
+    manifest = data.audit_duplicates(manifest, cfg["near_dup_distance"])
+    manifest = data.assign_subsets(manifest, cfg["dedup"], cfg["val_fraction"], cfg["seed"])
+    manifest["label_index"] = manifest["label"].map(CLASS_NAMES.index).astype(int)
+    return manifest
+
+
+def subset(manifest: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Rows of one subset: 'train', 'val', 'test' (official) or 'test_dedup'."""
+    if name == "test_dedup":
+        return manifest[(manifest["subset"] == "test") & manifest["test_dedup"]]
+    return manifest[manifest["subset"] == name]
+
+
+def data_record(source: Mapping[str, Any], manifest: pd.DataFrame, manifest_file: Path) -> dict:
+    """The data section of metrics.json: source, counts per subset and class, manifest hash."""
+    counts = (
+        manifest.groupby(["subset", "label"]).size().unstack(fill_value=0).to_dict(orient="index")
+    )
+    return {
+        **{k: v for k, v in source.items()},
+        "manifest_sha256": data.manifest_hash(manifest_file),
+        "files": int(len(manifest)),
+        "excluded": int((manifest["status"] != "ok").sum()),
+        "counts": {s: {c: int(n) for c, n in row.items()} for s, row in counts.items()},
+        "test_dedup": int(subset(manifest, "test_dedup").shape[0]),
+        "audit": data.audit_summary(manifest),
+    }

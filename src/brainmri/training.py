@@ -1,0 +1,295 @@
+"""Training: seeding, compile, callbacks, resumable two-phase fit, history and run metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from brainmri.model import set_trainable
+
+PACKAGES = (
+    "tensorflow",
+    "keras",
+    "numpy",
+    "scikit-learn",
+    "opencv-python",
+    "papermill",
+    "nbconvert",
+    "pandas",
+)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and TensorFlow; optionally make TF ops deterministic."""
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def compile_model(model: keras.Model, learning_rate: float, label_smoothing: float) -> None:
+    """Compile with Adam and categorical cross-entropy on the softmax output."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds each epoch's wall time and learning rate to the logs (so CSVLogger records them)."""
+
+    def on_epoch_begin(self, epoch, logs=None):  # noqa: D102
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):  # noqa: D102
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """Read history.csv, keeping the last row of any epoch a resumed run recorded twice."""
+    if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        return pd.DataFrame()
+    df = pd.read_csv(path)
+    if df.empty:
+        return df
+    return df.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def _callbacks(
+    phase: str,
+    params: Mapping[str, Any],
+    model_path: Path,
+    history_path: Path,
+    state_dir: Path,
+) -> list[keras.callbacks.Callback]:
+    """The reference callbacks plus BackupAndRestore and the CSV history of one phase."""
+    history = read_history(history_path)
+    best = float(history["val_accuracy"].max()) if "val_accuracy" in history else None
+    return [
+        EpochTimer(),
+        keras.callbacks.BackupAndRestore(str(state_dir / f"backup-{phase}")),
+        keras.callbacks.ModelCheckpoint(
+            str(model_path),
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=best,
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor="val_accuracy",
+            mode="max",
+            patience=params["early_stopping_patience"],
+            restore_best_weights=True,
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss",
+            factor=params["reduce_lr_factor"],
+            patience=params["reduce_lr_patience"],
+            min_lr=1e-7,
+        ),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+    ]
+
+
+def fit(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    params: Mapping[str, Any],
+    model_path: Path,
+    history_path: Path,
+    state_dir: Path,
+) -> pd.DataFrame:
+    """Train (optionally head warm-up, then fine-tuning), resuming after a kill; return history."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    warmup = int(params["warmup_epochs"])
+    warm_done = state_dir / "warmup.weights.h5"
+    if warmup > 0:
+        if warm_done.is_file():
+            print(f"warm-up phase already finished: loading {warm_done.name}")
+            model.load_weights(warm_done)
+        else:
+            set_trainable(model, "freeze")
+            compile_model(model, params["warmup_learning_rate"], params["label_smoothing"])
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=warmup,
+                verbose=2,
+                callbacks=_callbacks("warmup", params, model_path, history_path, state_dir),
+            )
+            model.save_weights(warm_done)
+    set_trainable(model, params["trainable"], params["finetune_top_n"])
+    compile_model(model, params["learning_rate"], params["label_smoothing"])
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        initial_epoch=warmup,
+        epochs=warmup + int(params["epochs"]),
+        verbose=2,
+        callbacks=_callbacks("main", params, model_path, history_path, state_dir),
+    )
+    return read_history(history_path)
+
+
+def reset_training_state(model_path: Path, history_path: Path, state_dir: Path) -> None:
+    """Forget a previous run's outputs when starting afresh (not when resuming)."""
+    for path in (model_path, history_path):
+        Path(path).unlink(missing_ok=True)
+    for stale in Path(state_dir).glob("warmup.weights.h5"):
+        stale.unlink()
+
+
+def has_resumable_state(state_dir: Path) -> bool:
+    """True when a killed run left a backup or a finished warm-up to resume from."""
+    state_dir = Path(state_dir)
+    return any(state_dir.glob("backup-*")) or (state_dir / "warmup.weights.h5").is_file()
+
+
+def git_info(root: Path) -> dict[str, Any]:
+    """The commit of the project and whether its tracked files have uncommitted changes."""
+
+    def run(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = run("rev-parse", "HEAD") or None
+    dirty = bool(run("status", "--porcelain", "--untracked-files=no")) if commit else None
+    return {"commit": commit, "dirty": dirty}
+
+
+def environment_info() -> dict[str, Any]:
+    """Python, platform, package versions and TensorFlow devices."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+    }
+
+
+def now() -> str:
+    """The current UTC time in ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def best_epoch(history: pd.DataFrame) -> dict[str, Any]:
+    """The epoch with the highest validation accuracy (1-based) and its metrics."""
+    if history.empty or "val_accuracy" not in history:
+        return {}
+    row = history.loc[history["val_accuracy"].idxmax()]
+    return {
+        "epoch": int(row["epoch"]) + 1,
+        "val_accuracy": float(row["val_accuracy"]),
+        "val_loss": float(row["val_loss"]),
+    }
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def state_key(cfg: Mapping[str, Any], manifest_sha256: str) -> str:
+    """What a resumable training state belongs to: the parameters and the exact data."""
+    payload = json.dumps({"params": dict(cfg), "manifest": manifest_sha256}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def prepare_state(
+    state_dir: Path,
+    cfg: Mapping[str, Any],
+    manifest_sha256: str,
+    model_path: Path,
+    history_path: Path,
+) -> bool:
+    """Keep a killed run's state when it belongs to the same params and data; else start afresh.
+
+    Returns True when training will resume.
+    """
+    state_dir = Path(state_dir)
+    key = state_key(cfg, manifest_sha256)
+    key_file = state_dir / "key.txt"
+    same = key_file.is_file() and key_file.read_text().strip() == key
+    if same and has_resumable_state(state_dir):
+        return True
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    reset_training_state(model_path, history_path, state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key + "\n")
+    return False
+
+
+def run_metadata(
+    cfg: Mapping[str, Any],
+    model: keras.Model,
+    history: pd.DataFrame,
+    *,
+    manifest_sha256: str,
+    root: Path,
+    started: str,
+    resumed: bool,
+) -> dict[str, Any]:
+    """run.json: git commit, environment, params, data hash, times, best epoch; plus a summary."""
+    from brainmri.model import parameter_counts
+
+    git = git_info(root)
+    finished = now()
+    seconds = history["epoch_seconds"].tolist() if "epoch_seconds" in history else []
+    summary = {
+        "model": f"{model.name} ({cfg['image_size']}x{cfg['image_size']}, weights {cfg['weights']})",
+        "parameters": parameter_counts(model),
+        "epochs_run": int(len(history)),
+        "best": best_epoch(history),
+        "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
+        "train_seconds": float(np.sum(seconds)) if seconds else None,
+        "resumed": resumed,
+        "git": git,
+        "started": started,
+        "finished": finished,
+    }
+    return {
+        "summary": summary,
+        "params": dict(cfg),
+        "manifest_sha256": manifest_sha256,
+        "environment": environment_info(),
+        "git": git,
+        "started": started,
+        "finished": finished,
+        "best_epoch": summary["best"],
+    }

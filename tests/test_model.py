@@ -1,0 +1,135 @@
+"""The model builder: every backbone on the model's own input, the reference head, policies."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from brainmri import model as mdl
+from brainmri.config import BACKBONES, CLASS_NAMES, LOGITS_LAYER, load_profile
+
+# Parameter counts of the Keras applications without their top (published in the Keras docs).
+BACKBONE_PARAMS = {
+    "efficientnet_b0": 4_049_571,
+    "efficientnet_b1": 6_575_239,
+    "efficientnet_b2": 7_768_569,
+    "efficientnet_b3": 10_783_535,
+    "resnet50": 23_587_712,
+    "mobilenet_v2": 2_257_984,
+}
+LAST_CONV = {
+    "efficientnet_b0": "top_activation",
+    "resnet50": "conv5_block3_out",
+    "mobilenet_v2": "out_relu",
+    "compact_cnn": "top_activation",
+}
+
+
+def params_for(backbone: str, size: int = 64, **extra) -> dict:
+    base = load_profile("smoke")["model"]
+    return {**base, "backbone": backbone, "weights": "none", "image_size": size, **extra}
+
+
+def head_params(features: int, units: list[int]) -> int:
+    total, previous = 0, features
+    for u in [*units, len(CLASS_NAMES)]:
+        total += previous * u + u
+        previous = u
+    return total
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONE_PARAMS))
+def test_backbone_parameter_counts(backbone):
+    m = mdl.build_model(params_for(backbone, dense_units=[128, 64]))
+    features = m.get_layer("global_max_pool").output.shape[-1]
+    counts = mdl.parameter_counts(m)
+    assert counts["total"] == BACKBONE_PARAMS[backbone] + head_params(features, [128, 64])
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_every_backbone_builds_flat_with_logits(backbone):
+    m = mdl.build_model(params_for(backbone))
+    assert m.output_shape == (None, len(CLASS_NAMES))
+    logits = m.get_layer(LOGITS_LAYER)
+    assert logits.get_config()["activation"] == "linear"
+    # No nested sub-model: every layer is reachable from the top-level model (Grad-CAM needs it).
+    assert not any(isinstance(layer, keras.Model) for layer in m.layers)
+    if backbone in LAST_CONV:
+        assert len(m.get_layer(LAST_CONV[backbone]).output.shape) == 4
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    probs = m.predict(x, verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_default_profile_builds_reference_model_without_weights(project_root):
+    params = {**load_profile("default", root=project_root)["model"], "weights": "none"}
+    m = mdl.build_model(params)
+    assert m.input_shape == (None, 240, 240, 3)
+    names = [layer.name for layer in m.layers]
+    assert names[-7:] == [
+        "global_max_pool",
+        "head_dense1",
+        "head_dropout1",
+        "head_dense2",
+        "head_dropout2",
+        LOGITS_LAYER,
+        mdl.PROBS_LAYER,
+    ]
+    assert m.get_layer("head_dense1").units == 128 and m.get_layer("head_dense2").units == 64
+
+
+def test_missing_local_weights_file_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nope.h5"
+    with pytest.raises(mdl.WeightsUnavailableError, match="no such local weights file") as err:
+        mdl.build_model(params_for("efficientnet_b0", weights=str(missing)))
+    assert "nope.h5" in str(err.value) and "'none'" in str(err.value)
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    source = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(64, 64, 3)
+    )
+    for w in source.weights:
+        w.assign(np.full(w.shape, 0.5, dtype="float32"))
+    path = tmp_path / "mnv2.weights.h5"
+    source.save_weights(path)
+    m = mdl.build_model(params_for("mobilenet_v2", weights=str(path)))
+    np.testing.assert_allclose(m.get_layer("Conv1").get_weights()[0], 0.5)
+
+
+def test_unfetchable_imagenet_weights_name_the_alternatives(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr("keras.src.utils.file_utils.get_file", offline, raising=False)
+    with pytest.raises(mdl.WeightsUnavailableError) as err:
+        mdl.build_model(params_for("mobilenet_v2", weights="imagenet"))
+    assert "local weights file" in str(err.value) and "'none'" in str(err.value)
+
+
+def test_trainable_policies():
+    m = mdl.build_model(params_for("efficientnet_b0"))
+    head = set(mdl.head_layer_names(m))
+    mdl.set_trainable(m, "freeze")
+    assert all(layer.trainable == (layer.name in head) for layer in m.layers if layer.weights)
+    frozen = mdl.parameter_counts(m)["trainable"]
+    mdl.set_trainable(m, "finetune_top_n", top_n=2)
+    blocks = mdl.backbone_blocks(m)
+    assert any(layer.trainable for layer in blocks[-1] if layer.weights)
+    assert not any(layer.trainable for layer in blocks[0] if layer.weights)
+    partial = mdl.parameter_counts(m)["trainable"]
+    mdl.set_trainable(m, "all")
+    assert frozen < partial < mdl.parameter_counts(m)["trainable"]
+
+
+def test_saved_model_round_trips(tmp_path):
+    m = mdl.build_model(params_for("resnet50"))
+    path = tmp_path / "m.keras"
+    m.save(path)
+    loaded = mdl.load_model(path)
+    x = np.random.default_rng(1).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="run the 03_train stage"):
+        mdl.load_model(tmp_path / "absent.keras")

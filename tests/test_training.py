@@ -1,0 +1,210 @@
+"""Training on phantoms: learns, resumes after kill -9, and is deterministic with a seed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainmri import inputs, training
+from brainmri import model as mdl
+from brainmri.config import CLASS_NAMES, load_profile
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from brainmri import inputs, training, model as mdl
+from brainmri.config import CLASS_NAMES, load_profile
+
+data_root, out, epochs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+p = load_profile("smoke")
+cfg = {**p["run"], **p["model"], **p["train"], "epochs": epochs}
+files = sorted((data_root / "Training").glob("*/*.jpg"))
+labels = [CLASS_NAMES.index(f.parent.name) for f in files]
+training.seed_everything(cfg["seed"], True)
+ds = inputs.make_dataset(files, labels, cfg["image_size"], 8, shuffle=True, seed=1)
+state = out / "state"
+resumed = training.prepare_state(state, cfg, "m", out / "model.keras", out / "history.csv")
+print("RESUMED" if resumed else "FRESH", flush=True)
+model = mdl.build_model(cfg)
+training.fit(model, ds, ds, cfg, out / "model.keras", out / "history.csv", state)
+print("FINISHED", flush=True)
+"""
+
+
+def smoke_cfg(**extra) -> dict:
+    p = load_profile("smoke")
+    return {**p["run"], **p["model"], **p["train"], **extra}
+
+
+def files_labels(root: Path, split: str) -> tuple[list[Path], list[int]]:
+    files = sorted((root / split).glob("*/*.jpg"))
+    return files, [CLASS_NAMES.index(f.parent.name) for f in files]
+
+
+def train_once(root: Path, out: Path, cfg: dict) -> pd.DataFrame:
+    training.seed_everything(cfg["seed"], cfg["deterministic"])
+    files, labels = files_labels(root, "Training")
+    vfiles, vlabels = files_labels(root, "Testing")
+    ds = inputs.make_dataset(
+        files,
+        labels,
+        cfg["image_size"],
+        cfg["batch_size"],
+        shuffle=True,
+        seed=cfg["seed"],
+        augment=inputs.augmentation(cfg, cfg["seed"]),
+    )
+    vds = inputs.make_dataset(vfiles, vlabels, cfg["image_size"], cfg["batch_size"])
+    model = mdl.build_model(cfg)
+    training.prepare_state(out / "state", cfg, "x", out / "model.keras", out / "history.csv")
+    return training.fit(
+        model, ds, vds, cfg, out / "model.keras", out / "history.csv", out / "state"
+    )
+
+
+def test_short_run_on_phantoms_beats_chance(tmp_path):
+    from brainmri.phantom import generate_phantom_dataset
+
+    root = generate_phantom_dataset(tmp_path / "ph", 60, 10, 64, seed=5)
+    no_aug = {
+        k: 0.0
+        for k in ("aug_rotation", "aug_width_shift", "aug_height_shift", "aug_shear", "aug_zoom")
+    }
+    cfg = smoke_cfg(epochs=10, image_size=64, cnn_filters=[16, 32, 32], dense_units=[32], **no_aug)
+    history = train_once(root, tmp_path / "run", cfg)
+    assert len(history) >= 1 and (tmp_path / "run" / "model.keras").is_file()
+    # Four balanced classes: chance is 0.25.
+    assert history["val_accuracy"].max() >= 0.6
+    assert {"loss", "val_loss", "learning_rate", "epoch_seconds"} <= set(history.columns)
+
+
+def test_two_seeded_runs_are_identical(tmp_path, phantom_set):
+    cfg = smoke_cfg(epochs=2, deterministic=True)
+    h1 = train_once(phantom_set, tmp_path / "a", cfg)
+    h2 = train_once(phantom_set, tmp_path / "b", cfg)
+    pd.testing.assert_frame_equal(
+        h1.drop(columns="epoch_seconds"), h2.drop(columns="epoch_seconds")
+    )
+    w1 = mdl.load_model(tmp_path / "a" / "model.keras").get_weights()
+    w2 = mdl.load_model(tmp_path / "b" / "model.keras").get_weights()
+    for a, b in zip(w1, w2, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_killed_training_resumes_from_last_finished_epoch(tmp_path, phantom_set, project_root):
+    out = tmp_path / "run"
+    out.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(project_root / "src"),
+        "BRAINMRI_ROOT": str(project_root),
+    }
+    cmd = [sys.executable, "-c", SCRIPT, str(phantom_set), str(out), "6"]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    history = out / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if history.is_file() and len(training.read_history(history)) >= 1:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    done_before = len(training.read_history(history))
+    assert 1 <= done_before < 6
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "RESUMED" in second.stdout and "FINISHED" in second.stdout
+    final = training.read_history(history)
+    assert final["epoch"].tolist() == list(range(6))
+    # The resumed process trained only the epochs the killed one had not finished.
+    assert second.stdout.count("Epoch ") <= 6 - done_before + 1
+
+
+def test_changed_params_do_not_resume_stale_state(tmp_path):
+    state = tmp_path / "state"
+    cfg = smoke_cfg()
+    assert (
+        training.prepare_state(state, cfg, "m1", tmp_path / "m.keras", tmp_path / "h.csv") is False
+    )
+    (state / "backup-main").mkdir()
+    assert (
+        training.prepare_state(state, cfg, "m1", tmp_path / "m.keras", tmp_path / "h.csv") is True
+    )
+    changed = {**cfg, "learning_rate": 0.5}
+    assert (
+        training.prepare_state(state, changed, "m1", tmp_path / "m.keras", tmp_path / "h.csv")
+        is False
+    )
+    assert not (state / "backup-main").exists()
+
+
+def test_read_history_keeps_last_row_of_a_repeated_epoch(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text(
+        "epoch,accuracy,val_accuracy,val_loss\n0,0.1,0.2,2\n1,0.3,0.9,1\n1,0.5,0.6,1.5\n2,0.7,0.8,1.2\n"
+    )
+    h = training.read_history(path)
+    assert h["epoch"].tolist() == [0, 1, 2] and h.loc[1, "accuracy"] == 0.5
+    assert training.best_epoch(h) == {"epoch": 3, "val_accuracy": 0.8, "val_loss": 1.2}
+
+
+def test_augmentation_changes_training_batches_only(phantom_set):
+    cfg = smoke_cfg()
+    files, labels = files_labels(phantom_set, "Training")
+    aug = inputs.augmentation(cfg, 0)
+    assert {type(layer).__name__ for layer in aug.layers} == {
+        "RandomFlip",
+        "RandomRotation",
+        "RandomTranslation",
+        "RandomShear",
+        "RandomZoom",
+    }
+    plain = next(iter(inputs.make_dataset(files, labels, 48, 64)))[0].numpy()
+    augmented = next(iter(inputs.make_dataset(files, labels, 48, 64, augment=aug)))[0].numpy()
+    assert plain.shape == augmented.shape
+    assert np.abs(plain - augmented).mean() > 1.0
+    assert augmented.min() >= 0 and augmented.max() <= 255.5
+    none = inputs.augmentation(
+        {
+            **cfg,
+            "aug_horizontal_flip": False,
+            "aug_rotation": 0.0,
+            "aug_width_shift": 0.0,
+            "aug_height_shift": 0.0,
+            "aug_shear": 0.0,
+            "aug_zoom": 0.0,
+        },
+        0,
+    )
+    assert len(none.layers) == 0
+
+
+def test_disk_cache_is_keyed_and_survives_a_stale_lock(tmp_path, phantom_set):
+    files, labels = files_labels(phantom_set, "Testing")
+    key = inputs.cache_key([str(f) for f in files], 48)
+    (tmp_path / f"images-{key}.lockfile").write_text("stale")
+    first = np.concatenate(
+        [
+            b[0].numpy()
+            for b in inputs.make_dataset(files, labels, 48, 8, cache="disk", cache_dir=tmp_path)
+        ]
+    )
+    again = np.concatenate(
+        [
+            b[0].numpy()
+            for b in inputs.make_dataset(files, labels, 48, 8, cache="disk", cache_dir=tmp_path)
+        ]
+    )
+    np.testing.assert_array_equal(first, again)
+    assert any(p.name.startswith(f"images-{key}") for p in tmp_path.iterdir())
+    assert inputs.cache_key([str(f) for f in files], 64) != key
