@@ -482,8 +482,9 @@ candidates = test[test["correct"] & (test["label"] != "notumor")]
 first = (candidates if len(candidates) else test).iloc[0]
 print(f"{first['path']}: true {first['label']}, predicted {CLASS_NAMES[first['predicted']]}")
 image = inputs.load_batch([Path(record["root"]) / first["path"]], image_size)[0]
-overlay, heatmap, fig = explain.VizGradCAM(model, image, interpolant=interpolant, plot_results=True)
-save_figure(fig, paths.figures_dir, "cam_reference_view")""",
+viz = explain.VizGradCAM(model, image, interpolant=interpolant, plot_results=True, layer_name=layer)
+overlay, heatmap = viz  # the reference API: the overlay and the Grad-CAM map in [0, 1]
+save_figure(viz.figure, paths.figures_dir, "cam_reference_view")""",
         ),
         ("md", "## Galleries: correct predictions per class, and the mistakes"),
         (
@@ -523,14 +524,15 @@ save_figure(fig, paths.figures_dir, "cam_methods")""",
             "md",
             """\
 ## Localisation against the tumour masks
-Pointing game (the map's maximum inside the mask), energy share inside the mask (and its ratio to
+Pointing game (a hit when the map's maximum lies within `pointing_tolerance` of the image side of
+the mask, the standard 15 px at 224 px; `pointing_rate_strict` allows no slack), energy share inside the mask (and its ratio to
 the mask's area fraction), IoU of the Otsu-thresholded map, and deletion/insertion AUC. Baselines: a
 random smooth map and a centred Gaussian prior.""",
         ),
         (
             "code",
             """\
-scored = test[test["label"].isin(TUMOUR_CLASSES)].head(cam_eval_images)
+scored = test[test["label"].isin(TUMOUR_CLASSES)].groupby("label").head(cam_eval_images)
 root = Path(record["root"])
 masks = [phantom.load_mask(root / p, root, image_size) for p in scored["path"]]
 localisation = {}
@@ -540,6 +542,7 @@ else:
     batch = inputs.load_batch([root / p for p in scored["path"]], image_size)
     report = explain.localisation_report(
         model, batch, np.stack(masks), scored["label"].tolist(), cam_methods_compare, seed, faithfulness_steps,
+        layer_name=layer, tolerance=pointing_tolerance * image_size,
     )
     localisation = explain.summarise_localisation(report)
     fig = xplot.plot_localisation_summary(localisation)
@@ -558,7 +561,7 @@ would mean the map reflects the image, not what the model learned.""",
             """\
 sample = test.groupby("label").head(4)
 batch = inputs.load_batch([Path(record["root"]) / p for p in sample["path"]], image_size)
-sanity = explain.randomization_check(model, batch, seed)
+sanity = explain.randomization_check(model, batch, seed, layer_name=layer)
 write_json(paths.stage_metrics(STAGE), {
     "layer": layer, "method": cam_method, "localisation": localisation, "randomization": sanity,
 })

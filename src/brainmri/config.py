@@ -203,8 +203,13 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "cam_layer": Spec("str", "layer to explain (null = last conv activation)", nullable=True),
         "interpolant": Spec("float", "overlay transparency (0 = image only)", 0.0, 1.0),
         "cam_images_per_class": Spec("int", "images per class in the galleries", 1, 64),
-        "cam_eval_images": Spec("int", "tumour images scored for localisation (max)", 1, 100000),
+        "cam_eval_images": Spec(
+            "int", "tumour images per class scored for localisation (max)", 1, 100000
+        ),
         "faithfulness_steps": Spec("int", "steps of the deletion/insertion curves", 2, 256),
+        "pointing_tolerance": Spec(
+            "float", "pointing-game slack as a fraction of the image side (15/224 standard)", 0, 0.5
+        ),
     },
 }
 

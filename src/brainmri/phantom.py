@@ -7,7 +7,9 @@ four classes therefore give the same head and differ only at and around the lesi
 outside the lesion can reveal the class.
 
 Geometry is computed on a normalised pixel grid (x, y in [-1, 1]) rotated into the head frame
-(u lateral, v anterior-posterior, v > 0 towards the bottom of the image).
+(u lateral, v anterior-posterior, v > 0 towards the bottom of the image). The drawing is
+hand-written with numpy/OpenCV because no maintained library generates labelled 2D slices with
+class-specific lesions (phantoms such as BrainWeb are fixed 3D volumes, not generators).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from brainmri.config import CLASS_NAMES, SPLITS
+from brainmri.config import CLASS_NAMES, SPLITS, TUMOUR_CLASSES
 
 GENERATOR = "brainmri.phantom"
 FORMAT_VERSION = 1
@@ -33,7 +35,7 @@ MASKS_DIR = "masks"
 JPEG_QUALITY = 95
 MIN_SIZE = 32
 
-_GLIOMA, _MENINGIOMA, _NOTUMOR, _PITUITARY = CLASS_NAMES
+_GLIOMA, _MENINGIOMA, _PITUITARY = TUMOUR_CLASSES
 
 
 # --- small numeric helpers --------------------------------------------------------------------
@@ -142,8 +144,8 @@ def _draw_head(rng: np.random.Generator, size: int) -> _Head:
     texture = 0.6 * _smooth_noise(rng, size, 6) + 0.4 * _smooth_noise(rng, size, 16)
     tissue = gm + (wm - gm) * wm_w + rng.uniform(0.01, 0.02) * texture
 
-    # Sulci: thin, wiggly CSF clefts of varying depth entering the cortex (a phase-modulated
-    # angular pattern), plus the interhemispheric fissure at the front and back.
+    # Sulci: thin, wiggly CSF clefts of varying depth in the outer cortex (the zero lines of a
+    # smooth random field), plus the interhemispheric fissure at the front and back.
     warp = _smooth_noise(rng, size, 22)
     depth = rng.uniform(0.7, 0.78) + 0.1 * _smooth_noise(rng, size, 9)
     sulci = (np.abs(warp) < 0.11) & (d_in > depth)
@@ -166,6 +168,7 @@ def _draw_head(rng: np.random.Generator, size: int) -> _Head:
         lu = lu - side * bend * lv**2 / rb  # bend the ends laterally
         body = (lu / ra) ** 2 + (lv / rb) ** 2 < 1.0
         image[body & brain] = csf_level + 0.02
+
     # Acquisition: global scale and offset, smooth multiplicative bias field, Rician noise.
     bias_dir = rng.uniform(0, 2 * np.pi)
     bias_strength = rng.uniform(0.0, 0.15)

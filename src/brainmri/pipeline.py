@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -99,7 +100,10 @@ def _execute(stage: str, params: Mapping[str, Any], paths: Paths, log_output: bo
             parameters=injected,
             kernel_name=KERNEL_NAME,
             cwd=str(paths.notebooks_dir),
-            log_output=log_output,
+            log_output=False,
+            # Stream the notebook's own output (one line per training epoch) to the console.
+            stdout_file=sys.stdout if log_output else None,
+            stderr_file=sys.stderr if log_output else None,
             progress_bar=False,
             report_mode=False,
         )

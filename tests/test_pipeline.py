@@ -1,0 +1,196 @@
+"""End to end: `make all PROFILE=smoke` in a temporary copy, incrementality and failures."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from brainmri.cli import choose_profile
+from brainmri.config import STAGES
+
+pytestmark = pytest.mark.slow
+VENV = Path(sys.prefix)
+
+
+def run_make(root: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run make in the copy, reusing this test run's environment (no second set-up)."""
+    return subprocess.run(
+        ["make", "--no-print-directory", *args, f"VENV={VENV}"],
+        cwd=root, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def stage_mtimes(run_dir: Path) -> dict[str, float]:
+    return {s: (run_dir / f"{s}.ipynb").stat().st_mtime for s in STAGES}
+
+
+def set_param(root: Path, section: str, key: str, value: str) -> None:
+    """Edit params/smoke.yaml of the copy: set section.key (added when absent)."""
+    path = root / "params" / "smoke.yaml"
+    text = path.read_text()
+    pattern = re.compile(rf"^(  {key}:).*$", re.MULTILINE)
+    block = re.search(rf"^{section}:\n((?:  .*\n)*)", text, re.MULTILINE)
+    if block and pattern.search(block.group(0)):
+        new_block = pattern.sub(rf"\g<1> {value}", block.group(0))
+        text = text.replace(block.group(0), new_block)
+    elif block:
+        text = text.replace(block.group(0), block.group(0) + f"  {key}: {value}\n")
+    else:
+        text += f"\n{section}:\n  {key}: {value}\n"
+    path.write_text(text)
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory, project_root) -> Path:
+    """A copy of the tracked project files, as a fresh clone would have them."""
+    target = tmp_path_factory.mktemp("clone") / "repo"
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=project_root,
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    for name in files:
+        src = project_root / name
+        if src.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target / name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def first_run(copy) -> subprocess.CompletedProcess:
+    result = run_make(copy, "all", "PROFILE=smoke")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
+def test_make_all_smoke_produces_every_output(copy, first_run):
+    assert first_run.stdout.splitlines()[0].startswith("profile: smoke")
+    run = copy / "reports" / "smoke"
+    for stage in STAGES:
+        nb = nbformat.read(run / f"{stage}.ipynb", as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, f"{stage} has error outputs"
+        html = (run / "html" / f"{stage}.html").read_text()
+        assert "<html" in html and len(html) > 10_000
+        # Self-contained: images are embedded, no script or stylesheet is fetched from the network.
+        assert not re.search(r'<(script|link|img)[^>]+(src|href)="https?://', html)
+    assert "data:image/png;base64" in (run / "html" / "04_evaluate.html").read_text()
+    figures = {p.stem for p in (run / "figures").glob("*.png")}
+    assert {"eda_class_counts", "train_curves", "eval_confusion_official", "cam_reference_view"} <= figures
+    metrics = json.loads((run / "metrics.json").read_text())
+    acc = metrics["evaluate"]["official"]["summary"]["accuracy"]
+    assert 0.0 <= acc <= 1.0 and metrics["evaluate"]["official"]["summary"]["n"] == 16
+    assert metrics["data"]["source"] == "phantom" and metrics["train"]["epochs_run"] >= 1
+    assert metrics["gradcam"]["localisation"], "phantoms have masks: localisation must be scored"
+    index = (run / "index.html").read_text()
+    assert "smoke" in index and f"{acc:.4f}" in index
+    for stage in STAGES:
+        assert f'href="html/{stage}.html"' in index
+    assert (run / "manifest.csv").is_file() and (run / "model.keras").is_file()
+    run_json = json.loads((run / "run.json").read_text())
+    assert run_json["params"]["epochs"] == 2 and "tensorflow" in run_json["environment"]["packages"]
+
+
+def test_second_run_does_nothing(copy, first_run):
+    run = copy / "reports" / "smoke"
+    before = stage_mtimes(run)
+    again = run_make(copy, "all", "PROFILE=smoke")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing to do" in again.stdout and "running" not in again.stdout
+    assert stage_mtimes(run) == before
+
+
+def test_gradcam_param_reruns_only_gradcam(copy, first_run):
+    run = copy / "reports" / "smoke"
+    before = stage_mtimes(run)
+    set_param(copy, "gradcam", "interpolant", "0.4")
+    result = run_make(copy, "all", "PROFILE=smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ran = re.findall(r"\[(\d\d_\w+)\] running", result.stdout)
+    assert ran == ["05_gradcam"]
+    after = stage_mtimes(run)
+    assert all(after[s] == before[s] for s in STAGES[:-1]) and after["05_gradcam"] > before["05_gradcam"]
+
+
+def test_failing_notebook_keeps_partial_and_earlier_outputs(copy, first_run):
+    run = copy / "reports" / "smoke"
+    before = stage_mtimes(run)
+    model_bytes = (run / "model.keras").read_bytes()
+    set_param(copy, "gradcam", "cam_layer", "no_such_layer")
+    result = run_make(copy, "all", "PROFILE=smoke")
+    assert result.returncode != 0
+    assert "stage 05_gradcam failed" in result.stderr and "no_such_layer" in result.stderr
+    assert "reports/smoke/failed/05_gradcam.ipynb" in result.stderr
+    assert (run / "failed" / "05_gradcam.ipynb").is_file()
+    assert not (run / ".state" / "05_gradcam.done.json").exists()
+    assert {s: t for s, t in stage_mtimes(run).items() if s != "05_gradcam"} == {
+        s: t for s, t in before.items() if s != "05_gradcam"
+    }
+    assert (run / "model.keras").read_bytes() == model_bytes
+    # Still out of date: the next run tries stage 05 again (and only it).
+    set_param(copy, "gradcam", "cam_layer", "null")
+    result = run_make(copy, "all", "PROFILE=smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.findall(r"\[(\d\d_\w+)\] running", result.stdout) == ["05_gradcam"]
+    assert not (run / "failed" / "05_gradcam.ipynb").exists()
+
+
+def test_bad_parameter_stops_before_any_work(copy, first_run):
+    run = copy / "reports" / "smoke"
+    before = stage_mtimes(run)
+    original = (copy / "params" / "smoke.yaml").read_text()
+    set_param(copy, "train", "epochs", "-3")
+    try:
+        result = run_make(copy, "all", "PROFILE=smoke")
+    finally:
+        (copy / "params" / "smoke.yaml").write_text(original)
+    assert result.returncode != 0
+    assert "smoke.yaml" in result.stderr and "train.epochs" in result.stderr
+    assert "an integer in [1, 1000]" in result.stderr and "running" not in result.stdout
+    assert stage_mtimes(run) == before
+
+
+def test_clean_removes_only_the_profile_reports(copy, first_run):
+    (copy / "reports" / "other").mkdir(exist_ok=True)
+    result = run_make(copy, "clean", "PROFILE=other")
+    assert result.returncode == 0 and not (copy / "reports" / "other").exists()
+    assert (copy / "reports" / "smoke").is_dir() and (copy / "data").is_dir()
+
+
+def test_help_is_the_default_goal(copy):
+    result = run_make(copy)
+    assert result.returncode == 0
+    for target in ("all", "test", "lab", "html", "clean", "compare", "bench"):
+        assert f"make {target}" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"profile": "cpu"}, "cpu"),
+        ({"data_dir": "DATA"}, "default"),
+        ({}, "demo"),
+    ],
+)
+def test_profile_choice(tmp_path, kwargs, expected):
+    (tmp_path / "DATA" / "Training").mkdir(parents=True)
+    if "data_dir" in kwargs:
+        kwargs = {**kwargs, "data_dir": str(tmp_path / "DATA")}
+    env = {"HOME": str(tmp_path / "home")}
+    profile, reason = choose_profile(tmp_path, kwargs.get("profile"), kwargs.get("data_dir"), env)
+    assert profile == expected and reason
+
+
+def test_credentials_or_downloaded_data_choose_default(tmp_path):
+    env = {"HOME": str(tmp_path)}
+    assert choose_profile(tmp_path, None, None, {**env, "KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"})[0] == "default"
+    (tmp_path / "data" / "brain-tumor-mri-dataset").mkdir(parents=True)
+    assert choose_profile(tmp_path, None, None, env)[0] == "default"
