@@ -24,10 +24,16 @@ help: ## list the targets
 	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 	@echo "  variables: PROFILE=default|demo|smoke|cpu  DATA_DIR=path/to/brain-tumor-mri-dataset"
 
+# SKIP_SETUP=1 uses $(VENV) as it is (the end-to-end tests run a copy of the project that way).
+ifdef SKIP_SETUP
+setup:
+else
 setup: $(STAMP) ## create the environment (idempotent; skipped when up to date)
+endif
 
 $(STAMP): pyproject.toml requirements.lock
 	@echo "setting up $(VENV) (log: $(VENV)/setup.log)"
+	@test -x $(PY) || $(BOOT_PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 12) else "need Python 3.10-3.12 for TensorFlow 2.21, found %d.%d: set BOOT_PYTHON=python3.11" % v)'
 	@test -x $(PY) || $(BOOT_PYTHON) -m venv $(VENV)
 	@mkdir -p $(VENV)
 	@{ $(PY) -m pip install --upgrade pip \
@@ -52,12 +58,12 @@ html: setup ## re-render the HTML reports of PROFILE (default: demo); SHOW_CODE=
 	@$(RUN) html --profile $(or $(PROFILE),demo) $(if $(SHOW_CODE),--show-code)
 
 clean: ## delete one profile's reports (PROFILE, default: demo); never downloaded data
-	@$(BOOT_PYTHON) -c "import sys; sys.path.insert(0, 'src'); from brainmri.cli import main; sys.exit(main(['clean', '--profile', '$(or $(PROFILE),demo)']))"
+	@PYTHONPATH=src $(BOOT_PYTHON) -m brainmri.cli clean --profile $(or $(PROFILE),demo)
 
 compare: setup ## compare two runs' headline metrics: make compare A=demo B=cpu
 	@$(RUN) compare $(A) $(B)
 
-bench: setup ## speed and memory benchmarks (not part of make test)
+bench: setup ## speed benchmarks (not part of make test)
 	@$(PY) -m pytest -q benchmarks --benchmark-disable-gc -p no:cacheprovider
 
 lint: setup ## ruff format check and lint

@@ -176,6 +176,9 @@ def test_load_image_normalises_every_mode(tmp_path):
     assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
     assert out[..., 0].tolist() == [[0, 128], [255, 4]]  # scaled by 255/65535
     assert (out[..., 0] == out[..., 2]).all()
+    # 12-bit data in a 16-bit file uses the full grey range, not 1/16 of it.
+    cv2.imwrite(str(deep), np.array([[0, 2048], [4095, 100]], np.uint16))
+    assert data.load_image(deep, 2)[..., 0].tolist() == [[0, 128], [255, 6]]
 
     rgba = np.zeros((2, 2, 4), np.uint8)
     rgba[..., 2] = 200  # red, in OpenCV's BGRA order

@@ -509,3 +509,36 @@ def test_gallery_and_side_by_side_figures(cnn):
     assert len(side.axes) == 3 * 3
     with pytest.raises(ValueError, match="maps_by_method"):
         pex.plot_methods_side_by_side(x, {"gradcam": maps[:2]})
+
+
+def test_gradcam_points_at_the_lesion_of_a_model_trained_on_phantoms(trained_phantom):
+    """The pointing game (standard 15 px-at-224 tolerance) hits for 90% or more of tumours."""
+    from brainmri import inputs as inp
+    from brainmri.config import TUMOUR_CLASSES, load_profile
+    from brainmri.phantom import load_mask
+
+    model, root, size, _ = trained_phantom
+    files = [f for c in TUMOUR_CLASSES for f in sorted((root / "Testing" / c).glob("*.jpg"))]
+    images = inp.load_batch(files, size)
+    masks = [load_mask(f, root, size) for f in files]
+    labels = [config.CLASS_NAMES.index(f.parent.name) for f in files]
+    maps = ex.gradcam(model, images, class_index=np.array(labels))
+    tolerance = load_profile("default")["gradcam"]["pointing_tolerance"] * size
+    hits = [ex.pointing_game(m, k, tolerance) for m, k in zip(maps, masks, strict=True)]
+    assert np.mean(hits) >= 0.9
+    # A random map of the same images points far less often.
+    random_hits = [
+        ex.pointing_game(m, k, tolerance)
+        for m, k in zip(ex.random_map(images, 0), masks, strict=True)
+    ]
+    assert np.mean(random_hits) < np.mean(hits) - 0.3
+
+
+def test_pointing_tolerance_counts_near_misses():
+    mask = np.zeros((32, 32), bool)
+    mask[10:14, 10:14] = True
+    cam = np.zeros((32, 32), np.float32)
+    cam[10, 17] = 1.0  # 4 px right of the mask's edge
+    assert not ex.pointing_game(cam, mask)
+    assert not ex.pointing_game(cam, mask, tolerance=3.0)
+    assert ex.pointing_game(cam, mask, tolerance=4.0)

@@ -133,3 +133,25 @@ def test_saved_model_round_trips(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-5)
     with pytest.raises(FileNotFoundError, match="run the 03_train stage"):
         mdl.load_model(tmp_path / "absent.keras")
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_every_backbone_trains_a_step(backbone, phantom_set):
+    from brainmri import inputs, training
+
+    files = sorted((phantom_set / "Training").glob("*/*.jpg"))[::5]
+    labels = [CLASS_NAMES.index(f.parent.name) for f in files]
+    m = mdl.build_model(params_for(backbone, size=32))
+    training.compile_model(m, 1e-3, 0.0)
+    before = [w.copy() for w in m.get_layer(LOGITS_LAYER).get_weights()]
+    history = m.fit(inputs.make_dataset(files, labels, 32, 8), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = m.get_layer(LOGITS_LAYER).get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_finetune_top_n_counts_weighted_blocks_of_the_compact_cnn():
+    m = mdl.build_model(params_for("compact_cnn", cnn_filters=[8, 16, 32]))
+    mdl.set_trainable(m, "finetune_top_n", top_n=1)
+    trainable_convs = [x.name for x in m.layers if x.trainable and "conv" in x.name]
+    assert trainable_convs == ["block3_conv1", "block3_conv2"]

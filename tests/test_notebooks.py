@@ -13,7 +13,9 @@ from brainmri.config import STAGES, load_profile, stage_params
 
 @pytest.fixture(scope="module")
 def generator(project_root):
-    spec = importlib.util.spec_from_file_location("make_notebooks", project_root / "tools" / "make_notebooks.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_notebooks", project_root / "tools" / "make_notebooks.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

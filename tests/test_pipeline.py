@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,11 +20,22 @@ pytestmark = pytest.mark.slow
 VENV = Path(sys.prefix)
 
 
+FAKE_KEY = "f4k3k3y0123456789abcdef0fakekey"
+
+
 def run_make(root: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run make in the copy, reusing this test run's environment (no second set-up)."""
+    """Run make in the copy, reusing this test run's environment (no second set-up).
+
+    A fake Kaggle key is planted in the environment: no output of the run may ever show it.
+    """
+    env = {**os.environ, "KAGGLE_USERNAME": "planted-user", "KAGGLE_KEY": FAKE_KEY}
     return subprocess.run(
-        ["make", "--no-print-directory", *args, f"VENV={VENV}"],
-        cwd=root, capture_output=True, text=True, timeout=timeout,
+        ["make", "--no-print-directory", *args, f"VENV={VENV}", "SKIP_SETUP=1"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -52,8 +64,11 @@ def copy(tmp_path_factory, project_root) -> Path:
     """A copy of the tracked project files, as a fresh clone would have them."""
     target = tmp_path_factory.mktemp("clone") / "repo"
     files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=project_root,
-        capture_output=True, text=True, check=True,
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for name in files:
         src = project_root / name
@@ -65,6 +80,9 @@ def copy(tmp_path_factory, project_root) -> Path:
 
 @pytest.fixture(scope="module")
 def first_run(copy) -> subprocess.CompletedProcess:
+    # `auto` tries the Kaggle download with the planted credentials first (it fails: no network
+    # here, or the fake key is rejected), then falls back to the phantom set.
+    set_param(copy, "data", "data_source", "auto")
     result = run_make(copy, "all", "PROFILE=smoke")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result
@@ -75,8 +93,13 @@ def test_make_all_smoke_produces_every_output(copy, first_run):
     run = copy / "reports" / "smoke"
     for stage in STAGES:
         nb = nbformat.read(run / f"{stage}.ipynb", as_version=4)
-        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                  if o.get("output_type") == "error"]
+        errors = [
+            o
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.get("outputs", [])
+            if o.get("output_type") == "error"
+        ]
         assert not errors, f"{stage} has error outputs"
         html = (run / "html" / f"{stage}.html").read_text()
         assert "<html" in html and len(html) > 10_000
@@ -84,7 +107,12 @@ def test_make_all_smoke_produces_every_output(copy, first_run):
         assert not re.search(r'<(script|link|img)[^>]+(src|href)="https?://', html)
     assert "data:image/png;base64" in (run / "html" / "04_evaluate.html").read_text()
     figures = {p.stem for p in (run / "figures").glob("*.png")}
-    assert {"eda_class_counts", "train_curves", "eval_confusion_official", "cam_reference_view"} <= figures
+    assert {
+        "eda_class_counts",
+        "train_curves",
+        "eval_confusion_official",
+        "cam_reference_view",
+    } <= figures
     metrics = json.loads((run / "metrics.json").read_text())
     acc = metrics["evaluate"]["official"]["summary"]["accuracy"]
     assert 0.0 <= acc <= 1.0 and metrics["evaluate"]["official"]["summary"]["n"] == 16
@@ -97,6 +125,36 @@ def test_make_all_smoke_produces_every_output(copy, first_run):
     assert (run / "manifest.csv").is_file() and (run / "model.keras").is_file()
     run_json = json.loads((run / "run.json").read_text())
     assert run_json["params"]["epochs"] == 2 and "tensorflow" in run_json["environment"]["packages"]
+
+
+def test_planted_kaggle_key_never_appears_in_any_output(copy, first_run):
+    assert FAKE_KEY not in first_run.stdout + first_run.stderr
+    nb = (copy / "reports" / "smoke" / "01_download.ipynb").read_text()
+    assert "Kaggle download not possible" in nb and "phantom" in nb
+    for path in [*(copy / "reports").rglob("*"), *(copy / "data").rglob("*")]:
+        if path.is_file() and path.suffix not in (".jpg", ".png", ".keras", ".h5"):
+            assert FAKE_KEY.encode() not in path.read_bytes(), f"key leaked into {path}"
+
+
+def test_metrics_validate_and_compare(copy, first_run):
+    from brainmri.evaluation import validate_metrics_block
+
+    metrics = json.loads((copy / "reports" / "smoke" / "metrics.json").read_text())
+    for split in ("official", "dedup"):
+        validate_metrics_block(metrics["evaluate"][split])
+    shutil.copytree(copy / "reports" / "smoke", copy / "reports" / "smoke-copy")
+    result = run_make(copy, "compare", "A=smoke", "B=smoke-copy")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "smoke-copy" in lines[0]
+    # Ten headline rows per split (accuracy, macro F1, kappa, MCC, 2 x ECE, 4 sensitivities),
+    # identical runs: every difference is zero.
+    rows = [line.split() for line in lines[1:]]
+    assert sorted({r[0] for r in rows}) == ["dedup", "official"] and len(rows) == 20
+    assert all(r[-1] in ("+0.0000", "-") for r in rows)
+    missing = run_make(copy, "compare", "A=smoke", "B=absent")
+    assert missing.returncode != 0 and "make all PROFILE=absent" in missing.stdout + missing.stderr
+    shutil.rmtree(copy / "reports" / "smoke-copy")
 
 
 def test_second_run_does_nothing(copy, first_run):
@@ -117,7 +175,10 @@ def test_gradcam_param_reruns_only_gradcam(copy, first_run):
     ran = re.findall(r"\[(\d\d_\w+)\] running", result.stdout)
     assert ran == ["05_gradcam"]
     after = stage_mtimes(run)
-    assert all(after[s] == before[s] for s in STAGES[:-1]) and after["05_gradcam"] > before["05_gradcam"]
+    assert (
+        all(after[s] == before[s] for s in STAGES[:-1])
+        and after["05_gradcam"] > before["05_gradcam"]
+    )
 
 
 def test_failing_notebook_keeps_partial_and_earlier_outputs(copy, first_run):
@@ -191,6 +252,23 @@ def test_profile_choice(tmp_path, kwargs, expected):
 
 def test_credentials_or_downloaded_data_choose_default(tmp_path):
     env = {"HOME": str(tmp_path)}
-    assert choose_profile(tmp_path, None, None, {**env, "KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"})[0] == "default"
+    assert (
+        choose_profile(tmp_path, None, None, {**env, "KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"})[0]
+        == "default"
+    )
     (tmp_path / "data" / "brain-tumor-mri-dataset").mkdir(parents=True)
     assert choose_profile(tmp_path, None, None, env)[0] == "default"
+
+
+def test_choose_prints_the_profile_and_how_to_pick_another(tmp_path, capsys, monkeypatch):
+    from brainmri.cli import main
+
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["--root", str(tmp_path), "choose"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(
+        "profile: demo (no DATA_DIR, no downloaded dataset and no Kaggle credentials)"
+    )
+    assert "DATA_DIR=" in line

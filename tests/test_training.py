@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from brainmri import inputs, training
 from brainmri import model as mdl
@@ -30,11 +31,11 @@ labels = [CLASS_NAMES.index(f.parent.name) for f in files]
 training.seed_everything(cfg["seed"], True)
 ds = inputs.make_dataset(files, labels, cfg["image_size"], 8, shuffle=True, seed=1)
 state = out / "state"
-resumed = training.prepare_state(state, cfg, "m", out / "model.keras", out / "history.csv")
-print("RESUMED" if resumed else "FRESH", flush=True)
 model = mdl.build_model(cfg)
-training.fit(model, ds, ds, cfg, out / "model.keras", out / "history.csv", state)
-print("FINISHED", flush=True)
+_, _, status = training.train_or_resume(
+    model, ds, ds, cfg, "m", out / "model.keras", out / "history.csv", state
+)
+print("STATUS", status, flush=True)
 """
 
 
@@ -69,20 +70,25 @@ def train_once(root: Path, out: Path, cfg: dict) -> pd.DataFrame:
     )
 
 
-def test_short_run_on_phantoms_beats_chance(tmp_path):
-    from brainmri.phantom import generate_phantom_dataset
-
-    root = generate_phantom_dataset(tmp_path / "ph", 60, 10, 64, seed=5)
-    no_aug = {
-        k: 0.0
-        for k in ("aug_rotation", "aug_width_shift", "aug_height_shift", "aug_shear", "aug_zoom")
-    }
-    cfg = smoke_cfg(epochs=10, image_size=64, cnn_filters=[16, 32, 32], dense_units=[32], **no_aug)
-    history = train_once(root, tmp_path / "run", cfg)
-    assert len(history) >= 1 and (tmp_path / "run" / "model.keras").is_file()
+def test_short_run_on_phantoms_beats_chance(trained_phantom):
+    model, root, size, history = trained_phantom
     # Four balanced classes: chance is 0.25.
-    assert history["val_accuracy"].max() >= 0.6
+    assert history["val_accuracy"].max() >= 0.8
     assert {"loss", "val_loss", "learning_rate", "epoch_seconds"} <= set(history.columns)
+    assert history["epoch"].tolist() == list(range(len(history)))
+
+
+def test_two_phase_training_warms_up_the_head_then_fine_tunes(tmp_path, phantom_set):
+    cfg = smoke_cfg(epochs=1, warmup_epochs=1, trainable="finetune_top_n", finetune_top_n=1)
+    history = train_once(phantom_set, tmp_path / "run", cfg)
+    assert history["epoch"].tolist() == [0, 1]
+    # Finished: no warm-up resume point is left behind, and the run is marked complete.
+    assert not (tmp_path / "run" / "state" / "warmup.weights.h5").exists()
+    assert (tmp_path / "run" / "state" / training.COMPLETE).is_file()
+    # The warm-up ran at its own learning rate, the fine-tuning phase at the main one.
+    assert history["learning_rate"].tolist() == pytest.approx(
+        [cfg["warmup_learning_rate"], cfg["learning_rate"]]
+    )
 
 
 def test_two_seeded_runs_are_identical(tmp_path, phantom_set):
@@ -123,29 +129,30 @@ def test_killed_training_resumes_from_last_finished_epoch(tmp_path, phantom_set,
     assert 1 <= done_before < 6
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    assert "RESUMED" in second.stdout and "FINISHED" in second.stdout
+    assert "STATUS resume" in second.stdout
     final = training.read_history(history)
     assert final["epoch"].tolist() == list(range(6))
     # The resumed process trained only the epochs the killed one had not finished.
     assert second.stdout.count("Epoch ") <= 6 - done_before + 1
+    # Once finished, running again reuses the result instead of training.
+    third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert "STATUS complete" in third.stdout and "Epoch " not in third.stdout
+    assert training.read_history(history)["epoch"].tolist() == list(range(6))
 
 
-def test_changed_params_do_not_resume_stale_state(tmp_path):
-    state = tmp_path / "state"
+def test_changed_params_or_data_do_not_resume_stale_state(tmp_path):
+    state, model, hist = tmp_path / "state", tmp_path / "m.keras", tmp_path / "h.csv"
     cfg = smoke_cfg()
-    assert (
-        training.prepare_state(state, cfg, "m1", tmp_path / "m.keras", tmp_path / "h.csv") is False
-    )
+    assert training.prepare_state(state, cfg, "m1", model, hist) == "fresh"
     (state / "backup-main").mkdir()
-    assert (
-        training.prepare_state(state, cfg, "m1", tmp_path / "m.keras", tmp_path / "h.csv") is True
-    )
-    changed = {**cfg, "learning_rate": 0.5}
-    assert (
-        training.prepare_state(state, changed, "m1", tmp_path / "m.keras", tmp_path / "h.csv")
-        is False
-    )
+    assert training.prepare_state(state, cfg, "m1", model, hist) == "resume"
+    assert training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m1", model, hist) == "fresh"
     assert not (state / "backup-main").exists()
+    (state / "backup-main").mkdir()
+    assert training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m2", model, hist) == "fresh"
+    # A finished run is reused only while its model is there.
+    (state / training.COMPLETE).write_text("complete")
+    assert training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m2", model, hist) == "fresh"
 
 
 def test_read_history_keeps_last_row_of_a_repeated_epoch(tmp_path):

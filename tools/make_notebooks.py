@@ -152,7 +152,7 @@ evaluation also reports a de-duplicated Testing split.""",
         (
             "code",
             """\
-audit = data.audit_summary(manifest)
+audit = dict(record["audit"])  # computed once by 01_download
 pairs = audit.pop("example_pairs", [])
 display(audit)
 if pairs:
@@ -167,7 +167,8 @@ conflicts[["path", "split", "label", "exact_group", "near_group"]].head(20)""",
             "code",
             """\
 excluded = manifest[manifest["status"] != "ok"][["path", "split", "label", "reason"]]
-write_json(paths.stage_metrics(STAGE), {"excluded": int(len(excluded)), "audit": audit})
+write_json(paths.stage_metrics(STAGE), {"excluded": int(len(excluded)), "figures": sorted(
+    p.name for p in paths.figures_dir.glob("eda_*.png"))})
 excluded if len(excluded) else print("no file was excluded")""",
         ),
     ],
@@ -212,31 +213,24 @@ model.summary(line_length=110, expand_nested=False, show_trainable=True)""",
         (
             "code",
             """\
-def files_and_labels(name):
-    rows = sources.subset(manifest, name)
-    return [str(Path(record["root"]) / p) for p in rows["path"]], rows["label_index"].tolist()
-
-from pathlib import Path
-
-train_files, train_labels = files_and_labels("train")
-val_files, val_labels = files_and_labels("val")
+_, train_files, train_labels = sources.subset_files(manifest, record["root"], "train")
+_, val_files, val_labels = sources.subset_files(manifest, record["root"], "val")
 print(f"train: {len(train_files)} images, validation: {len(val_files)} images")
+cache_args = {"cache": cache, "cache_dir": paths.cache_dir, "cache_tag": record["manifest_sha256"]}
 train_ds = inputs.make_dataset(
-    train_files, train_labels, image_size, batch_size, shuffle=True, seed=seed, cache=cache,
-    cache_dir=paths.cache_dir, augment=inputs.augmentation(cfg, seed),
+    train_files, train_labels, image_size, batch_size, shuffle=True, seed=seed,
+    augment=inputs.augmentation(cfg, seed), **cache_args,
 )
-val_ds = inputs.make_dataset(
-    val_files, val_labels, image_size, batch_size, cache=cache, cache_dir=paths.cache_dir
-)""",
+val_ds = inputs.make_dataset(val_files, val_labels, image_size, batch_size, **cache_args)""",
         ),
         ("md", "## Training (one line per epoch)"),
         (
             "code",
             """\
-state_dir = paths.state_dir / "train"
-resumed = training.prepare_state(state_dir, cfg, record["manifest_sha256"], paths.model, paths.history)
-print("resuming the interrupted run" if resumed else "starting a new run")
-history = training.fit(model, train_ds, val_ds, cfg, paths.model, paths.history, state_dir)
+model, history, status = training.train_or_resume(
+    model, train_ds, val_ds, cfg, record["manifest_sha256"], paths.model, paths.history,
+    paths.state_dir / "train",
+)
 best = training.best_epoch(history)
 print(f"best epoch {best.get('epoch')}: validation accuracy {best.get('val_accuracy', float('nan')):.4f}")""",
         ),
@@ -254,7 +248,7 @@ history.round(4)""",
             """\
 run = training.run_metadata(
     cfg, model, history, manifest_sha256=record["manifest_sha256"], root=root, started=started,
-    resumed=resumed,
+    status=status,
 )
 training.write_json(paths.run_json, run)
 training.write_json(paths.stage_metrics(STAGE), run["summary"])
@@ -298,8 +292,7 @@ image_size = model.input_shape[1]""",
             "code",
             """\
 def predict(name, tta=False):
-    rows = sources.subset(manifest, name)
-    files = [str(Path(record["root"]) / p) for p in rows["path"]]
+    rows, files, _ = sources.subset_files(manifest, record["root"], name)
     ds = inputs.make_dataset(files, None, image_size, 64, cache="none")
     logits, probs = mdl.predict(model, ds, tta=tta)
     return rows, logits, probs
@@ -468,8 +461,8 @@ model = mdl.load_model(paths.model)
 image_size = model.input_shape[1]
 layer = cam_layer or explain.find_target_layer(model)
 print(f"explaining layer '{layer}' of {model.name}")
-test = sources.subset(manifest, "test").reset_index(drop=True)
-files = [Path(record["root"]) / p for p in test["path"]]
+test, files, _ = sources.subset_files(manifest, record["root"], "test")
+test = test.reset_index(drop=True)
 _, probs = mdl.predict(model, inputs.make_dataset(files, None, image_size, 64, cache="none"))
 test["predicted"] = probs.argmax(1)
 test["correct"] = test["predicted"] == test["label_index"]""",

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 CLASS_NAMES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
 """Class order used everywhere (alphabetical, as Keras' directory loaders sort them)."""
 TUMOUR_CLASSES: tuple[str, ...] = ("glioma", "meningioma", "pituitary")
@@ -161,6 +159,9 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "dense_units": Spec("int_list", "units of the head's Dense layers", 1, 8192),
         "dropout": Spec("float", "dropout after each head Dense layer", 0.0, 0.95),
         "cnn_filters": Spec("int_list", "filters per block of the compact CNN", 1, 1024),
+        "bn_momentum": Spec(
+            "float", "batch-norm momentum of the compact CNN (lower for few steps)", 0.0, 0.999
+        ),
         "trainable": Spec(
             "choice",
             "which backbone layers train",
@@ -182,7 +183,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "aug_rotation": Spec("float", "max random rotation in degrees", 0.0, 180.0),
         "aug_width_shift": Spec("float", "max horizontal shift (fraction of width)", 0.0, 0.5),
         "aug_height_shift": Spec("float", "max vertical shift (fraction of height)", 0.0, 0.5),
-        "aug_shear": Spec("float", "max shear (radians-like factor)", 0.0, 1.0),
+        "aug_shear": Spec("float", "max shear angle in degrees (as ImageDataGenerator)", 0.0, 45.0),
         "aug_zoom": Spec("float", "max zoom in/out (fraction)", 0.0, 0.9),
         "aug_horizontal_flip": Spec("bool", "random left-right flips"),
         "aug_fill_mode": Spec(
@@ -337,6 +338,8 @@ def paths(profile: str, root: Path | None = None) -> Paths:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml  # imported here so Paths works with the standard library alone (make clean)
+
     if not path.is_file():
         raise ParamError(f"{path}: no such profile file")
     try:

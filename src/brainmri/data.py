@@ -498,9 +498,12 @@ def _decode(data: bytes) -> tuple[np.ndarray, str]:
 
 
 def _to_rgb8(array: np.ndarray) -> np.ndarray:
-    """Normalise decoded pixels to uint8 RGB (16-bit scaled by its range, alpha on black)."""
+    """Normalise decoded pixels to uint8 RGB (16-bit scaled by its maximum, alpha on black)."""
     if array.dtype == np.uint16:
-        array = cv2.convertScaleAbs(array, alpha=255.0 / 65535.0)
+        # Scaled by the image's own maximum, not 65535: MRI is often 12-bit data in 16-bit files,
+        # which a fixed scale would turn near-black. Zero stays black.
+        peak = int(array.max())
+        array = cv2.convertScaleAbs(array, alpha=255.0 / peak if peak > 0 else 0.0)
     elif array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif array.dtype != np.uint8:  # 32-bit integer or float images: stretch min..max

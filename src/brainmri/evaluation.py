@@ -666,8 +666,9 @@ def _headline(block: Any, class_names: Sequence[str]) -> dict[str, float | None]
 
 def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], name_a: str, name_b: str) -> str:
     """Return a plain-text table of headline metrics of two runs per split, with b - a."""
-    eval_a = _dig(a, "evaluate") or {}
-    eval_b = _dig(b, "evaluate") or {}
+    # Only the per-split blocks (they hold a "summary"); temperature, TTA and errors are not splits.
+    eval_a = {k: v for k, v in (_dig(a, "evaluate") or {}).items() if _dig(v, "summary")}
+    eval_b = {k: v for k, v in (_dig(b, "evaluate") or {}).items() if _dig(v, "summary")}
     splits = [s for s in _SPLIT_ORDER if s in eval_a or s in eval_b]
     splits += sorted((set(eval_a) | set(eval_b)) - set(splits))
     if not splits:

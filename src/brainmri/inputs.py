@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,30 +19,31 @@ from brainmri.data import load_image
 def augmentation(params: Mapping[str, Any], seed: int) -> keras.Sequential:
     """The reference augmentation as Keras preprocessing layers (training batches only)."""
     fill = params["aug_fill_mode"]
+    seeds = iter(range(seed, seed + 5))  # one seed per layer, so their draws are independent
     steps: list[keras.layers.Layer] = []
     if params["aug_horizontal_flip"]:
-        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        steps.append(keras.layers.RandomFlip("horizontal", seed=next(seeds)))
     if params["aug_rotation"] > 0:
-        steps.append(
-            keras.layers.RandomRotation(params["aug_rotation"] / 360.0, fill_mode=fill, seed=seed)
-        )
+        rotation = params["aug_rotation"] / 360.0  # a fraction of a full turn
+        steps.append(keras.layers.RandomRotation(rotation, fill_mode=fill, seed=next(seeds)))
     if params["aug_width_shift"] > 0 or params["aug_height_shift"] > 0:
         steps.append(
             keras.layers.RandomTranslation(
-                params["aug_height_shift"], params["aug_width_shift"], fill_mode=fill, seed=seed
+                params["aug_height_shift"], params["aug_width_shift"], fill_mode=fill,
+                seed=next(seeds),
             )
         )
     if params["aug_shear"] > 0:
+        # ImageDataGenerator's shear_range (the reference) is an angle in degrees; RandomShear
+        # takes the shear factor, which is the tangent of that angle.
+        factor = math.tan(math.radians(params["aug_shear"]))
         steps.append(
             keras.layers.RandomShear(
-                x_factor=params["aug_shear"],
-                y_factor=params["aug_shear"],
-                fill_mode=fill,
-                seed=seed,
+                x_factor=factor, y_factor=factor, fill_mode=fill, seed=next(seeds)
             )
         )
     if params["aug_zoom"] > 0:
-        steps.append(keras.layers.RandomZoom(params["aug_zoom"], fill_mode=fill, seed=seed))
+        steps.append(keras.layers.RandomZoom(params["aug_zoom"], fill_mode=fill, seed=next(seeds)))
     return keras.Sequential(steps, name="augmentation")
 
 
@@ -49,9 +51,9 @@ def _decode(path: bytes, size: int) -> np.ndarray:
     return load_image(Path(path.decode()), size).astype(np.float32)
 
 
-def cache_key(paths: Sequence[str], image_size: int) -> str:
-    """Key of a decoded-image cache: the file list and the image size."""
-    digest = hashlib.sha256("\n".join(paths).encode() + f"|{image_size}".encode())
+def cache_key(paths: Sequence[str], image_size: int, tag: str = "") -> str:
+    """Key of a decoded-image cache: the files, the image size and a tag (the manifest hash)."""
+    digest = hashlib.sha256("\n".join(paths).encode() + f"|{image_size}|{tag}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -65,9 +67,14 @@ def make_dataset(
     seed: int = 0,
     cache: str = "memory",
     cache_dir: Path | None = None,
+    cache_tag: str = "",
     augment: keras.Sequential | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (float 0-255 images, one-hot labels), or images alone when labels is None."""
+    """Batches of (float 0-255 images, one-hot labels), or images alone when labels is None.
+
+    A disk cache is keyed by the files, the size and `cache_tag` (pass the manifest hash, so
+    changed image contents under the same paths are decoded again).
+    """
     files = [str(f) for f in files]
     ds = tf.data.Dataset.from_tensor_slices(files)
 
@@ -83,7 +90,7 @@ def make_dataset(
         if cache_dir is None:
             raise ValueError("cache='disk' needs a cache_dir")
         cache_dir.mkdir(parents=True, exist_ok=True)
-        stem = cache_dir / f"images-{cache_key(files, image_size)}"
+        stem = cache_dir / f"images-{cache_key(files, image_size, cache_tag)}"
         # A run killed while filling the cache leaves a lock file that would block the next run.
         for stale in cache_dir.glob(f"{stem.name}*.lockfile"):
             stale.unlink()

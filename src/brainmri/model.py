@@ -77,15 +77,15 @@ def _resolve_weights(weights: str, root: Path | None) -> str | None:
     return str(path)
 
 
-def _compact_cnn(x, filters: list[int]):
+def _compact_cnn(x, filters: list[int], bn_momentum: float):
     """A small VGG-style CNN for training from scratch on a CPU; returns its last feature map."""
     x = _scale(x, "unit")
     for i, f in enumerate(filters, start=1):
         x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{i}_conv1")(x)
-        x = layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn1")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{i}_bn1")(x)
         x = layers.Activation("relu", name=f"block{i}_relu1")(x)
         x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{i}_conv2")(x)
-        x = layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn2")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{i}_bn2")(x)
         x = layers.Activation("relu", name=f"block{i}_relu2")(x)
         if i < len(filters):
             x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
@@ -103,7 +103,7 @@ def build_model(params: Mapping[str, Any], root: Path | None = None) -> keras.Mo
                 f"model.weights = {params['weights']!r}: the compact CNN has no pretrained "
                 "weights; set weights: none"
             )
-        features = _compact_cnn(inputs, list(params["cnn_filters"]))
+        features = _compact_cnn(inputs, list(params["cnn_filters"]), params["bn_momentum"])
     else:
         constructor, scaling = _applications()[backbone_name]
         weights = _resolve_weights(str(params["weights"]), root)
@@ -172,7 +172,9 @@ def set_trainable(model: keras.Model, policy: str, top_n: int = 1) -> None:
     if policy == "all":
         unfrozen = {layer.name for block in blocks for layer in block}
     elif policy == "finetune_top_n":
-        unfrozen = {layer.name for block in blocks[-top_n:] for layer in block}
+        # Count only blocks with weights (a trailing activation-only "top" is not a block to train).
+        weighted = [block for block in blocks if any(layer.weights for layer in block)]
+        unfrozen = {layer.name for block in weighted[-top_n:] for layer in block}
     elif policy != "freeze":
         raise ValueError(f"trainable = {policy!r}: expected 'all', 'freeze' or 'finetune_top_n'")
     for layer in model.layers:

@@ -28,7 +28,7 @@ import numpy as np
 from brainmri.config import CLASS_NAMES, SPLITS, TUMOUR_CLASSES
 
 GENERATOR = "brainmri.phantom"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump when the rendering changes, so existing phantom folders are regenerated."""
 MANIFEST_NAME = "phantom.json"
 MASKS_DIR = "masks"
@@ -269,7 +269,7 @@ def _meningioma(head: _Head, rng: np.random.Generator) -> np.ndarray:
 
 def _pituitary(head: _Head, rng: np.random.Generator) -> np.ndarray:
     """Draw a small round bright mass in the sellar region at the midline; return its mask."""
-    radius = rng.uniform(0.05, 0.085)
+    radius = rng.uniform(0.07, 0.11)
     harmonics = _polar_radius(rng, radius, 0.12)
     cu = rng.normal(0.0, 0.012)
     cv = head.b * (2.0 * rng.uniform(0.65, 0.75) - 1.0)

@@ -48,19 +48,47 @@ def source_hash(root: Path) -> str:
     return digest.hexdigest()
 
 
-def stage_keys(params: Mapping[str, Any], paths: Paths) -> dict[str, str]:
-    """The key of every stage: its notebook, its parameters, src/ and its upstream stages' keys."""
-    src = source_hash(paths.root)
-    keys: dict[str, str] = {}
-    for stage in STAGES:
-        payload = {
-            "notebook": _sha256(paths.notebook(stage).read_bytes()),
-            "params": stage_params(params, stage),
-            "src": src,
-            "upstream": [keys[u] for u in STAGE_UPSTREAM[stage]],
-        }
-        keys[stage] = _sha256(json.dumps(payload, sort_keys=True, default=str).encode())
-    return keys
+def notebook_hash(path: Path) -> str:
+    """Hash of a notebook's cells (outputs, metadata and the parameters cell's values ignored).
+
+    Saving a notebook in JupyterLab changes its outputs and metadata, not what the stage does;
+    the parameters cell is ignored because papermill injects the profile's values anyway.
+    """
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cells = [
+        [cell.cell_type, cell.source]
+        for cell in nb.cells
+        if "parameters" not in cell.get("metadata", {}).get("tags", [])
+    ]
+    return _sha256(json.dumps(cells).encode())
+
+
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "01_download": ("manifest", "data_json"),
+    "03_train": ("model", "history", "run_json"),
+}
+"""Artefacts (Paths attributes) a stage must have left for it to count as up to date."""
+
+
+def stage_key(stage: str, params: Mapping[str, Any], paths: Paths, src: str) -> str:
+    """A stage's key: its notebook, its parameters, src/ and the records of its upstream runs.
+
+    An upstream record changes whenever that stage runs again, so its artefacts are new and
+    every stage downstream of it runs again too.
+    """
+    upstream = []
+    for name in STAGE_UPSTREAM[stage]:
+        stamp = stamp_path(paths, name)
+        upstream.append(stamp.read_text() if stamp.is_file() else "")
+    payload = {
+        "notebook": notebook_hash(paths.notebook(stage)),
+        "params": stage_params(params, stage),
+        "src": src,
+        "upstream": upstream,
+    }
+    return _sha256(json.dumps(payload, sort_keys=True, default=str).encode())
 
 
 def stamp_path(paths: Paths, stage: str) -> Path:
@@ -71,7 +99,9 @@ def stamp_path(paths: Paths, stage: str) -> Path:
 def is_up_to_date(paths: Paths, stage: str, key: str) -> bool:
     """True when the stage completed with this key and its executed notebook is in place."""
     stamp = stamp_path(paths, stage)
-    if not stamp.is_file() or not paths.executed(stage).is_file():
+    outputs = [paths.executed(stage), paths.stage_metrics(stage)]
+    outputs += [getattr(paths, name) for name in STAGE_OUTPUTS.get(stage, ())]
+    if not stamp.is_file() or not all(p.is_file() for p in outputs):
         return False
     try:
         return json.loads(stamp.read_text()).get("key") == key
@@ -101,9 +131,9 @@ def _execute(stage: str, params: Mapping[str, Any], paths: Paths, log_output: bo
             kernel_name=KERNEL_NAME,
             cwd=str(paths.notebooks_dir),
             log_output=False,
-            # Stream the notebook's own output (one line per training epoch) to the console.
+            # Stream the notebook's printed output (one line per training epoch) to the console;
+            # its stderr (library warnings) stays in the executed notebook.
             stdout_file=sys.stdout if log_output else None,
-            stderr_file=sys.stderr if log_output else None,
             progress_bar=False,
             report_mode=False,
         )
@@ -156,12 +186,13 @@ def run_pipeline(
 
     paths = Paths(root=root, profile=profile)
     params = load_profile(profile, root=root, overrides=overrides)  # validates before any work
-    keys = stage_keys(params, paths)
+    src = source_hash(paths.root)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     ran: list[str] = []
     timings: dict[str, float] = {}
     for stage in STAGES:
-        if not force and is_up_to_date(paths, stage, keys[stage]):
+        key = stage_key(stage, params, paths, src)
+        if not force and is_up_to_date(paths, stage, key):
             echo(f"[{stage}] up to date")
             continue
         stamp_path(paths, stage).unlink(missing_ok=True)
@@ -174,7 +205,7 @@ def run_pipeline(
         finally:
             timings[stage] = round(time.perf_counter() - start, 1)
         stamp_path(paths, stage).write_text(
-            json.dumps({"key": keys[stage], "seconds": timings[stage], "finished": time.time()})
+            json.dumps({"key": key, "seconds": timings[stage], "finished": time.time()})
         )
         ran.append(stage)
         echo(f"[{stage}] done in {timings[stage]:.1f} s")

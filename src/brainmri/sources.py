@@ -74,6 +74,15 @@ def subset(manifest: pd.DataFrame, name: str) -> pd.DataFrame:
     return manifest[manifest["subset"] == name]
 
 
+def subset_files(
+    manifest: pd.DataFrame, root: str | Path, name: str
+) -> tuple[pd.DataFrame, list[str], list[int]]:
+    """A subset's rows, absolute file paths and class indices."""
+    rows = subset(manifest, name)
+    files = [str(Path(root) / p) for p in rows["path"]]
+    return rows, files, rows["label_index"].astype(int).tolist()
+
+
 def data_record(source: Mapping[str, Any], manifest: pd.DataFrame, manifest_file: Path) -> dict:
     """The data section of metrics.json: source, counts per subset and class, manifest hash."""
     counts = (

@@ -9,6 +9,7 @@ import platform
 import random
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -23,6 +24,12 @@ import tensorflow as tf
 
 from brainmri.model import set_trainable
 
+COMPLETE = "complete"
+STATUS_MESSAGES = {
+    "fresh": "starting a new training run",
+    "resume": "resuming the interrupted training run from its last finished epoch",
+    "complete": "training already finished for these parameters, data and code: reusing model.keras",
+}
 PACKAGES = (
     "tensorflow",
     "keras",
@@ -152,6 +159,10 @@ def fit(
         verbose=2,
         callbacks=_callbacks("main", params, model_path, history_path, state_dir),
     )
+    # Finished: the warm-up weights are no longer a resume point, and a rerun of the stage with
+    # the same parameters and data can reuse the result instead of training again.
+    warm_done.unlink(missing_ok=True)
+    (state_dir / COMPLETE).write_text("complete\n")
     return read_history(history_path)
 
 
@@ -225,8 +236,16 @@ def write_json(path: Path, payload: Mapping[str, Any]) -> None:
 
 
 def state_key(cfg: Mapping[str, Any], manifest_sha256: str) -> str:
-    """What a resumable training state belongs to: the parameters and the exact data."""
-    payload = json.dumps({"params": dict(cfg), "manifest": manifest_sha256}, sort_keys=True)
+    """What a training state belongs to: the parameters, the exact data and the training code."""
+    from brainmri import data, inputs, model
+
+    code = {
+        Path(m.__file__).name: hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest()
+        for m in (data, inputs, model, sys.modules[__name__])
+    }
+    payload = json.dumps(
+        {"params": dict(cfg), "manifest": manifest_sha256, "code": code}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -236,23 +255,46 @@ def prepare_state(
     manifest_sha256: str,
     model_path: Path,
     history_path: Path,
-) -> bool:
-    """Keep a killed run's state when it belongs to the same params and data; else start afresh.
+) -> str:
+    """Decide how training starts: 'complete', 'resume' (after a kill) or 'fresh'.
 
-    Returns True when training will resume.
+    A state is reused only when it belongs to the same parameters, data and training code;
+    anything else is wiped, with the previous model and history.
     """
     state_dir = Path(state_dir)
     key = state_key(cfg, manifest_sha256)
     key_file = state_dir / "key.txt"
     same = key_file.is_file() and key_file.read_text().strip() == key
+    if same and (state_dir / COMPLETE).is_file() and Path(model_path).is_file():
+        return "complete"
     if same and has_resumable_state(state_dir):
-        return True
+        return "resume"
     if state_dir.exists():
         shutil.rmtree(state_dir)
     reset_training_state(model_path, history_path, state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     key_file.write_text(key + "\n")
-    return False
+    return "fresh"
+
+
+def train_or_resume(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    cfg: Mapping[str, Any],
+    manifest_sha256: str,
+    model_path: Path,
+    history_path: Path,
+    state_dir: Path,
+) -> tuple[keras.Model, pd.DataFrame, str]:
+    """Train, resume a killed run, or reuse a finished one; return (best model, history, status)."""
+    from brainmri.model import load_model
+
+    status = prepare_state(state_dir, cfg, manifest_sha256, model_path, history_path)
+    print(STATUS_MESSAGES[status], flush=True)
+    if status != "complete":
+        fit(model, train_ds, val_ds, cfg, model_path, history_path, state_dir)
+    return load_model(model_path), read_history(history_path), status
 
 
 def run_metadata(
@@ -263,7 +305,7 @@ def run_metadata(
     manifest_sha256: str,
     root: Path,
     started: str,
-    resumed: bool,
+    status: str,
 ) -> dict[str, Any]:
     """run.json: git commit, environment, params, data hash, times, best epoch; plus a summary."""
     from brainmri.model import parameter_counts
@@ -278,7 +320,7 @@ def run_metadata(
         "best": best_epoch(history),
         "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
         "train_seconds": float(np.sum(seconds)) if seconds else None,
-        "resumed": resumed,
+        "status": status,
         "git": git,
         "started": started,
         "finished": finished,

@@ -1,0 +1,68 @@
+"""Speed benchmarks (`make bench`): throughput targets live here, never in the unit tests.
+
+Targets on the reference machine (2 CPU cores, no GPU) are asserted loosely so a regression of
+several times fails, while normal noise does not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainmri import evaluation, explain, inputs
+from brainmri import model as mdl
+from brainmri.config import load_profile
+from brainmri.phantom import generate_phantom_dataset
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    return generate_phantom_dataset(tmp_path_factory.mktemp("bench"), 50, 10, 128, seed=1)
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    params = load_profile("demo")["model"]
+    return mdl.build_model(params), params["image_size"]
+
+
+def test_phantom_generation_speed(benchmark, tmp_path):
+    """1,000 phantom images at 128 px in well under 30 s."""
+    counter = iter(range(1000))
+    result = benchmark.pedantic(
+        lambda: generate_phantom_dataset(tmp_path / f"set{next(counter)}", 200, 50, 128, seed=0),
+        rounds=1,
+        iterations=1,
+    )
+    assert (result / "phantom.json").is_file()
+    assert benchmark.stats.stats.max < 30
+
+
+def test_input_pipeline_throughput(benchmark, phantoms):
+    """Decoding, caching and batching: one cached epoch of 200 images in under 2 s."""
+    files = sorted((phantoms / "Training").glob("*/*.jpg"))
+    ds = inputs.make_dataset(files, [0] * len(files), 96, 32, cache="memory")
+    for _ in ds:  # fill the cache
+        pass
+    benchmark(lambda: sum(1 for _ in ds))
+    assert benchmark.stats.stats.median < 2.0
+
+
+def test_gradcam_batch_speed(benchmark, demo_model):
+    """Grad-CAM of 64 images at 96 px on the demo model in under 2 s once traced."""
+    model, size = demo_model
+    images = np.random.default_rng(0).uniform(0, 255, (64, size, size, 3)).astype("float32")
+    explain.gradcam(model, images[:2])  # trace once
+    maps = benchmark(lambda: explain.gradcam(model, images))
+    assert maps.shape == (64, size, size)
+    assert benchmark.stats.stats.median < 2.0
+
+
+def test_bootstrap_speed(benchmark):
+    """10,000 bootstrap resamples of 1,311 test cases in under 3 s."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 1311)
+    pred = np.where(rng.random(1311) < 0.95, y, rng.integers(0, 4, 1311))
+    ci = benchmark(lambda: evaluation.bootstrap_ci(y, pred, 10_000, seed=0))
+    assert ci["accuracy"]["low"] < ci["accuracy"]["point"] < ci["accuracy"]["high"]
+    assert benchmark.stats.stats.median < 3.0
