@@ -59,8 +59,10 @@ def trained_phantom(tmp_path_factory):
     labels = [CLASS_NAMES.index(f.parent.name) for f in files]
     val_idx = set(range(0, len(files), 5))
     split = {
-        part: ([f for i, f in enumerate(files) if (i in val_idx) == (part == "val")],
-               [y for i, y in enumerate(labels) if (i in val_idx) == (part == "val")])
+        part: (
+            [f for i, f in enumerate(files) if (i in val_idx) == (part == "val")],
+            [y for i, y in enumerate(labels) if (i in val_idx) == (part == "val")],
+        )
         for part in ("train", "val")
     }
     training.seed_everything(cfg["seed"])

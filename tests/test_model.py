@@ -155,3 +155,15 @@ def test_finetune_top_n_counts_weighted_blocks_of_the_compact_cnn():
     mdl.set_trainable(m, "finetune_top_n", top_n=1)
     trainable_convs = [x.name for x in m.layers if x.trainable and "conv" in x.name]
     assert trainable_convs == ["block3_conv1", "block3_conv2"]
+
+
+@pytest.mark.parametrize(
+    ("norm", "layer_type"),
+    [("batch", "BatchNormalization"), ("group", "GroupNormalization"), ("none", "Identity")],
+)
+def test_compact_cnn_normalisation_choice(norm, layer_type):
+    m = mdl.build_model(params_for("compact_cnn", cnn_norm=norm, cnn_filters=[8, 16]))
+    kinds = {type(layer).__name__ for layer in m.layers if "_norm" in layer.name}
+    assert kinds == {layer_type}
+    # Without a normalisation layer the convolutions carry their own bias.
+    assert m.get_layer("block1_conv1").use_bias == (norm == "none")

@@ -272,3 +272,20 @@ def test_choose_prints_the_profile_and_how_to_pick_another(tmp_path, capsys, mon
         "profile: demo (no DATA_DIR, no downloaded dataset and no Kaggle credentials)"
     )
     assert "DATA_DIR=" in line
+
+
+def test_notebook_hash_ignores_outputs_metadata_and_parameter_values(tmp_path, project_root):
+    from brainmri.pipeline import notebook_hash
+
+    source = project_root / "notebooks" / "05_gradcam.ipynb"
+    nb = nbformat.read(source, as_version=4)
+    original = notebook_hash(source)
+    nb.metadata["widgets"] = {"saved": "by JupyterLab"}
+    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="hello")]
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    params.source = params.source.replace("interpolant = 0.5", "interpolant = 0.3")
+    nbformat.write(nb, tmp_path / "saved.ipynb")
+    assert notebook_hash(tmp_path / "saved.ipynb") == original
+    nb.cells[-1].source += "\nprint('changed')"
+    nbformat.write(nb, tmp_path / "edited.ipynb")
+    assert notebook_hash(tmp_path / "edited.ipynb") != original

@@ -146,13 +146,19 @@ def test_changed_params_or_data_do_not_resume_stale_state(tmp_path):
     assert training.prepare_state(state, cfg, "m1", model, hist) == "fresh"
     (state / "backup-main").mkdir()
     assert training.prepare_state(state, cfg, "m1", model, hist) == "resume"
-    assert training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m1", model, hist) == "fresh"
+    assert (
+        training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m1", model, hist) == "fresh"
+    )
     assert not (state / "backup-main").exists()
     (state / "backup-main").mkdir()
-    assert training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m2", model, hist) == "fresh"
+    assert (
+        training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m2", model, hist) == "fresh"
+    )
     # A finished run is reused only while its model is there.
     (state / training.COMPLETE).write_text("complete")
-    assert training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m2", model, hist) == "fresh"
+    assert (
+        training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m2", model, hist) == "fresh"
+    )
 
 
 def test_read_history_keeps_last_row_of_a_repeated_epoch(tmp_path):

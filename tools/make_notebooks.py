@@ -555,10 +555,17 @@ would mean the map reflects the image, not what the model learned.""",
 sample = test.groupby("label").head(4)
 batch = inputs.load_batch([Path(record["root"]) / p for p in sample["path"]], image_size)
 sanity = explain.randomization_check(model, batch, seed, layer_name=layer)
+# Adebayo et al. (2018): maps that survive weight randomisation do not explain the model.
+# A correlation is undefined where a map is flat: randomised weights that leave no map at all
+# pass the check too (nothing of the trained explanation survived).
+rho = sanity["spearman_mean"]
+sanity["passed"] = rho < 0.5 if rho is not None else sanity["n_undefined"] == sanity["n_images"]
+shown = f"{rho:.3f}" if rho is not None else "undefined (the randomised model's maps are flat)"
+print(f"mean Spearman correlation, trained vs randomised weights: {shown}; "
+      f"{'passes' if sanity['passed'] else 'FAILS'} (below 0.5 expected)")
 write_json(paths.stage_metrics(STAGE), {
     "layer": layer, "method": cam_method, "localisation": localisation, "randomization": sanity,
-})
-sanity""",
+})""",
         ),
     ],
 }

@@ -21,7 +21,9 @@ def kaggle_credentials_present(root: Path, env: dict[str, str] | None = None) ->
     if env.get("KAGGLE_USERNAME") and env.get("KAGGLE_KEY"):
         return True
     home = Path(env.get("HOME", Path.home()))
-    config_dir = Path(env["KAGGLE_CONFIG_DIR"]) if env.get("KAGGLE_CONFIG_DIR") else home / ".kaggle"
+    config_dir = (
+        Path(env["KAGGLE_CONFIG_DIR"]) if env.get("KAGGLE_CONFIG_DIR") else home / ".kaggle"
+    )
     return (config_dir / "kaggle.json").is_file() or (root / "kaggle.json").is_file()
 
 

@@ -29,7 +29,9 @@ def augmentation(params: Mapping[str, Any], seed: int) -> keras.Sequential:
     if params["aug_width_shift"] > 0 or params["aug_height_shift"] > 0:
         steps.append(
             keras.layers.RandomTranslation(
-                params["aug_height_shift"], params["aug_width_shift"], fill_mode=fill,
+                params["aug_height_shift"],
+                params["aug_width_shift"],
+                fill_mode=fill,
                 seed=next(seeds),
             )
         )

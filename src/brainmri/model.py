@@ -77,16 +77,25 @@ def _resolve_weights(weights: str, root: Path | None) -> str | None:
     return str(path)
 
 
-def _compact_cnn(x, filters: list[int], bn_momentum: float):
+def _norm(kind: str, momentum: float, name: str) -> layers.Layer:
+    """The compact CNN's normalisation layer."""
+    if kind == "batch":
+        return layers.BatchNormalization(momentum=momentum, name=name)
+    if kind == "group":
+        # No running statistics: training and inference compute the same thing, which keeps
+        # validation honest when weights still move fast (from-scratch training at a high rate).
+        return layers.GroupNormalization(groups=8, name=name)
+    return layers.Identity(name=name)
+
+
+def _compact_cnn(x, filters: list[int], norm: str, bn_momentum: float):
     """A small VGG-style CNN for training from scratch on a CPU; returns its last feature map."""
     x = _scale(x, "unit")
     for i, f in enumerate(filters, start=1):
-        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{i}_conv1")(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{i}_bn1")(x)
-        x = layers.Activation("relu", name=f"block{i}_relu1")(x)
-        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{i}_conv2")(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{i}_bn2")(x)
-        x = layers.Activation("relu", name=f"block{i}_relu2")(x)
+        for j in (1, 2):
+            x = layers.Conv2D(f, 3, padding="same", use_bias=norm == "none", name=f"block{i}_conv{j}")(x)
+            x = _norm(norm, bn_momentum, f"block{i}_norm{j}")(x)
+            x = layers.Activation("relu", name=f"block{i}_relu{j}")(x)
         if i < len(filters):
             x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
     return layers.Activation("linear", name="top_activation")(x)
@@ -103,7 +112,9 @@ def build_model(params: Mapping[str, Any], root: Path | None = None) -> keras.Mo
                 f"model.weights = {params['weights']!r}: the compact CNN has no pretrained "
                 "weights; set weights: none"
             )
-        features = _compact_cnn(inputs, list(params["cnn_filters"]), params["bn_momentum"])
+        features = _compact_cnn(
+            inputs, list(params["cnn_filters"]), params["cnn_norm"], params["bn_momentum"]
+        )
     else:
         constructor, scaling = _applications()[backbone_name]
         weights = _resolve_weights(str(params["weights"]), root)
