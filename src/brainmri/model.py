@@ -93,7 +93,9 @@ def _compact_cnn(x, filters: list[int], norm: str, bn_momentum: float):
     x = _scale(x, "unit")
     for i, f in enumerate(filters, start=1):
         for j in (1, 2):
-            x = layers.Conv2D(f, 3, padding="same", use_bias=norm == "none", name=f"block{i}_conv{j}")(x)
+            x = layers.Conv2D(
+                f, 3, padding="same", use_bias=norm == "none", name=f"block{i}_conv{j}"
+            )(x)
             x = _norm(norm, bn_momentum, f"block{i}_norm{j}")(x)
             x = layers.Activation("relu", name=f"block{i}_relu{j}")(x)
         if i < len(filters):
