@@ -98,15 +98,12 @@ the duplicate and leakage audit, and the files that were excluded.""",
             "code",
             SETUP
             + """
-import json
-
-from brainmri import data
+from brainmri import sources
 from brainmri.plotting import data as dplot
 from brainmri.plotting.common import save_figure
 from brainmri.training import write_json
 
-manifest = data.read_manifest(paths.manifest)
-record = json.loads(paths.data_json.read_text())
+record, manifest = sources.load_run_data(paths)
 root = record["root"]""",
         ),
         ("md", "## Class counts per split"),
@@ -189,13 +186,10 @@ last finished epoch when the pipeline runs again.""",
             "code",
             SETUP
             + """
-import json
-
-from brainmri import data, inputs, model as mdl, sources, training
+from brainmri import inputs, model as mdl, sources, training
 from brainmri.plotting.common import plot_training_curves, save_figure
 
-record = json.loads(paths.data_json.read_text())
-manifest = data.read_manifest(paths.manifest)
+record, manifest = sources.load_run_data(paths)
 root = paths.root
 started = training.now()
 training.seed_everything(seed, deterministic)""",
@@ -271,19 +265,17 @@ scaling fitted on the validation subset.""",
             "code",
             SETUP
             + """
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from brainmri import data, evaluation, inputs, model as mdl, sources
+from brainmri import evaluation, inputs, model as mdl, sources
 from brainmri.config import CLASS_NAMES
 from brainmri.plotting import evaluation as eplot
 from brainmri.plotting.common import plot_image_gallery, save_figure
 from brainmri.training import write_json
 
-record = json.loads(paths.data_json.read_text())
-manifest = data.read_manifest(paths.manifest)
+record, manifest = sources.load_run_data(paths)
 model = mdl.load_model(paths.model)
 image_size = model.input_shape[1]""",
         ),
@@ -444,19 +436,17 @@ sanity check.""",
             "code",
             SETUP
             + """
-import json
 from pathlib import Path
 
 import numpy as np
 
-from brainmri import data, explain, inputs, model as mdl, phantom, sources
+from brainmri import explain, inputs, model as mdl, phantom, sources
 from brainmri.config import CLASS_NAMES, TUMOUR_CLASSES
 from brainmri.plotting import explain as xplot
 from brainmri.plotting.common import save_figure
 from brainmri.training import write_json
 
-record = json.loads(paths.data_json.read_text())
-manifest = data.read_manifest(paths.manifest)
+record, manifest = sources.load_run_data(paths)
 model = mdl.load_model(paths.model)
 image_size = model.input_shape[1]
 layer = cam_layer or explain.find_target_layer(model)

@@ -83,6 +83,17 @@ def subset_files(
     return rows, files, rows["label_index"].astype(int).tolist()
 
 
+def load_run_data(paths: Paths) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The data record (data.json) and the manifest that 01_download wrote for this run."""
+    import json
+
+    if not paths.data_json.is_file():
+        raise FileNotFoundError(
+            f"{paths.data_json}: no data record; run the 01_download stage first"
+        )
+    return json.loads(paths.data_json.read_text()), data.read_manifest(paths.manifest)
+
+
 def data_record(source: Mapping[str, Any], manifest: pd.DataFrame, manifest_file: Path) -> dict:
     """The data section of metrics.json: source, counts per subset and class, manifest hash."""
     counts = (
