@@ -167,3 +167,8 @@ def test_compact_cnn_normalisation_choice(norm, layer_type):
     assert kinds == {layer_type}
     # Without a normalisation layer the convolutions carry their own bias.
     assert m.get_layer("block1_conv1").use_bias == (norm == "none")
+
+
+def test_group_norm_needs_filters_divisible_by_the_groups():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        mdl.build_model(params_for("compact_cnn", cnn_norm="group", cnn_filters=[12, 16]))
