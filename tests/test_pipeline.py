@@ -191,6 +191,7 @@ def test_failing_notebook_keeps_partial_and_earlier_outputs(copy, first_run):
     assert "stage 05_gradcam failed" in result.stderr and "no_such_layer" in result.stderr
     assert "reports/smoke/failed/05_gradcam.ipynb" in result.stderr
     assert (run / "failed" / "05_gradcam.ipynb").is_file()
+    assert 'href="failed/05_gradcam.ipynb"' in (run / "index.html").read_text()
     assert not (run / ".state" / "05_gradcam.done.json").exists()
     assert {s: t for s, t in stage_mtimes(run).items() if s != "05_gradcam"} == {
         s: t for s, t in before.items() if s != "05_gradcam"

@@ -190,29 +190,32 @@ def run_pipeline(
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     ran: list[str] = []
     timings: dict[str, float] = {}
-    for stage in STAGES:
-        key = stage_key(stage, params, paths, src)
-        if not force and is_up_to_date(paths, stage, key):
-            echo(f"[{stage}] up to date")
-            continue
-        stamp_path(paths, stage).unlink(missing_ok=True)
-        echo(
-            f"[{stage}] running notebooks/{stage}.ipynb -> {paths.executed(stage).relative_to(root)}"
-        )
-        start = time.perf_counter()
-        try:
+    failed = False
+    try:
+        for stage in STAGES:
+            key = stage_key(stage, params, paths, src)
+            if not force and is_up_to_date(paths, stage, key):
+                echo(f"[{stage}] up to date")
+                continue
+            stamp_path(paths, stage).unlink(missing_ok=True)
+            target = paths.executed(stage).relative_to(root)
+            echo(f"[{stage}] running notebooks/{stage}.ipynb -> {target}")
+            start = time.perf_counter()
+            failed = True
             _execute(stage, params, paths, log_output)
-        finally:
+            failed = False
             timings[stage] = round(time.perf_counter() - start, 1)
-        stamp_path(paths, stage).write_text(
-            json.dumps({"key": key, "seconds": timings[stage], "finished": time.time()})
-        )
-        ran.append(stage)
-        echo(f"[{stage}] done in {timings[stage]:.1f} s")
-    if ran or not paths.index_html.is_file():
-        merge_metrics(paths, {"profile": profile, "params": params})
-        reports.export_html(paths, STAGES if force else ran or STAGES)
-        reports.write_index(paths)
+            stamp_path(paths, stage).write_text(
+                json.dumps({"key": key, "seconds": timings[stage], "finished": time.time()})
+            )
+            ran.append(stage)
+            echo(f"[{stage}] done in {timings[stage]:.1f} s")
+    finally:
+        # Publish what finished, and the failure, even when a stage raised.
+        if ran or failed or not paths.index_html.is_file():
+            merge_metrics(paths, {"profile": profile, "params": params})
+            reports.export_html(paths, ran)
+            reports.write_index(paths)
     if not ran:
         echo(f"nothing to do: all {len(STAGES)} stages of profile '{profile}' are up to date")
     echo(f"report: {paths.index_html.relative_to(root)}")

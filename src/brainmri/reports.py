@@ -100,11 +100,11 @@ def write_index(paths: Paths) -> Path:
     for stage in STAGES:
         page = paths.html_dir / f"{stage}.html"
         failed = paths.failed_dir / f"{stage}.ipynb"
-        if page.is_file():
+        if failed.is_file():  # a failure is newer than any earlier page of the stage
+            link = f'{html.escape(TITLES[stage])} · <a href="failed/{stage}.ipynb">FAILED: partial notebook</a>'
+        elif page.is_file():
             link = f'<a href="html/{stage}.html">{html.escape(TITLES[stage])}</a>'
             link += f' · <a href="{stage}.ipynb">notebook</a>'
-        elif failed.is_file():
-            link = f'{html.escape(TITLES[stage])} · <a href="failed/{stage}.ipynb">FAILED: partial notebook</a>'
         else:
             link = f"{html.escape(TITLES[stage])} · not run"
         items.append(f"<li><b>{stage}</b> {link}</li>")

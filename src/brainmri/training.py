@@ -166,14 +166,6 @@ def fit(
     return read_history(history_path)
 
 
-def reset_training_state(model_path: Path, history_path: Path, state_dir: Path) -> None:
-    """Forget a previous run's outputs when starting afresh (not when resuming)."""
-    for path in (model_path, history_path):
-        Path(path).unlink(missing_ok=True)
-    for stale in Path(state_dir).glob("warmup.weights.h5"):
-        stale.unlink()
-
-
 def has_resumable_state(state_dir: Path) -> bool:
     """True when a killed run left a backup or a finished warm-up to resume from."""
     state_dir = Path(state_dir)
@@ -271,7 +263,8 @@ def prepare_state(
         return "resume"
     if state_dir.exists():
         shutil.rmtree(state_dir)
-    reset_training_state(model_path, history_path, state_dir)
+    for previous in (model_path, history_path):  # a previous run's results, not to be mixed in
+        Path(previous).unlink(missing_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
     key_file.write_text(key + "\n")
     return "fresh"
