@@ -692,28 +692,56 @@ def deletion_insertion(
 # --- sanity checks ----------------------------------------------------------------------------
 
 
-def randomize_weights(model: keras.Model, seed: int) -> keras.Model:
-    """A clone whose learnable weights are re-drawn from a seeded normal of each weight's mean/std.
+def _initializer_of(layer: keras.layers.Layer, var: Any) -> keras.initializers.Initializer | None:
+    """The initialiser a layer created a weight with (kernel -> kernel_initializer, ...), if any."""
+    name = var.name
+    # Keras names most initialisers after their weight; DepthwiseConv2D's "kernel" is the exception.
+    attrs = [f"{name}_initializer", f"{name.removesuffix('_kernel')}_initializer"]
+    if name == "kernel":
+        attrs.append("depthwise_initializer")
+    for attr in attrs:
+        init = getattr(layer, attr, None)
+        if isinstance(init, keras.initializers.Initializer):
+            return init
+    return None
 
-    Statistics that are not learned (BatchNorm moving mean/variance, input normalisation) are
-    kept, so activations stay in range and the maps are not trivially empty.
+
+def randomize_weights(model: keras.Model, seed: int) -> keras.Model:
+    """A clone re-initialised, seeded, with each layer's own initialisers (Adebayo et al. 2018).
+
+    Everything learned is reset: weights, and BatchNorm moving statistics, which were learned
+    from data under the trained weights. Constants without an initialiser (the input
+    normalisation of EfficientNet) are kept. Re-drawing weights around the trained weights' mean
+    and keeping the moving statistics instead left a deep ReLU network without normalisation
+    dead (all-zero feature maps), which made the check vacuous.
     """
     clone = keras.models.clone_model(model)
     for source, target in zip(model.weights, clone.weights, strict=True):
         target.assign(source.value)
+    rng = np.random.default_rng(seed)
     # A frozen backbone's weights are learned weights too. Setting `clone.trainable` does not
     # reach layers frozen one by one, so every (nested) layer is unfrozen explicitly.
     stack = list(clone.layers)
     while stack:
         layer = stack.pop()
         layer.trainable = True
-        stack.extend(getattr(layer, "layers", []))
-    rng = np.random.default_rng(seed)
-    for var in clone.trainable_weights:
-        values = np.asarray(var.numpy())
-        spread = float(values.std())
-        if spread > 0:
-            var.assign(rng.normal(values.mean(), spread, values.shape).astype(values.dtype))
+        sublayers = getattr(layer, "layers", [])
+        stack.extend(sublayers)
+        if sublayers:
+            continue  # a nested model: its layers are visited themselves
+        for var in layer.weights:
+            init = _initializer_of(layer, var)
+            if init is None:
+                if var.trainable:
+                    raise ValueError(
+                        f"randomize_weights: layer {layer.name!r} has no initialiser for its "
+                        f"weight {var.name!r}; cannot re-initialise it"
+                    )
+                continue  # a constant, e.g. an input normalisation's mean and variance
+            config = init.get_config()
+            if "seed" in config:
+                config["seed"] = int(rng.integers(2**31 - 1))
+            var.assign(init.__class__.from_config(config)(var.shape, dtype=var.dtype))
     return clone
 
 
