@@ -264,6 +264,13 @@ def test_temperature_scaling_recovers_temperature_and_lowers_nll():
     assert ev.fit_temperature(logits, y) == pytest.approx(1.0, rel=0.1)
 
 
+def test_fit_temperature_refuses_a_bound_when_validation_is_separable():
+    y = np.arange(40) % 4
+    logits = np.eye(4)[y] * 3.0  # every case right with a margin: NLL falls as T -> 0
+    with pytest.warns(RuntimeWarning, match="every validation case"):
+        assert ev.fit_temperature(logits, y) == 1.0
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -369,7 +370,7 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
-    """Return the temperature T > 0 minimising the NLL of softmax(logits / T)."""
+    """Return the temperature T > 0 minimising the NLL of softmax(logits / T) (1 if none does)."""
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2 or not np.all(np.isfinite(z)):
         raise ValueError(f"logits: expected a finite N x K array, got shape {z.shape}")
@@ -377,6 +378,15 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
     if y.size != z.shape[0]:
         raise ValueError(f"y_true: expected {z.shape[0]} labels like logits, got {y.size}")
     rows = np.arange(y.size)
+    if np.all(z.argmax(axis=1) == y):
+        # Every case right: the NLL keeps falling as T -> 0, so no finite temperature exists.
+        warnings.warn(
+            "fit_temperature: every validation case is classified correctly, so no finite "
+            "temperature minimises the NLL; using T = 1 (no scaling)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return 1.0
 
     def objective(log_t: float) -> float:
         return float(-np.mean(log_softmax(z / math.exp(log_t), axis=1)[rows, y]))
