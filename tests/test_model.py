@@ -157,6 +157,14 @@ def test_finetune_top_n_counts_weighted_blocks_of_the_compact_cnn():
     assert trainable_convs == ["block3_conv1", "block3_conv2"]
 
 
+@pytest.mark.parametrize("convs", [1, 3])
+def test_compact_cnn_convolutions_per_block(convs):
+    m = mdl.build_model(params_for("compact_cnn", 32, cnn_filters=[8, 16], cnn_convs=convs))
+    names = [layer.name for layer in m.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert names == [f"block{b}_conv{j}" for b in (1, 2) for j in range(1, convs + 1)]
+    assert m.get_layer("top_activation").output.shape[1:] == (16, 16, 16)  # 32 px, one pool
+
+
 @pytest.mark.parametrize(
     ("norm", "layer_type"),
     [("batch", "BatchNormalization"), ("group", "GroupNormalization"), ("none", "Identity")],

@@ -159,6 +159,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "dense_units": Spec("int_list", "units of the head's Dense layers", 1, 8192),
         "dropout": Spec("float", "dropout after each head Dense layer", 0.0, 0.95),
         "cnn_filters": Spec("int_list", "filters per block of the compact CNN", 1, 1024),
+        "cnn_convs": Spec("int", "3x3 convolutions per block of the compact CNN", 1, 4),
         "cnn_norm": Spec(
             "choice", "normalisation in the compact CNN", choices=("batch", "group", "none")
         ),

@@ -89,7 +89,7 @@ def _norm(kind: str, momentum: float, name: str) -> layers.Layer:
     return layers.Identity(name=name)
 
 
-def _compact_cnn(x, filters: list[int], norm: str, bn_momentum: float):
+def _compact_cnn(x, filters: list[int], convs: int, norm: str, bn_momentum: float):
     """A small VGG-style CNN for training from scratch on a CPU; returns its last feature map."""
     if norm == "group" and any(f % GROUPS for f in filters):
         raise ValueError(
@@ -98,7 +98,7 @@ def _compact_cnn(x, filters: list[int], norm: str, bn_momentum: float):
         )
     x = _scale(x, "unit")
     for i, f in enumerate(filters, start=1):
-        for j in (1, 2):
+        for j in range(1, convs + 1):
             x = layers.Conv2D(
                 f, 3, padding="same", use_bias=norm == "none", name=f"block{i}_conv{j}"
             )(x)
@@ -121,7 +121,11 @@ def build_model(params: Mapping[str, Any], root: Path | None = None) -> keras.Mo
                 "weights; set weights: none"
             )
         features = _compact_cnn(
-            inputs, list(params["cnn_filters"]), params["cnn_norm"], params["bn_momentum"]
+            inputs,
+            list(params["cnn_filters"]),
+            params["cnn_convs"],
+            params["cnn_norm"],
+            params["bn_momentum"],
         )
     else:
         constructor, scaling = _applications()[backbone_name]
