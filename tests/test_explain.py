@@ -441,6 +441,11 @@ def test_randomisation_check_reports_json_safe_per_image_correlations():
     json.dumps(check, allow_nan=False)
     assert check["n_images"] == len(check["spearman_per_image"]) == 8
     assert check["n_undefined"] == sum(r is None for r in check["spearman_per_image"])
+    trained, randomised = ex.randomization_maps(model, probe, seed=0)
+    assert np.allclose(trained, maps) and randomised.shape == maps.shape
+    assert check["passed"] == (
+        check["spearman_mean"] < 0.5 if check["spearman_mean"] is not None else True
+    )
 
 
 def test_randomisation_lowers_the_map_correlation(trained_phantom):
@@ -453,7 +458,10 @@ def test_randomisation_lowers_the_map_correlation(trained_phantom):
     ]
     check = ex.randomization_check(model, inp.load_batch(files, size), seed=0)
     assert check["n_undefined"] < check["n_images"] / 2
-    assert check["spearman_mean"] < 0.5
+    assert check["spearman_mean"] < 0.5 and check["passed"]
+    # A threshold no correlation can undercut fails it: the verdict is not a constant.
+    strict = ex.randomization_check(model, inp.load_batch(files, size), seed=0, max_correlation=-1)
+    assert not strict["passed"]
 
 
 def test_randomize_weights_reinitialises_every_learned_weight():

@@ -112,12 +112,15 @@ def test_make_all_smoke_produces_every_output(copy, first_run):
         "train_curves",
         "eval_confusion_official",
         "cam_reference_view",
+        "cam_randomization",
     } <= figures
     metrics = json.loads((run / "metrics.json").read_text())
     acc = metrics["evaluate"]["official"]["summary"]["accuracy"]
     assert 0.0 <= acc <= 1.0 and metrics["evaluate"]["official"]["summary"]["n"] == 16
     assert metrics["data"]["source"] == "phantom" and metrics["train"]["epochs_run"] >= 1
     assert metrics["gradcam"]["localisation"], "phantoms have masks: localisation must be scored"
+    sanity = metrics["gradcam"]["randomization"]
+    assert sanity["n_images"] == 16 and isinstance(sanity["passed"], bool)
     index = (run / "index.html").read_text()
     assert "smoke" in index and f"{acc:.4f}" in index
     for stage in STAGES:

@@ -44,6 +44,7 @@ __all__ = [
     "pointing_game",
     "random_map",
     "randomization_check",
+    "randomization_maps",
     "randomize_weights",
     "rank_correlation",
     "scorecam",
@@ -764,6 +765,23 @@ def _nan_to_none(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
+def randomization_maps(
+    model: keras.Model,
+    images: ArrayLike,
+    seed: int,
+    method: str = "gradcam",
+    layer_name: str | None = None,
+    batch_size: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maps of the trained model and of its re-initialised clone, both for the trained prediction."""
+    if method not in REAL_METHODS:
+        raise ValueError(f"method={method!r}: expected one of {list(REAL_METHODS)}")
+    x = _as_batch(images, model)
+    predicted = _probabilities(model, x, batch_size).argmax(axis=1)
+    kw = {"class_index": predicted, "layer_name": layer_name, "batch_size": batch_size}
+    return explain(method, model, x, **kw), explain(method, randomize_weights(model, seed), x, **kw)
+
+
 def randomization_check(
     model: keras.Model,
     images: ArrayLike,
@@ -771,24 +789,26 @@ def randomization_check(
     method: str = "gradcam",
     layer_name: str | None = None,
     batch_size: int = 32,
+    max_correlation: float = 0.5,
 ) -> dict[str, Any]:
-    """Rank correlation between maps of the model and of its weight-randomised clone."""
-    if method not in REAL_METHODS:
-        raise ValueError(f"method={method!r}: expected one of {list(REAL_METHODS)}")
-    x = _as_batch(images, model)
-    predicted = _probabilities(model, x, batch_size).argmax(axis=1)
-    kw = {"class_index": predicted, "layer_name": layer_name, "batch_size": batch_size}
-    trained = explain(method, model, x, **kw)
-    randomised = explain(method, randomize_weights(model, seed), x, **kw)
+    """Rank correlation between maps of the model and of its re-initialised clone, and a verdict.
+
+    It passes when the mean correlation is below max_correlation, or when every randomised map
+    is flat (nothing of the trained explanation survived; the correlation is then undefined).
+    """
+    trained, randomised = randomization_maps(model, images, seed, method, layer_name, batch_size)
     rho = rank_correlation(trained, randomised)
     defined = rho[~np.isnan(rho)]
+    mean = float(defined.mean()) if defined.size else None
     return {
         "method": method,
         "seed": int(seed),
         "n_images": len(rho),
         "n_undefined": int(np.isnan(rho).sum()),
-        "spearman_mean": _nan_to_none(float(defined.mean())) if defined.size else None,
+        "spearman_mean": _nan_to_none(mean) if mean is not None else None,
         "spearman_per_image": [_nan_to_none(float(r)) for r in rho],
+        "max_correlation": float(max_correlation),
+        "passed": bool(mean < max_correlation) if mean is not None else True,
     }
 
 
