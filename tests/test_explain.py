@@ -429,6 +429,21 @@ def _square_data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
     return x, y, masks
 
 
+def test_randomize_weights_refuses_a_learned_weight_without_initialiser():
+    class Scale(layers.Layer):
+        def build(self, input_shape):
+            self.factor = self.add_weight(shape=(), initializer="ones", name="factor")
+
+        def call(self, x):
+            return x * self.factor
+
+    inp = keras.Input((16, 16, 3))
+    x = Scale(name="scale")(layers.Conv2D(4, 3, padding="same", name="top_activation")(inp))
+    model = keras.Model(inp, _head(x))
+    with pytest.raises(ValueError, match="'scale'.*'factor'"):
+        ex.randomize_weights(model, seed=0)
+
+
 def test_randomisation_check_reports_json_safe_per_image_correlations():
     model = _cnn(seed=3)
     x, y, _ = _square_data(64, 32, seed=0)
