@@ -1,9 +1,10 @@
 """Train a profile's model on its phantom set with several seeds and score where Grad-CAM points.
 
 Grad-CAM's pointing rate on small lesions varies a lot between training runs, so one run proves
-little. This trains the model once per seed (validation: every fifth Training image; Testing stays
-unseen) and prints one JSON line per seed with the test accuracy and, per tumour class, the
-pointing rate with the standard tolerance, the strict rate and the energy ratio. It is how the
+little. This trains the model once per seed on the pipeline's own subsets (the same manifest and
+validation split as 01_download; only the training seed changes) and prints one JSON line per seed
+with the test accuracy and, per tumour class, Grad-CAM's pointing rate with the standard tolerance,
+the strict rate and the energy ratio, as 05_gradcam computes them. It is how the
 README's comparison of `cnn_convs` 1 and 2 was measured, e.g.
 
     .venv/bin/python tools/localisation_study.py --seeds 42 7 1 3 --set cnn_convs=2
@@ -21,13 +22,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from brainmri import config, explain, inputs, phantom, sources, training  # noqa: E402
 from brainmri import model as mdl  # noqa: E402
-from brainmri.config import CLASS_NAMES, TUMOUR_CLASSES  # noqa: E402
+from brainmri.config import TUMOUR_CLASSES  # noqa: E402
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -38,57 +40,62 @@ def _override(text: str) -> tuple[str, object]:
     return key, yaml.safe_load(value)
 
 
-def run_seed(params: dict, root: Path, seed: int, work: Path) -> dict:
+def run_seed(params: dict, root: Path, manifest: pd.DataFrame, seed: int, work: Path) -> dict:
     """Train with one seed and return accuracy and per-class Grad-CAM localisation scores."""
     cfg = {**params["run"], **params["model"], **params["train"], "seed": seed}
-    files = sorted((root / "Training").glob("*/*.jpg"))
-    labels = [CLASS_NAMES.index(f.parent.name) for f in files]
-    is_val = [i % 5 == 0 for i in range(len(files))]
-    part = {
-        val: (
-            [f for f, v in zip(files, is_val, strict=True) if v == val],
-            [y for y, v in zip(labels, is_val, strict=True) if v == val],
-        )
-        for val in (False, True)
-    }
     size, batch = cfg["image_size"], cfg["batch_size"]
+    _, train_files, train_labels = sources.subset_files(manifest, root, "train")
+    _, val_files, val_labels = sources.subset_files(manifest, root, "val")
+    test, test_files, test_labels = sources.subset_files(manifest, root, "test")
     training.seed_everything(seed)
     train_ds = inputs.make_dataset(
-        *part[False], size, batch, shuffle=True, seed=seed, augment=inputs.augmentation(cfg, seed)
+        train_files,
+        train_labels,
+        size,
+        batch,
+        shuffle=True,
+        seed=seed,
+        augment=inputs.augmentation(cfg, seed),
     )
-    val_ds = inputs.make_dataset(*part[True], size, batch)
-    model = mdl.build_model(cfg)
+    val_ds = inputs.make_dataset(val_files, val_labels, size, batch)
     out = work / f"seed{seed}"
-    training.prepare_state(out / "state", cfg, "study", out / "model.keras", out / "history.csv")
     started = time.perf_counter()
-    history = training.fit(
-        model, train_ds, val_ds, cfg, out / "model.keras", out / "history.csv", out / "state"
+    model, history, _ = training.train_or_resume(
+        mdl.build_model(cfg),
+        train_ds,
+        val_ds,
+        cfg,
+        "study",
+        out / "model.keras",
+        out / "history.csv",
+        out / "state",
     )
     seconds = time.perf_counter() - started
-    model = mdl.load_model(out / "model.keras")
+    _, probs = mdl.predict(model, inputs.make_dataset(test_files, None, size, 64, cache="none"))
 
-    test = sorted((root / "Testing").glob("*/*.jpg"))
-    truth = np.array([CLASS_NAMES.index(f.parent.name) for f in test])
-    _, probs = mdl.predict(model, inputs.make_dataset(test, None, size, 64, cache="none"))
-    images = inputs.load_batch(test, size)
-    tolerance = params["gradcam"]["pointing_tolerance"] * size
+    tumours = test["label"].isin(TUMOUR_CLASSES).to_numpy()
+    paths = [Path(f) for f, t in zip(test_files, tumours, strict=True) if t]
+    report = explain.localisation_report(
+        model,
+        inputs.load_batch(paths, size),
+        np.stack([phantom.load_mask(p, root, size) for p in paths]),
+        test["label"][tumours].tolist(),
+        ["gradcam"],
+        seed,
+        steps=None,  # faithfulness is not part of this study
+        tolerance=params["gradcam"]["pointing_tolerance"] * size,
+    )
+    classes = explain.summarise_localisation(report)["classes"]
     result = {
         "seed": seed,
         "epochs": len(history),
         "train_seconds": round(seconds),
-        "accuracy": float((probs.argmax(1) == truth).mean()),
+        "accuracy": float((probs.argmax(1) == np.asarray(test_labels)).mean()),
     }
     for label in TUMOUR_CLASSES:
-        idx = np.flatnonzero(truth == CLASS_NAMES.index(label))
-        masks = [phantom.load_mask(test[i], root, size) for i in idx]
-        maps = explain.gradcam(model, images[idx], class_index=CLASS_NAMES.index(label))
-        pairs = list(zip(maps, masks, strict=True))
+        scores = classes[label]["methods"]["gradcam"]
         result[label] = {
-            "pointing_rate": float(
-                np.mean([explain.pointing_game(m, k, tolerance) for m, k in pairs])
-            ),
-            "pointing_rate_strict": float(np.mean([explain.pointing_game(m, k) for m, k in pairs])),
-            "energy_ratio": float(np.mean([explain.energy_ratio(m, k) for m, k in pairs])),
+            k: scores[k] for k in ("pointing_rate", "pointing_rate_strict", "energy_ratio")
         }
     return result
 
@@ -110,19 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     paths = config.paths(args.profile, ROOT)
     data = {**params["run"], **params["data"]}
-    root = phantom.generate_phantom_dataset(
-        sources.phantom_root(paths, data),
-        data["phantom_train_per_class"],
-        data["phantom_test_per_class"],
-        data["phantom_size"],
-        data["seed"],
-    )
+    root = Path(sources.resolve_source(data, paths)["root"])
+    manifest = sources.build_manifest(root, data)  # the pipeline's own subsets
     with tempfile.TemporaryDirectory(prefix="localisation-study-") as work:
         for seed in args.seeds:
             result = {
                 "profile": args.profile,
                 "overrides": dict(args.set),
-                **run_seed(params, root, seed, Path(work)),
+                **run_seed(params, root, manifest, seed, Path(work)),
             }
             print(json.dumps(result), flush=True)
     return 0

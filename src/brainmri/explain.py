@@ -805,7 +805,7 @@ def randomization_check(
         "seed": int(seed),
         "n_images": len(rho),
         "n_undefined": int(np.isnan(rho).sum()),
-        "spearman_mean": _nan_to_none(mean) if mean is not None else None,
+        "spearman_mean": mean,
         "spearman_per_image": [_nan_to_none(float(r)) for r in rho],
         "max_correlation": float(max_correlation),
         "passed": bool(mean < max_correlation) if mean is not None else True,
