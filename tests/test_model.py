@@ -180,3 +180,15 @@ def test_compact_cnn_normalisation_choice(norm, layer_type):
 def test_group_norm_needs_filters_divisible_by_the_groups():
     with pytest.raises(ValueError, match="multiple of 8"):
         mdl.build_model(params_for("compact_cnn", cnn_norm="group", cnn_filters=[12, 16]))
+
+
+def test_compact_cnn_activity_l1_penalises_the_last_feature_map():
+    params = params_for("compact_cnn", 32, cnn_filters=[8, 16], cnn_activity_l1=1e-3)
+    m = mdl.build_model(params)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    features = keras.Model(m.inputs, m.get_layer("top_activation").output)(x)
+    m(x)
+    # Keras adds l1 * sum(|features|) per image, averaged over the batch, to the loss.
+    expected = 1e-3 * np.abs(np.asarray(features)).sum() / len(x)
+    np.testing.assert_allclose(float(sum(m.losses)), expected, rtol=1e-4)
+    assert not mdl.build_model({**params, "cnn_activity_l1": 0.0}).losses

@@ -163,6 +163,12 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "cnn_norm": Spec(
             "choice", "normalisation in the compact CNN", choices=("batch", "group", "none")
         ),
+        "cnn_activity_l1": Spec(
+            "float",
+            "L1 penalty on the compact CNN's last feature map, per image (0 = off)",
+            0.0,
+            1.0,
+        ),
         "bn_momentum": Spec(
             "float", "batch-norm momentum of the compact CNN (lower for few steps)", 0.0, 0.999
         ),

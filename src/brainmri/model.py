@@ -89,7 +89,9 @@ def _norm(kind: str, momentum: float, name: str) -> layers.Layer:
     return layers.Identity(name=name)
 
 
-def _compact_cnn(x, filters: list[int], convs: int, norm: str, bn_momentum: float):
+def _compact_cnn(
+    x, filters: list[int], convs: int, norm: str, bn_momentum: float, activity_l1: float
+):
     """A small VGG-style CNN for training from scratch on a CPU; returns its last feature map."""
     if norm == "group" and any(f % GROUPS for f in filters):
         raise ValueError(
@@ -106,7 +108,10 @@ def _compact_cnn(x, filters: list[int], convs: int, norm: str, bn_momentum: floa
             x = layers.Activation("relu", name=f"block{i}_relu{j}")(x)
         if i < len(filters):
             x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
-    return layers.Activation("linear", name="top_activation")(x)
+    # An L1 penalty on the last feature map keeps channels silent away from what they detect, so
+    # Grad-CAM, which weighs each channel's whole map, does not paint the background.
+    sparsity = keras.regularizers.L1(activity_l1) if activity_l1 > 0 else None
+    return layers.Activation("linear", name="top_activation", activity_regularizer=sparsity)(x)
 
 
 def build_model(params: Mapping[str, Any], root: Path | None = None) -> keras.Model:
@@ -126,6 +131,7 @@ def build_model(params: Mapping[str, Any], root: Path | None = None) -> keras.Mo
             params["cnn_convs"],
             params["cnn_norm"],
             params["bn_momentum"],
+            params["cnn_activity_l1"],
         )
     else:
         constructor, scaling = _applications()[backbone_name]
