@@ -51,7 +51,7 @@ def trained_phantom(tmp_path_factory):
     no_aug = dict.fromkeys(
         ("aug_rotation", "aug_width_shift", "aug_height_shift", "aug_shear", "aug_zoom"), 0.0
     )
-    cfg = {**p["run"], **p["model"], **p["train"], **no_aug, "epochs": 12}
+    cfg = {**p["run"], **p["model"], **p["train"], **no_aug, "epochs": 24}
     out = tmp_path_factory.mktemp("phantom_run")
 
     # Validation is every fifth Training image: the Testing images stay unseen for the tests.

@@ -89,6 +89,7 @@ def run_seed(params: dict, root: Path, manifest: pd.DataFrame, seed: int, work: 
     result = {
         "seed": seed,
         "epochs": len(history),
+        "val_accuracy": [round(float(v), 3) for v in history["val_accuracy"]],
         "train_seconds": round(seconds),
         "accuracy": float((probs.argmax(1) == np.asarray(test_labels)).mean()),
     }
