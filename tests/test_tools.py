@@ -27,6 +27,7 @@ def test_localisation_study_trains_and_scores_each_seed(project_root, capsys):
     for r in lines:
         assert r["overrides"] == {"cnn_convs": 1}
         assert 0.0 <= r["accuracy"] <= 1.0
+        assert len(r["val_accuracy"]) == r["epochs"]  # the validation curve, one value per epoch
         for label in TUMOUR_CLASSES:
             scores = r[label]
             assert 0.0 <= scores["pointing_rate_strict"] <= scores["pointing_rate"] <= 1.0
