@@ -186,7 +186,7 @@ def test_compact_cnn_activity_l1_penalises_the_last_feature_map():
     params = params_for("compact_cnn", 32, cnn_filters=[8, 16], cnn_activity_l1=1e-3)
     m = mdl.build_model(params)
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    features = keras.Model(m.inputs, m.get_layer("top_activation").output)(x)
+    features = keras.Model(m.input, m.get_layer("top_activation").output)(x)
     m(x)
     # Keras adds l1 * sum(|features|) per image, averaged over the batch, to the loss.
     expected = 1e-3 * np.abs(np.asarray(features)).sum() / len(x)
