@@ -546,15 +546,17 @@ explanation survived, which passes too.""",
             """\
 sample = test.groupby("label").head(4)
 batch = inputs.load_batch([Path(record["root"]) / p for p in sample["path"]], image_size)
-sanity = explain.randomization_check(model, batch, seed, layer_name=layer)
+trained_maps, random_maps = explain.randomization_maps(model, batch, seed, layer_name=layer)
+sanity = {"seed": seed, **explain.randomization_check(trained_maps, random_maps)}
 rho = sanity["spearman_mean"]
 shown = f"{rho:.3f}" if rho is not None else "undefined (the randomised model's maps are flat)"
 print(f"mean Spearman correlation, trained vs re-initialised weights: {shown} over "
       f"{sanity['n_images'] - sanity['n_undefined']} of {sanity['n_images']} images; "
       f"{'passes' if sanity['passed'] else 'FAILS'} (below {sanity['max_correlation']} expected)")
 first = np.flatnonzero(~sample["label"].duplicated().to_numpy())  # one image per class
-trained_maps, random_maps = explain.randomization_maps(model, batch[first], seed, layer_name=layer)
-fig = xplot.plot_methods_side_by_side(batch[first], {"trained": trained_maps, "re-initialised": random_maps})
+fig = xplot.plot_methods_side_by_side(
+    batch[first], {"trained": trained_maps[first], "re-initialised": random_maps[first]}
+)
 save_figure(fig, paths.figures_dir, "cam_randomization")
 write_json(paths.stage_metrics(STAGE), {
     "layer": layer, "method": cam_method, "localisation": localisation, "randomization": sanity,
