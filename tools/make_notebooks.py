@@ -43,7 +43,7 @@ or `kaggle.json`), then the synthetic **phantom set** with known tumour masks.""
             SETUP
             + """
 from brainmri import data, sources
-from brainmri.training import write_json""",
+from brainmri.io import write_json""",
         ),
         ("md", "## Where the images come from"),
         (
@@ -101,7 +101,7 @@ the duplicate and leakage audit, and the files that were excluded.""",
 from brainmri import sources
 from brainmri.plotting import data as dplot
 from brainmri.plotting.common import save_figure
-from brainmri.training import write_json
+from brainmri.io import write_json
 
 record, manifest = sources.load_run_data(paths)
 root = record["root"]""",
@@ -187,6 +187,7 @@ last finished epoch when the pipeline runs again.""",
             SETUP
             + """
 from brainmri import inputs, model as mdl, sources, training
+from brainmri.io import write_json
 from brainmri.plotting.common import plot_training_curves, save_figure
 
 record, manifest = sources.load_run_data(paths)
@@ -244,8 +245,8 @@ run = training.run_metadata(
     cfg, model, history, manifest_sha256=record["manifest_sha256"], root=root, started=started,
     status=status,
 )
-training.write_json(paths.run_json, run)
-training.write_json(paths.stage_metrics(STAGE), run["summary"])
+write_json(paths.run_json, run)
+write_json(paths.stage_metrics(STAGE), run["summary"])
 run["summary"]""",
         ),
     ],
@@ -273,7 +274,7 @@ from brainmri import evaluation, inputs, model as mdl, sources
 from brainmri.config import CLASS_NAMES
 from brainmri.plotting import evaluation as eplot
 from brainmri.plotting.common import plot_image_gallery, save_figure
-from brainmri.training import write_json
+from brainmri.io import write_json
 
 record, manifest = sources.load_run_data(paths)
 model = mdl.load_model(paths.model)
@@ -444,7 +445,7 @@ from brainmri import explain, inputs, model as mdl, phantom, sources
 from brainmri.config import CLASS_NAMES, TUMOUR_CLASSES
 from brainmri.plotting import explain as xplot
 from brainmri.plotting.common import save_figure
-from brainmri.training import write_json
+from brainmri.io import write_json
 
 record, manifest = sources.load_run_data(paths)
 model = mdl.load_model(paths.model)

@@ -28,6 +28,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
 from brainmri.config import CLASS_NAMES, IMAGE_EXTENSIONS, SCHEMA, SPLITS, TUMOUR_CLASSES
+from brainmri.io import csv_bytes, write_csv
 
 SCAN_COLUMNS: tuple[str, ...] = (
     "path",
@@ -815,14 +816,10 @@ def assign_subsets(
 # --- manifest files -------------------------------------------------------------------------
 
 
-def _csv_bytes(df: pd.DataFrame) -> bytes:
-    return df.to_csv(index=False, lineterminator="\n").encode("utf-8")
-
-
 def manifest_hash(manifest: pd.DataFrame | Path) -> str:
     """Return the sha256 of a manifest's CSV bytes (as write_manifest writes them, or a file)."""
     if isinstance(manifest, pd.DataFrame):
-        return hashlib.sha256(_csv_bytes(manifest)).hexdigest()
+        return hashlib.sha256(csv_bytes(manifest)).hexdigest()
     path = Path(manifest)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such manifest file")
@@ -831,17 +828,7 @@ def manifest_hash(manifest: pd.DataFrame | Path) -> str:
 
 def write_manifest(df: pd.DataFrame, path: Path) -> None:
     """Write the manifest CSV atomically (a reader never sees a partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(_csv_bytes(df))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_csv(path, df)
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

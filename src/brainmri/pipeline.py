@@ -19,6 +19,7 @@ from brainmri.config import (
     load_profile,
     stage_params,
 )
+from brainmri.io import read_json, write_json
 
 KERNEL_NAME = "brainmri"
 METRICS_KEYS = {
@@ -165,10 +166,8 @@ def merge_metrics(paths: Paths, extra: Mapping[str, Any]) -> dict[str, Any]:
     for stage in STAGES:
         fragment = paths.stage_metrics(stage)
         if fragment.is_file():
-            merged[METRICS_KEYS[stage]] = json.loads(fragment.read_text())
-    tmp = paths.metrics.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    os.replace(tmp, paths.metrics)
+            merged[METRICS_KEYS[stage]] = read_json(fragment)
+    write_json(paths.metrics, merged)
     return merged
 
 
@@ -205,8 +204,9 @@ def run_pipeline(
             _execute(stage, params, paths, log_output)
             failed = False
             timings[stage] = round(time.perf_counter() - start, 1)
-            stamp_path(paths, stage).write_text(
-                json.dumps({"key": key, "seconds": timings[stage], "finished": time.time()})
+            write_json(
+                stamp_path(paths, stage),
+                {"key": key, "seconds": timings[stage], "finished": time.time()},
             )
             ran.append(stage)
             echo(f"[{stage}] done in {timings[stage]:.1f} s")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from brainmri.config import STAGES, Paths
+from brainmri.io import atomic_write
 
 TITLES = {
     "01_download": "Data: source, validation, manifest and splits",
@@ -33,11 +33,7 @@ def export_notebook_html(notebook: Path, target: Path, hide_code: bool = True) -
     exporter.mathjax_url = ""
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     body = _strip_remote_scripts(body)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return atomic_write(target, body)
 
 
 def _strip_remote_scripts(body: str) -> str:
@@ -138,7 +134,4 @@ figure img {{ width: 250px; border: 1px solid #ccc; }} figcaption {{ font-size: 
 <h2>Figures</h2>{thumbs or "<p>none yet</p>"}
 </body></html>
 """
-    tmp = paths.index_html.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, paths.index_html)
-    return paths.index_html
+    return atomic_write(paths.index_html, page)

@@ -218,15 +218,6 @@ def best_epoch(history: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def state_key(cfg: Mapping[str, Any], manifest_sha256: str) -> str:
     """What a training state belongs to: the parameters, the exact data and the training code."""
     from brainmri import data, inputs, model

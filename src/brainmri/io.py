@@ -1,0 +1,99 @@
+"""Atomic file writes and the JSON/CSV helpers every stage uses.
+
+A reader (a later stage, JupyterLab, a crashed run resumed) must never see half a file: each
+write goes to a temporary file in the same folder, is flushed, and then renamed over the
+target, which POSIX makes atomic. A failed write removes its temporary file and leaves the
+earlier version of the target untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def atomic_write(path: Path | str, data: bytes | str, *, encoding: str = "utf-8") -> Path:
+    """Write ``data`` to ``path`` atomically, creating the parent folder.
+
+    Args:
+        path: the file to (re)write.
+        data: its whole content; text is encoded with ``encoding``.
+        encoding: the text encoding used when ``data`` is a string.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode(encoding) if isinstance(data, str) else data
+    # A unique name per writer: two processes writing the same file never share a temporary.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: Path | str, payload: Mapping[str, Any] | list[Any]) -> Path:
+    """Write ``payload`` as indented JSON, atomically.
+
+    Values JSON does not know (paths, timestamps) are written as their ``str()``.
+
+    Args:
+        path: the JSON file to (re)write.
+        payload: a mapping or list of JSON-serialisable values.
+
+    Returns:
+        The path written.
+    """
+    return atomic_write(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path | str) -> Any:
+    """Read a JSON file, naming the file in the error when it is missing or not JSON.
+
+    Args:
+        path: the JSON file.
+
+    Returns:
+        The decoded value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """A data frame as the CSV bytes this project writes (no index, ``\\n`` line ends, UTF-8)."""
+    return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def write_csv(path: Path | str, frame: pd.DataFrame) -> Path:
+    """Write a data frame as CSV (see :func:`csv_bytes`), atomically.
+
+    Args:
+        path: the CSV file to (re)write.
+        frame: the table; its index is not written.
+
+    Returns:
+        The path written.
+    """
+    return atomic_write(path, csv_bytes(frame))
