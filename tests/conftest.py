@@ -70,8 +70,7 @@ def trained_phantom(tmp_path_factory):
     train = inputs.make_dataset(*split["train"], size, 32, shuffle=True, seed=1)
     val = inputs.make_dataset(*split["val"], size, 32)
     model = mdl.build_model(cfg)
-    training.prepare_state(out / "state", cfg, "fixture", out / "model.keras", out / "history.csv")
-    history = training.fit(
-        model, train, val, cfg, out / "model.keras", out / "history.csv", out / "state"
-    )
+    files = {"model_path": out / "model.keras", "history_path": out / "history.csv"}
+    training.prepare_state(out / "state", cfg, manifest_sha256="fixture", **files)
+    history = training.fit(model, train, val, cfg, state_dir=out / "state", **files)
     return mdl.load_model(out / "model.keras"), root, size, history

@@ -134,3 +134,28 @@ def test_paths_are_derived_from_root_and_profile(tmp_path):
     assert p.run_dir == tmp_path / "reports" / "demo"
     assert p.executed("03_train") == p.run_dir / "03_train.ipynb"
     assert p.stage_metrics("04_evaluate").parent == p.run_dir / "metrics"
+
+
+def test_stage_table_is_consistent():
+    """Each stage is declared once; upstream stages run first; outputs name real paths."""
+    names = [s.name for s in config.PIPELINE]
+    assert tuple(names) == config.STAGES and len(set(names)) == len(names)
+    assert len({s.metrics_key for s in config.PIPELINE}) == len(names)
+    probe = config.Paths(root=Path("/project"), profile="demo")
+    for position, stage in enumerate(config.PIPELINE):
+        assert stage.sections[0] == "run" and set(stage.sections) <= set(config.SCHEMA)
+        assert set(stage.upstream) <= set(names[:position]), f"{stage.name} reads a later stage"
+        for output in stage.outputs:
+            assert isinstance(getattr(probe, output), Path), f"{stage.name}: {output}"
+        assert config.get_stage(stage.name) is stage
+
+
+def test_every_parameter_section_reaches_a_stage():
+    """A section no stage receives would be a parameter that changes nothing."""
+    received = {section for stage in config.PIPELINE for section in stage.sections}
+    assert received == set(config.SCHEMA)
+
+
+def test_unknown_stage_is_named():
+    with pytest.raises(KeyError, match="unknown stage '06_x'.*01_download"):
+        config.get_stage("06_x")

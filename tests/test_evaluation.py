@@ -328,6 +328,34 @@ def _block(seed: int, temperature: float | None = 1.7, missing_class: bool = Fal
     )
 
 
+def test_report_tables_read_the_blocks():
+    blocks = {"official": _block(12), "dedup": _block(13)}
+    head = ev.headline_table(blocks)
+    assert list(head.columns) == ["official", "dedup"]
+    assert head.loc["accuracy", "dedup"] == blocks["dedup"]["summary"]["accuracy"]
+    low, high = (
+        blocks["official"]["ci"]["accuracy"]["low"],
+        blocks["official"]["ci"]["accuracy"]["high"],
+    )
+    assert head.loc["accuracy 95% CI", "official"] == f"{low:.4f} to {high:.4f}"
+    per_class = ev.per_class_table(blocks)
+    assert list(per_class.index) == list(CLASS_NAMES)
+    assert (
+        per_class[("dedup", "recall")]["glioma"]
+        == (blocks["dedup"]["summary"]["per_class"]["glioma"]["recall"])
+    )
+    cal = ev.calibration_table({"official": blocks["official"], "unscaled": _block(14, None)})
+    assert cal.loc["ECE scaled", "official"] == blocks["official"]["calibration"]["scaled"]["ece"]
+    assert cal["unscaled"].isna()["ECE scaled"] and not cal["unscaled"].isna()["ECE"]
+
+
+def test_evaluate_split_refuses_to_return_an_off_schema_block(monkeypatch):
+    """The block is validated at run time, before any caller writes it to metrics.json."""
+    monkeypatch.setattr(ev, "_jsonable", lambda block: {**block, "summary": {"n": -1}})
+    with pytest.raises(ValueError, match="does not match METRICS_SCHEMA"):
+        _block(12)
+
+
 def test_evaluate_split_validates_and_serialises():
     jsonschema.Draft202012Validator.check_schema(ev.METRICS_SCHEMA)
     for block in (_block(12), _block(13, temperature=None), _block(14, missing_class=True)):

@@ -33,7 +33,8 @@ ds = inputs.make_dataset(files, labels, cfg["image_size"], 8, shuffle=True, seed
 state = out / "state"
 model = mdl.build_model(cfg)
 _, _, status = training.train_or_resume(
-    model, ds, ds, cfg, "m", out / "model.keras", out / "history.csv", state
+    model, ds, ds, cfg, manifest_sha256="m", model_path=out / "model.keras",
+    history_path=out / "history.csv", state_dir=state,
 )
 print("STATUS", status, flush=True)
 """
@@ -64,10 +65,9 @@ def train_once(root: Path, out: Path, cfg: dict) -> pd.DataFrame:
     )
     vds = inputs.make_dataset(vfiles, vlabels, cfg["image_size"], cfg["batch_size"])
     model = mdl.build_model(cfg)
-    training.prepare_state(out / "state", cfg, "x", out / "model.keras", out / "history.csv")
-    return training.fit(
-        model, ds, vds, cfg, out / "model.keras", out / "history.csv", out / "state"
-    )
+    files = {"model_path": out / "model.keras", "history_path": out / "history.csv"}
+    training.prepare_state(out / "state", cfg, manifest_sha256="x", **files)
+    return training.fit(model, ds, vds, cfg, state_dir=out / "state", **files)
 
 
 def test_short_run_on_phantoms_beats_chance(trained_phantom):
@@ -143,21 +143,52 @@ def test_killed_training_resumes_from_last_finished_epoch(tmp_path, phantom_set,
 def test_changed_params_or_data_do_not_resume_stale_state(tmp_path):
     state, model, hist = tmp_path / "state", tmp_path / "m.keras", tmp_path / "h.csv"
     cfg = smoke_cfg()
-    assert training.prepare_state(state, cfg, "m1", model, hist) == "fresh"
-    (state / "backup-main").mkdir()
-    assert training.prepare_state(state, cfg, "m1", model, hist) == "resume"
     assert (
-        training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m1", model, hist) == "fresh"
+        training.prepare_state(
+            state, cfg, manifest_sha256="m1", model_path=model, history_path=hist
+        )
+        == "fresh"
+    )
+    (state / "backup-main").mkdir()
+    assert (
+        training.prepare_state(
+            state, cfg, manifest_sha256="m1", model_path=model, history_path=hist
+        )
+        == "resume"
+    )
+    assert (
+        training.prepare_state(
+            state,
+            {**cfg, "learning_rate": 0.5},
+            manifest_sha256="m1",
+            model_path=model,
+            history_path=hist,
+        )
+        == "fresh"
     )
     assert not (state / "backup-main").exists()
     (state / "backup-main").mkdir()
     assert (
-        training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m2", model, hist) == "fresh"
+        training.prepare_state(
+            state,
+            {**cfg, "learning_rate": 0.5},
+            manifest_sha256="m2",
+            model_path=model,
+            history_path=hist,
+        )
+        == "fresh"
     )
     # A finished run is reused only while its model is there.
     (state / training.COMPLETE).write_text("complete")
     assert (
-        training.prepare_state(state, {**cfg, "learning_rate": 0.5}, "m2", model, hist) == "fresh"
+        training.prepare_state(
+            state,
+            {**cfg, "learning_rate": 0.5},
+            manifest_sha256="m2",
+            model_path=model,
+            history_path=hist,
+        )
+        == "fresh"
     )
 
 

@@ -65,10 +65,10 @@ def run_seed(params: dict, root: Path, manifest: pd.DataFrame, seed: int, work: 
         train_ds,
         val_ds,
         cfg,
-        "study",
-        out / "model.keras",
-        out / "history.csv",
-        out / "state",
+        manifest_sha256="study",
+        model_path=out / "model.keras",
+        history_path=out / "history.csv",
+        state_dir=out / "state",
     )
     seconds = time.perf_counter() - started
     _, probs = mdl.predict(model, inputs.make_dataset(test_files, None, size, 64, cache="none"))

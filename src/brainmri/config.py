@@ -18,22 +18,91 @@ LOGITS_LAYER = "logits"
 """Name of the pre-softmax Dense layer; explainability reads its scores."""
 KAGGLE_DATASET = "masoudnickparvar/brain-tumor-mri-dataset"
 
-STAGES: tuple[str, ...] = ("01_download", "02_eda", "03_train", "04_evaluate", "05_gradcam")
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "01_download": ("run", "data"),
-    "02_eda": ("run", "eda"),
-    "03_train": ("run", "model", "train"),
-    "04_evaluate": ("run", "evaluate"),
-    "05_gradcam": ("run", "gradcam"),
-}
-"""Which parameter sections each notebook receives (and is re-run for)."""
-STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {
-    "01_download": (),
-    "02_eda": ("01_download",),
-    "03_train": ("01_download",),
-    "04_evaluate": ("01_download", "03_train"),
-    "05_gradcam": ("01_download", "03_train"),
-}
+
+@dataclass(frozen=True)
+class Stage:
+    """One notebook of the pipeline, declared once: everything the runner and the reports know.
+
+    The pipeline reruns a stage when its notebook, its parameter sections, src/ or an upstream
+    stage changed; it counts the stage as done only while its executed notebook, its metrics
+    fragment and every file in ``outputs`` exist.
+    """
+
+    name: str
+    """File stem of the notebook (notebooks/<name>.ipynb) and of its executed copy in reports/."""
+    title: str
+    """Heading of the stage on the run's index page."""
+    sections: tuple[str, ...]
+    """Parameter sections the notebook receives (and is rerun for when they change)."""
+    upstream: tuple[str, ...]
+    """Stages whose artefacts it reads: a rerun of one of them reruns this one."""
+    outputs: tuple[str, ...]
+    """Artefacts beyond the executed notebook and metrics fragment, as names of Paths properties."""
+    metrics_key: str
+    """The section of metrics.json the stage owns (it writes metrics/<name>.json)."""
+
+
+PIPELINE: tuple[Stage, ...] = (
+    Stage(
+        name="01_download",
+        title="Data: source, validation, manifest and splits",
+        sections=("run", "data"),
+        upstream=(),
+        outputs=("manifest", "data_json"),
+        metrics_key="data",
+    ),
+    Stage(
+        name="02_eda",
+        title="Exploratory data analysis and duplicate audit",
+        sections=("run", "eda"),
+        upstream=("01_download",),
+        outputs=(),
+        metrics_key="eda",
+    ),
+    Stage(
+        name="03_train",
+        title="Training",
+        sections=("run", "model", "train"),
+        upstream=("01_download",),
+        outputs=("model", "history", "run_json"),
+        metrics_key="train",
+    ),
+    Stage(
+        name="04_evaluate",
+        title="Evaluation",
+        sections=("run", "evaluate"),
+        upstream=("01_download", "03_train"),
+        outputs=(),
+        metrics_key="evaluate",
+    ),
+    Stage(
+        name="05_gradcam",
+        title="Explainability: Grad-CAM",
+        sections=("run", "gradcam"),
+        upstream=("01_download", "03_train"),
+        outputs=(),
+        metrics_key="gradcam",
+    ),
+)
+"""The stages in the order they run."""
+
+STAGES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
+"""The stage names in the order they run."""
+
+
+def get_stage(name: str) -> Stage:
+    """Return the declaration of one stage.
+
+    Args:
+        name: a stage name, e.g. ``"03_train"``.
+
+    Returns:
+        Its :class:`Stage`.
+    """
+    for declared in PIPELINE:
+        if declared.name == name:
+            return declared
+    raise KeyError(f"unknown stage {name!r}: expected one of {list(STAGES)}")
 
 
 class ParamError(ValueError):
@@ -42,7 +111,7 @@ class ParamError(ValueError):
 
 # --- the schema -----------------------------------------------------------------------------
 # Hand-written rather than a schema library: the messages must name the YAML file and the
-# dotted key, and the whole table doubles as the documentation printed by `brainmri params`.
+# dotted key, and each Spec's help line documents the key (README: "Parameters").
 
 
 @dataclass(frozen=True)
@@ -440,7 +509,7 @@ def load_profile(
 def stage_params(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
     """Return the flat parameters a stage's notebook receives."""
     flat: dict[str, Any] = {}
-    for section in STAGE_SECTIONS[stage]:
+    for section in get_stage(stage).sections:
         flat.update(params[section])
     return flat
 
@@ -453,7 +522,7 @@ def flat_params(params: Mapping[str, Any]) -> dict[str, Any]:
 def notebook_config(stage: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a notebook's parameter values (as papermill injected them) and return them."""
     flat: dict[str, Any] = {}
-    for section in STAGE_SECTIONS[stage]:
+    for section in get_stage(stage).sections:
         for key, spec in SCHEMA[section].items():
             if key not in values:
                 raise ParamError(f"notebook {stage}: parameter '{key}' is missing")

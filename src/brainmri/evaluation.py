@@ -33,13 +33,16 @@ __all__ = [
     "METRICS_SCHEMA",
     "bootstrap_ci",
     "brier_score",
+    "calibration_table",
     "classification_summary",
     "compare_runs",
     "error_analysis",
     "evaluate_split",
     "expected_calibration_error",
     "fit_temperature",
+    "headline_table",
     "nll",
+    "per_class_table",
     "reliability_curve",
     "roc_pr_curves",
     "softmax",
@@ -487,7 +490,78 @@ def evaluate_split(
         "calibration": calibration,
         "misclassified": mistakes[["path", "true", "predicted", "confidence"]].to_dict("records"),
     }
-    return _jsonable(block)
+    block = _jsonable(block)
+    # Checked here, before anyone writes it: a block off the schema is this module's bug, and
+    # metrics.json, compare_runs and the index page all rely on the shape.
+    validate_metrics_block(block)
+    return block
+
+
+# --- tables for the report -------------------------------------------------------------------
+
+
+def headline_table(blocks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One column per split: images, accuracy with its interval, macro F1, kappa, MCC and ECE.
+
+    Args:
+        blocks: evaluation blocks (as :func:`evaluate_split` returns them) keyed by split name.
+
+    Returns:
+        A table with one row per headline metric and one column per split.
+    """
+    return pd.DataFrame(
+        {
+            split: {
+                "images": b["summary"]["n"],
+                "accuracy": b["summary"]["accuracy"],
+                "accuracy 95% CI": "{low:.4f} to {high:.4f}".format(**b["ci"]["accuracy"]),
+                "macro F1": b["summary"]["macro"]["f1"],
+                "Cohen's kappa": b["summary"]["cohen_kappa"],
+                "MCC": b["summary"]["mcc"],
+                "ECE": b["calibration"]["ece"],
+            }
+            for split, b in blocks.items()
+        }
+    )
+
+
+def per_class_table(blocks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Precision, recall (sensitivity), specificity, F1, ROC AUC and support per class and split.
+
+    Args:
+        blocks: evaluation blocks keyed by split name.
+
+    Returns:
+        A table with one row per class and a (split, metric) column pair per value.
+    """
+    columns = ["precision", "recall", "specificity", "f1", "roc_auc", "support"]
+    return pd.concat(
+        {split: pd.DataFrame(b["summary"]["per_class"]).T[columns] for split, b in blocks.items()},
+        axis=1,
+    )
+
+
+def calibration_table(blocks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """ECE, Brier score and NLL per split, before and after temperature scaling.
+
+    Args:
+        blocks: evaluation blocks keyed by split name, evaluated with a temperature.
+
+    Returns:
+        A table with one row per calibration metric and one column per split.
+    """
+    table = {}
+    for split, b in blocks.items():
+        cal, scaled = b["calibration"], b["calibration"]["scaled"] or {}
+        table[split] = {
+            "ECE": cal["ece"],
+            "Brier": cal["brier"],
+            "NLL": cal["nll"],
+            "ECE scaled": scaled.get("ece"),
+            "Brier scaled": scaled.get("brier"),
+            "NLL scaled": scaled.get("nll"),
+        }
+    return pd.DataFrame(table)
 
 
 # --- schema -----------------------------------------------------------------------------------
@@ -657,7 +731,7 @@ def _dig(obj: Any, *keys: str) -> Any:
     return obj
 
 
-def _headline(block: Any, class_names: Sequence[str]) -> dict[str, float | None]:
+def _block_headline(block: Any, class_names: Sequence[str]) -> dict[str, float | None]:
     """The headline numbers of one evaluation block (None where missing)."""
     rows = {
         "accuracy": _dig(block, "summary", "accuracy"),
@@ -701,8 +775,8 @@ def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], name_a: str, name_b
     col_a, col_b = (name_a, name_b) if name_a != name_b else (f"{name_a} (a)", f"{name_b} (b)")
     records = []
     for split in splits:
-        head_a = _headline(eval_a.get(split), class_names)
-        head_b = _headline(eval_b.get(split), class_names)
+        head_a = _block_headline(eval_a.get(split), class_names)
+        head_b = _block_headline(eval_b.get(split), class_names)
         for metric, va in head_a.items():
             vb = head_b[metric]
             diff = vb - va if va is not None and vb is not None else None

@@ -251,3 +251,23 @@ def predict(model: keras.Model, images: Any, tta: bool = False) -> tuple[Any, An
         logits = (logits + logits_model(model).predict(flipped, verbose=0)) / 2.0
     probs = keras.ops.convert_to_numpy(keras.ops.softmax(np.asarray(logits), axis=-1))
     return np.asarray(logits), probs
+
+
+def predict_files(
+    model: keras.Model, files: Any, *, tta: bool = False, batch_size: int = 64
+) -> tuple[Any, Any]:
+    """Logits and softmax probabilities of image files, decoded at the model's input size.
+
+    Args:
+        model: a classifier built by :func:`build_model` (or loaded by :func:`load_model`).
+        files: image file paths, in the order the rows of the result follow.
+        tta: also average the logits of the left-right flipped images.
+        batch_size: images per prediction batch.
+
+    Returns:
+        ``(logits, probs)``, two float arrays of shape (len(files), number of classes).
+    """
+    from brainmri import inputs  # the input pipeline imports TensorFlow's data API; only here
+
+    ds = inputs.make_dataset(files, None, model.input_shape[1], batch_size, cache="none")
+    return predict(model, ds, tta=tta)

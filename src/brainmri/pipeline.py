@@ -12,24 +12,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from brainmri.config import (
-    STAGE_UPSTREAM,
-    STAGES,
-    Paths,
-    load_profile,
-    stage_params,
-)
+from brainmri.config import PIPELINE, STAGES, Paths, get_stage, load_profile, stage_params
 from brainmri.io import read_json, write_json
 
 KERNEL_NAME = "brainmri"
-METRICS_KEYS = {
-    "01_download": "data",
-    "02_eda": "eda",
-    "03_train": "train",
-    "04_evaluate": "evaluate",
-    "05_gradcam": "gradcam",
-}
-"""The section of metrics.json each stage owns (it writes metrics/<stage>.json)."""
 
 
 class StageFailed(RuntimeError):
@@ -66,13 +52,6 @@ def notebook_hash(path: Path) -> str:
     return _sha256(json.dumps(cells).encode())
 
 
-STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "01_download": ("manifest", "data_json"),
-    "03_train": ("model", "history", "run_json"),
-}
-"""Artefacts (Paths attributes) a stage must have left for it to count as up to date."""
-
-
 def stage_key(stage: str, params: Mapping[str, Any], paths: Paths, src: str) -> str:
     """A stage's key: its notebook, its parameters, src/ and the records of its upstream runs.
 
@@ -80,7 +59,7 @@ def stage_key(stage: str, params: Mapping[str, Any], paths: Paths, src: str) -> 
     every stage downstream of it runs again too.
     """
     upstream = []
-    for name in STAGE_UPSTREAM[stage]:
+    for name in get_stage(stage).upstream:
         stamp = stamp_path(paths, name)
         upstream.append(stamp.read_text() if stamp.is_file() else "")
     payload = {
@@ -101,7 +80,7 @@ def is_up_to_date(paths: Paths, stage: str, key: str) -> bool:
     """True when the stage completed with this key and its executed notebook is in place."""
     stamp = stamp_path(paths, stage)
     outputs = [paths.executed(stage), paths.stage_metrics(stage)]
-    outputs += [getattr(paths, name) for name in STAGE_OUTPUTS.get(stage, ())]
+    outputs += [getattr(paths, name) for name in get_stage(stage).outputs]
     if not stamp.is_file() or not all(p.is_file() for p in outputs):
         return False
     try:
@@ -144,14 +123,14 @@ def _execute(stage: str, params: Mapping[str, Any], paths: Paths, log_output: bo
         if running.exists():
             shutil.move(str(running), kept)
         raise StageFailed(
-            f"stage {stage} failed: {_describe(exc)}\n"
+            f"stage {stage} failed: {_papermill_error_summary(exc)}\n"
             f"partly executed notebook kept at {kept.relative_to(paths.root)}"
         ) from exc
     os.replace(running, paths.executed(stage))
     (paths.failed_dir / f"{stage}.ipynb").unlink(missing_ok=True)
 
 
-def _describe(exc: Exception) -> str:
+def _papermill_error_summary(exc: Exception) -> str:
     """papermill's error summary: the cell and the exception, without the long traceback."""
     ename = getattr(exc, "ename", None)
     if ename:
@@ -163,10 +142,10 @@ def _describe(exc: Exception) -> str:
 def merge_metrics(paths: Paths, extra: Mapping[str, Any]) -> dict[str, Any]:
     """Merge the stages' metric fragments into metrics.json (written atomically)."""
     merged: dict[str, Any] = dict(extra)
-    for stage in STAGES:
-        fragment = paths.stage_metrics(stage)
+    for stage in PIPELINE:
+        fragment = paths.stage_metrics(stage.name)
         if fragment.is_file():
-            merged[METRICS_KEYS[stage]] = read_json(fragment)
+            merged[stage.metrics_key] = read_json(fragment)
     write_json(paths.metrics, merged)
     return merged
 

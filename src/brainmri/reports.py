@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
-from brainmri.config import STAGES, Paths
-from brainmri.io import atomic_write
-
-TITLES = {
-    "01_download": "Data: source, validation, manifest and splits",
-    "02_eda": "Exploratory data analysis and duplicate audit",
-    "03_train": "Training",
-    "04_evaluate": "Evaluation",
-    "05_gradcam": "Explainability: Grad-CAM",
-}
+from brainmri.config import PIPELINE, STAGES, Paths
+from brainmri.io import atomic_write, read_json
 
 
 def export_notebook_html(notebook: Path, target: Path, hide_code: bool = True) -> Path:
@@ -59,7 +50,7 @@ def export_html(
     return written
 
 
-def _headline(metrics: dict[str, Any]) -> dict[str, str]:
+def _index_headline(metrics: dict[str, Any]) -> dict[str, str]:
     """Profile, data source, model, accuracies, date and commit for the index page."""
     data = metrics.get("data", {})
     train = metrics.get("train", {})
@@ -87,23 +78,24 @@ def _headline(metrics: dict[str, Any]) -> dict[str, str]:
 
 def write_index(paths: Paths) -> Path:
     """Write reports/<profile>/index.html linking every notebook report and figure."""
-    metrics = json.loads(paths.metrics.read_text()) if paths.metrics.is_file() else {}
+    metrics = read_json(paths.metrics) if paths.metrics.is_file() else {}
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-        for k, v in _headline(metrics).items()
+        for k, v in _index_headline(metrics).items()
     )
     items = []
-    for stage in STAGES:
-        page = paths.html_dir / f"{stage}.html"
-        failed = paths.failed_dir / f"{stage}.ipynb"
+    for stage in PIPELINE:
+        name, title = stage.name, html.escape(stage.title)
+        page = paths.html_dir / f"{name}.html"
+        failed = paths.failed_dir / f"{name}.ipynb"
         if failed.is_file():  # a failure is newer than any earlier page of the stage
-            link = f'{html.escape(TITLES[stage])} · <a href="failed/{stage}.ipynb">FAILED: partial notebook</a>'
+            link = f'{title} · <a href="failed/{name}.ipynb">FAILED: partial notebook</a>'
         elif page.is_file():
-            link = f'<a href="html/{stage}.html">{html.escape(TITLES[stage])}</a>'
-            link += f' · <a href="{stage}.ipynb">notebook</a>'
+            link = f'<a href="html/{name}.html">{title}</a>'
+            link += f' · <a href="{name}.ipynb">notebook</a>'
         else:
-            link = f"{html.escape(TITLES[stage])} · not run"
-        items.append(f"<li><b>{stage}</b> {link}</li>")
+            link = f"{title} · not run"
+        items.append(f"<li><b>{name}</b> {link}</li>")
     figures = sorted(paths.figures_dir.glob("*.png")) if paths.figures_dir.is_dir() else []
     thumbs = "".join(
         f'<figure><a href="figures/{f.name}"><img src="figures/{f.name}" alt="{f.stem}"></a>'
@@ -111,9 +103,9 @@ def write_index(paths: Paths) -> Path:
         for f in figures
     )
     extras = [
-        name
-        for name in ("metrics.json", "history.csv", "manifest.csv", "run.json", "model.keras")
-        if (paths.run_dir / name).is_file()
+        file
+        for file in ("metrics.json", "history.csv", "manifest.csv", "run.json", "model.keras")
+        if (paths.run_dir / file).is_file()
     ]
     files = " · ".join(f'<a href="{n}">{n}</a>' for n in extras)
     page = f"""<!DOCTYPE html>

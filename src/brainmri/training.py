@@ -126,11 +126,25 @@ def fit(
     train_ds: tf.data.Dataset,
     val_ds: tf.data.Dataset,
     params: Mapping[str, Any],
+    *,
     model_path: Path,
     history_path: Path,
     state_dir: Path,
 ) -> pd.DataFrame:
-    """Train (optionally head warm-up, then fine-tuning), resuming after a kill; return history."""
+    """Train (optionally head warm-up, then fine-tuning), resuming after a kill.
+
+    Args:
+        model: the compiled-or-not model to train (it is compiled here).
+        train_ds: batches of (images, one-hot labels), augmented and shuffled.
+        val_ds: validation batches; the best epoch by validation accuracy is kept.
+        params: the run, model and train parameters.
+        model_path: where the best model is saved (ModelCheckpoint).
+        history_path: the CSV history, appended to across resumed runs.
+        state_dir: BackupAndRestore state of the phases, so a killed run resumes.
+
+    Returns:
+        The history, one row per epoch.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     warmup = int(params["warmup_epochs"])
     warm_done = state_dir / "warmup.weights.h5"
@@ -235,6 +249,7 @@ def state_key(cfg: Mapping[str, Any], manifest_sha256: str) -> str:
 def prepare_state(
     state_dir: Path,
     cfg: Mapping[str, Any],
+    *,
     manifest_sha256: str,
     model_path: Path,
     history_path: Path,
@@ -266,18 +281,47 @@ def train_or_resume(
     train_ds: tf.data.Dataset,
     val_ds: tf.data.Dataset,
     cfg: Mapping[str, Any],
+    *,
     manifest_sha256: str,
     model_path: Path,
     history_path: Path,
     state_dir: Path,
 ) -> tuple[keras.Model, pd.DataFrame, str]:
-    """Train, resume a killed run, or reuse a finished one; return (best model, history, status)."""
+    """Train, resume a killed run, or reuse a finished one.
+
+    Args:
+        model: a freshly built model (ignored when the finished run is reused).
+        train_ds: training batches.
+        val_ds: validation batches.
+        cfg: the run, model and train parameters.
+        manifest_sha256: hash of the run's manifest; a state of other data is not resumed.
+        model_path: where the best model is saved.
+        history_path: the CSV history.
+        state_dir: the folder holding the training state and its key.
+
+    Returns:
+        ``(best model, history, status)`` with status 'complete', 'resume' or 'fresh'.
+    """
     from brainmri.model import load_model
 
-    status = prepare_state(state_dir, cfg, manifest_sha256, model_path, history_path)
+    status = prepare_state(
+        state_dir,
+        cfg,
+        manifest_sha256=manifest_sha256,
+        model_path=model_path,
+        history_path=history_path,
+    )
     print(STATUS_MESSAGES[status], flush=True)
     if status != "complete":
-        fit(model, train_ds, val_ds, cfg, model_path, history_path, state_dir)
+        fit(
+            model,
+            train_ds,
+            val_ds,
+            cfg,
+            model_path=model_path,
+            history_path=history_path,
+            state_dir=state_dir,
+        )
     return load_model(model_path), read_history(history_path), status
 
 

@@ -15,7 +15,7 @@ from brainmri.config import CLASS_NAMES
 __all__ = ["plot_ci_forest", "plot_confusion_matrices", "plot_reliability", "plot_roc_pr"]
 
 
-def _require(mapping: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
+def _require_keys(mapping: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
     """Raise ValueError naming the missing keys of an input dictionary."""
     missing = [k for k in keys if k not in mapping]
     if missing:
@@ -26,7 +26,7 @@ def plot_confusion_matrices(
     summary: Mapping[str, Any], class_names: Sequence[str] = CLASS_NAMES
 ) -> Figure:
     """Return counts and row-normalised confusion matrices side by side as annotated heatmaps."""
-    _require(summary, ["confusion_matrix", "confusion_matrix_normalized"], "summary")
+    _require_keys(summary, ["confusion_matrix", "confusion_matrix_normalized"], "summary")
     counts = np.asarray(summary["confusion_matrix"], dtype=int)
     normed = np.asarray(summary["confusion_matrix_normalized"], dtype=float)
     k = len(class_names)
@@ -65,10 +65,10 @@ def plot_roc_pr(
     curves: Mapping[str, Mapping[str, Sequence[float]]], summary: Mapping[str, Any]
 ) -> Figure:
     """Return one-vs-rest ROC and precision-recall curves per class, AUC/AP in the legends."""
-    _require(summary, ["per_class"], "summary")
+    _require_keys(summary, ["per_class"], "summary")
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
     for name, curve in curves.items():
-        _require(curve, ["fpr", "tpr", "precision", "recall"], f"curves['{name}']")
+        _require_keys(curve, ["fpr", "tpr", "precision", "recall"], f"curves['{name}']")
         if not len(curve["fpr"]):
             continue  # class absent from the split: no curve is defined
         stats = summary["per_class"].get(name, {})
@@ -89,7 +89,7 @@ def plot_roc_pr(
 
 def _reliability_panel(ax: Any, curve: Mapping[str, Any], title: str) -> None:
     """Draw one reliability diagram (accuracy bars against the diagonal) on ax."""
-    _require(curve, ["bin_centers", "accuracy", "confidence", "count", "ece"], "reliability curve")
+    _require_keys(curve, ["bin_centers", "accuracy", "confidence", "count", "ece"], "reliability curve")
     centers = np.asarray(curve["bin_centers"], dtype=float)
     acc = np.array([np.nan if a is None else a for a in curve["accuracy"]], dtype=float)
     conf = np.array([np.nan if c is None else c for c in curve["confidence"]], dtype=float)
@@ -132,7 +132,7 @@ def plot_ci_forest(ci: Mapping[str, Mapping[str, float | None]]) -> Figure:
     names = list(ci)
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.2), constrained_layout=True)
     for row, name in enumerate(names):
-        _require(ci[name], ["point", "low", "high"], f"ci['{name}']")
+        _require_keys(ci[name], ["point", "low", "high"], f"ci['{name}']")
         point, low, high = (ci[name][key] for key in ("point", "low", "high"))
         if point is None:
             continue  # undefined (e.g. a class absent from the split)
