@@ -69,5 +69,5 @@ bench: setup ## speed benchmarks (not part of make test)
 lint: setup ## ruff format check and lint
 	@$(PY) -m ruff format --check . && $(PY) -m ruff check .
 
-notebooks: setup ## regenerate notebooks/*.ipynb from tools/make_notebooks.py
+notebooks: setup ## regenerate notebooks/*.ipynb from their sources notebooks/*.py
 	@$(PY) tools/make_notebooks.py

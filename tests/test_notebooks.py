@@ -1,7 +1,8 @@
-"""The committed notebooks: generated from tools/make_notebooks.py, one parameters cell each."""
+"""The committed notebooks: generated from their notebooks/*.py sources, one parameters cell each."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 
 import nbformat
@@ -49,3 +50,23 @@ def test_one_parameters_cell_holding_the_default_values(stage, project_root):
 def test_notebooks_are_committed_without_outputs(stage, project_root):
     nb = nbformat.read(project_root / "notebooks" / f"{stage}.ipynb", as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_notebook_sources_narrate_and_call(stage, project_root):
+    """Notebooks call the library: a function or class defined in a notebook belongs in src/."""
+    tree = ast.parse((project_root / "notebooks" / f"{stage}.py").read_text())
+    defined = [
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    ]
+    assert not defined, f"notebooks/{stage}.py defines {defined}: move them into src/brainmri"
+
+
+def test_generator_names_a_source_without_one_parameters_cell(generator, tmp_path, monkeypatch):
+    source = tmp_path / "02_eda.py"
+    source.write_text("# %%\nx = 1\n")
+    monkeypatch.setattr(generator, "NOTEBOOKS", tmp_path)
+    with pytest.raises(ValueError, match=r"02_eda.py: expected exactly one cell marked .*found 0"):
+        generator.build("02_eda")

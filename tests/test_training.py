@@ -252,3 +252,10 @@ def test_disk_cache_is_keyed_and_survives_a_stale_lock(tmp_path, phantom_set):
     np.testing.assert_array_equal(first, again)
     assert any(p.name.startswith(f"images-{key}") for p in tmp_path.iterdir())
     assert inputs.cache_key([str(f) for f in files], 64) != key
+
+
+def test_training_state_covers_the_decoding_code_of_the_data_package(project_root):
+    """A resumed state must not mix code versions: the image decoder is in data/images.py."""
+    src = project_root / "src" / "brainmri"
+    names = {f.relative_to(src).as_posix() for f in training.training_code_files()}
+    assert {"data/images.py", "data/__init__.py", "inputs.py", "model.py", "training.py"} <= names

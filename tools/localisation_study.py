@@ -80,8 +80,8 @@ def run_seed(params: dict, root: Path, manifest: pd.DataFrame, seed: int, work: 
         inputs.load_batch(paths, size),
         np.stack([phantom.load_mask(p, root, size) for p in paths]),
         test["label"][tumours].tolist(),
-        ["gradcam"],
-        seed,
+        methods=["gradcam"],
+        seed=seed,
         steps=None,  # faithfulness is not part of this study
         tolerance=params["gradcam"]["pointing_tolerance"] * size,
     )

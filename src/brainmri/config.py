@@ -42,48 +42,18 @@ class Stage:
     """The section of metrics.json the stage owns (it writes metrics/<name>.json)."""
 
 
+# One row per stage, read like a pipeline.yaml: kept as an aligned table (one line each) so that a
+# stage's facts are read, and changed, in one place.
+# fmt: off
 PIPELINE: tuple[Stage, ...] = (
-    Stage(
-        name="01_download",
-        title="Data: source, validation, manifest and splits",
-        sections=("run", "data"),
-        upstream=(),
-        outputs=("manifest", "data_json"),
-        metrics_key="data",
-    ),
-    Stage(
-        name="02_eda",
-        title="Exploratory data analysis and duplicate audit",
-        sections=("run", "eda"),
-        upstream=("01_download",),
-        outputs=(),
-        metrics_key="eda",
-    ),
-    Stage(
-        name="03_train",
-        title="Training",
-        sections=("run", "model", "train"),
-        upstream=("01_download",),
-        outputs=("model", "history", "run_json"),
-        metrics_key="train",
-    ),
-    Stage(
-        name="04_evaluate",
-        title="Evaluation",
-        sections=("run", "evaluate"),
-        upstream=("01_download", "03_train"),
-        outputs=(),
-        metrics_key="evaluate",
-    ),
-    Stage(
-        name="05_gradcam",
-        title="Explainability: Grad-CAM",
-        sections=("run", "gradcam"),
-        upstream=("01_download", "03_train"),
-        outputs=(),
-        metrics_key="gradcam",
-    ),
+    #     name           title                                              sections                      upstream                      outputs                            metrics key
+    Stage("01_download", "Data: source, validation, manifest and splits",  ("run", "data"),              (),                           ("manifest", "data_json"),         "data"),
+    Stage("02_eda",      "Exploratory data analysis and duplicate audit",  ("run", "eda"),               ("01_download",),             (),                                "eda"),
+    Stage("03_train",    "Training",                                       ("run", "model", "train"),    ("01_download",),             ("model", "history", "run_json"),  "train"),
+    Stage("04_evaluate", "Evaluation",                                     ("run", "evaluate"),          ("01_download", "03_train"),  (),                                "evaluate"),
+    Stage("05_gradcam",  "Explainability: Grad-CAM",                       ("run", "gradcam"),           ("01_download", "03_train"),  (),                                "gradcam"),
 )
+# fmt: on
 """The stages in the order they run."""
 
 STAGES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
@@ -409,7 +379,19 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def paths(profile: str, root: Path | None = None) -> Paths:
-    """Return the derived paths of one profile's run."""
+    """Return the derived paths of one profile's run.
+
+    Args:
+        profile: the profile name; its run lives in reports/<profile>/.
+        root: the project root; None finds it (:func:`find_root`: BRAINMRI_ROOT, else the
+            nearest folder up from the working directory holding params/default.yaml).
+
+    Returns:
+        The :class:`Paths` of the run.
+
+    Raises:
+        FileNotFoundError: root is None and no project root is found.
+    """
     return Paths(root=Path(root) if root else find_root(), profile=profile)
 
 
@@ -482,7 +464,27 @@ def validate(params: Mapping[str, Any], source: str) -> dict[str, Any]:
 def load_profile(
     profile: str, root: Path | None = None, overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Load params/<profile>.yaml over params/default.yaml, apply flat overrides, validate."""
+    """Load params/<profile>.yaml over params/default.yaml, apply flat overrides, validate.
+
+    The profile file only needs the keys it changes; every key of the merged result is then
+    checked against :data:`SCHEMA`.
+
+    Args:
+        profile: the stem of a file in params/; "default" loads params/default.yaml alone.
+        root: the project root; None finds it (:func:`find_root`).
+        overrides: flat parameter names (e.g. ``{"epochs": 2}``) mapped to values, applied
+            after the profile; each name is placed in its own section.
+
+    Returns:
+        The validated parameters nested by section (``{"run": {...}, "data": {...}, ...}``,
+        plus "description" when the profile has one), ints widened to float where a float
+        is expected.
+
+    Raises:
+        ParamError: a profile file is missing or not valid YAML, or a section, key or
+            override is unknown, missing or has a value out of its allowed range.
+        FileNotFoundError: root is None and no project root is found.
+    """
     params_dir = (Path(root) if root else find_root()) / "params"
     default_file = params_dir / "default.yaml"
     params = _read_yaml(default_file)
@@ -507,7 +509,18 @@ def load_profile(
 
 
 def stage_params(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
-    """Return the flat parameters a stage's notebook receives."""
+    """Return the flat parameters a stage's notebook receives.
+
+    Args:
+        params: the nested parameters, as :func:`load_profile` returns them.
+        stage: a stage name, e.g. ``"03_train"``.
+
+    Returns:
+        The keys of the stage's sections (:attr:`Stage.sections`) merged into one mapping.
+
+    Raises:
+        KeyError: the stage is not one of :data:`STAGES`.
+    """
     flat: dict[str, Any] = {}
     for section in get_stage(stage).sections:
         flat.update(params[section])
@@ -520,7 +533,21 @@ def flat_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def notebook_config(stage: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a notebook's parameter values (as papermill injected them) and return them."""
+    """Validate a notebook's parameter values (as papermill injected them) and return them.
+
+    Args:
+        stage: the notebook's stage name, e.g. ``"03_train"``.
+        values: a mapping holding at least every key of the stage's sections; notebooks pass
+            ``globals()``, and keys that are not parameters of the stage are ignored.
+
+    Returns:
+        The stage's parameters as one flat mapping, ints widened to float where a float is
+        expected.
+
+    Raises:
+        ParamError: a parameter is missing or has a value out of its allowed range.
+        KeyError: the stage is not one of :data:`STAGES`.
+    """
     flat: dict[str, Any] = {}
     for section in get_stage(stage).sections:
         for key, spec in SCHEMA[section].items():

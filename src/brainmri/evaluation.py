@@ -154,7 +154,28 @@ def _specificity(cm: np.ndarray) -> np.ndarray:
 def classification_summary(
     y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str] = CLASS_NAMES
 ) -> dict[str, Any]:
-    """Return accuracy, per-class/macro/weighted metrics, kappa, MCC and confusion matrices."""
+    """Return accuracy, per-class/macro/weighted metrics, kappa, MCC and confusion matrices.
+
+    The predicted class of a case is the argmax of its probabilities.
+
+    Args:
+        y_true: the true class indices, shape (N,), each in [0, K).
+        probs: the softmax probabilities, shape (N, K), rows summing to 1.
+        class_names: the K class names, in the order of the columns of probs.
+
+    Returns:
+        A JSON-ready mapping: "n", "accuracy"; "per_class" (per class name its "precision",
+        "recall", "specificity", "f1", "support", "roc_auc" and "average_precision", the
+        last two None when the class has no positives or no negatives); "macro" and
+        "weighted" ("precision", "recall", "specificity", "f1" averaged equally or by
+        support); "cohen_kappa" and "mcc" (None when undefined); "confusion_matrix" (K x K
+        counts, true classes as rows) and "confusion_matrix_normalized" (each row divided
+        by its support, rows of absent classes all 0).
+
+    Raises:
+        ValueError: y_true is not N class indices in range, or probs is not an N x K
+            array of probabilities whose rows sum to 1.
+    """
     y, p = _check_inputs(y_true, probs, class_names)
     labels = list(range(len(class_names)))
     pred = p.argmax(axis=1)
@@ -217,6 +238,19 @@ def roc_pr_curves(
     """Return one-vs-rest ROC (fpr, tpr) and PR (precision, recall) curves per class.
 
     A class without positives or without negatives in y_true gets empty lists.
+
+    Args:
+        y_true: (N,) true class indices, as for :func:`classification_summary`.
+        probs: (N, K) softmax probabilities; column k scores class k.
+        class_names: the K class names.
+
+    Returns:
+        Per class name, the lists "fpr", "tpr", "precision" and "recall" (scikit-learn's
+        ``roc_curve`` and ``precision_recall_curve`` of that class against the rest).
+
+    Raises:
+        ValueError: y_true is not N class indices in range, or probs is not an N x K
+            array of probabilities whose rows sum to 1.
     """
     y, p = _check_inputs(y_true, probs, class_names)
     curves: dict[str, dict[str, list[float]]] = {}
@@ -269,7 +303,27 @@ def bootstrap_ci(
     class_names: Sequence[str] = CLASS_NAMES,
     level: float = 0.95,
 ) -> dict[str, dict[str, float | None]]:
-    """Return percentile-bootstrap intervals for accuracy, macro F1 and per-class sensitivity."""
+    """Return percentile-bootstrap intervals for accuracy, macro F1 and per-class sensitivity.
+
+    Each resample draws N cases with replacement; a resample in which a class is absent
+    does not count towards that class's sensitivity interval.
+
+    Args:
+        y_true: the true class indices, shape (N,), each in [0, K).
+        y_pred: the predicted class indices, shape (N,), each in [0, K).
+        n_resamples: the number of bootstrap resamples, at least 1.
+        seed: the seed of the resampling, so the intervals are reproducible.
+        class_names: the K class names.
+        level: the confidence level of the intervals, in (0, 1).
+
+    Returns:
+        Per metric ("accuracy", "macro_f1" and "sensitivity/<class>" per class) a mapping
+        of "point" (on all cases), "low" and "high"; None where the value is undefined.
+
+    Raises:
+        ValueError: y_true or y_pred is not N class indices in range, their lengths
+            differ, n_resamples is not a positive integer or level is not in (0, 1).
+    """
     k = len(class_names)
     y = _check_labels(y_true, k)
     pred = _check_labels(y_pred, k, "y_pred")
@@ -373,7 +427,23 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
-    """Return the temperature T > 0 minimising the NLL of softmax(logits / T) (1 if none does)."""
+    """Return the temperature T > 0 minimising the NLL of softmax(logits / T) (1 if none does).
+
+    T is searched in [0.01, 100]. When every case is already classified correctly, the NLL
+    keeps falling as T shrinks, so a RuntimeWarning is issued and 1 is returned.
+
+    Args:
+        logits: the pre-softmax scores of the fitting cases (the validation split, never
+            the test split), a finite N x K array.
+        y_true: their true class indices, shape (N,), each in [0, K).
+
+    Returns:
+        The fitted temperature; divide logits by it before the softmax.
+
+    Raises:
+        ValueError: logits is not a finite N x K array, or y_true is not N class indices in
+            range.
+    """
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2 or not np.all(np.isfinite(z)):
         raise ValueError(f"logits: expected a finite N x K array, got shape {z.shape}")
@@ -408,7 +478,24 @@ def error_analysis(
     k: int,
     class_names: Sequence[str] = CLASS_NAMES,
 ) -> dict[str, pd.DataFrame]:
-    """Return the k most confident mistakes and the k least confident correct predictions."""
+    """Return the k most confident mistakes and the k least confident correct predictions.
+
+    Args:
+        y_true: the true class indices, shape (N,), each in [0, K).
+        probs: the softmax probabilities, shape (N, K), rows summing to 1.
+        paths: one image path per case, copied into the tables.
+        k: the most rows of each table, at least 0.
+        class_names: the K class names, in the order of the columns of probs.
+
+    Returns:
+        Two tables, "confident_mistakes" (most confident first) and "unsure_correct" (least
+        confident first), ties in input order, with the columns "path", "true", "predicted"
+        (class names), "confidence" (the top probability) and "prob_<class>" per class.
+
+    Raises:
+        ValueError: y_true or probs is invalid (as in :func:`classification_summary`),
+            paths does not hold one path per case, or k is negative.
+    """
     y, p = _check_inputs(y_true, probs, class_names)
     if len(paths) != y.size:
         raise ValueError(f"paths: expected {y.size} paths (one per case), got {len(paths)}")
@@ -467,6 +554,30 @@ def evaluate_split(
     "calibration" (ece/brier/nll/reliability, plus "temperature" and the same after scaling in
     "scaled" when a temperature is given, else both None) and "misclassified" (every wrong case,
     most confident first).
+
+    Args:
+        y_true: the true class indices, shape (N,), each in [0, K).
+        probs: the softmax probabilities, shape (N, K), rows summing to 1.
+        logits: the pre-softmax scores, shape (N, K); needed only with a temperature, else
+            may be None.
+        paths: one image path per case, listed in "misclassified".
+        n_resamples: the number of bootstrap resamples of the intervals.
+        seed: the seed of the bootstrap.
+        n_bins: the number of equal-width confidence bins of the reliability curve and ECE.
+        temperature: the temperature fitted on validation (:func:`fit_temperature`), or None
+            to skip the scaled calibration.
+        class_names: the K class names, in the order of the columns of probs.
+        level: the confidence level of the intervals, in (0, 1).
+
+    Returns:
+        The block with the keys above; undefined values are None. It is checked against
+        METRICS_SCHEMA before it is returned.
+
+    Raises:
+        ValueError: y_true or probs is invalid (as in :func:`classification_summary`),
+            paths does not hold one path per case, logits is missing or of another shape
+            than probs while a temperature is given, or n_resamples, n_bins, level or
+            temperature is out of range.
     """
     y, p = _check_inputs(y_true, probs, class_names)
     if len(paths) != y.size:
@@ -749,7 +860,21 @@ def _block_headline(block: Any, class_names: Sequence[str]) -> dict[str, float |
 
 
 def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], name_a: str, name_b: str) -> str:
-    """Return a plain-text table of headline metrics of two runs per split, with b - a."""
+    """Return a plain-text table of headline metrics of two runs per split, with b - a.
+
+    Args:
+        a: the metrics.json content of the first run; its per-split evaluation blocks are
+            read from a["evaluate"] (entries holding a "summary").
+        b: the metrics.json content of the second run, read the same way.
+        name_a: the column heading of run a.
+        name_b: the column heading of run b; when both names are equal they get " (a)" and
+            " (b)" appended.
+
+    Returns:
+        The table, one row per split and metric (accuracy, macro F1, Cohen kappa, MCC, ECE,
+        ECE after temperature scaling and the sensitivity of each class), with the values
+        of both runs and b - a to four decimals; "-" where a value is missing.
+    """
     # Only the per-split blocks (they hold a "summary"); temperature, TTA and errors are not splits.
     eval_a = {k: v for k, v in (_dig(a, "evaluate") or {}).items() if _dig(v, "summary")}
     eval_b = {k: v for k, v in (_dig(b, "evaluate") or {}).items() if _dig(v, "summary")}

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from brainmri.config import CLASS_NAMES
-from brainmri.data import load_image
+from brainmri.data.images import load_image
 
 
 def augmentation(params: Mapping[str, Any], seed: int) -> keras.Sequential:
@@ -49,7 +49,7 @@ def augmentation(params: Mapping[str, Any], seed: int) -> keras.Sequential:
     return keras.Sequential(steps, name="augmentation")
 
 
-def _decode(path: bytes, size: int) -> np.ndarray:
+def _decode_path(path: bytes, size: int) -> np.ndarray:
     return load_image(Path(path.decode()), size).astype(np.float32)
 
 
@@ -81,7 +81,7 @@ def make_dataset(
     ds = tf.data.Dataset.from_tensor_slices(files)
 
     def decode(path):
-        image = tf.numpy_function(_decode, [path, image_size], tf.float32, stateful=False)
+        image = tf.numpy_function(_decode_path, [path, image_size], tf.float32, stateful=False)
         image.set_shape((image_size, image_size, 3))
         return image
 

@@ -115,7 +115,31 @@ def _compact_cnn(
 
 
 def build_model(params: Mapping[str, Any], root: Path | None = None) -> keras.Model:
-    """Build the classifier described by the model params (flat keys of the `model` section)."""
+    """Build the classifier described by the model params (flat keys of the `model` section).
+
+    The backbone (or the compact CNN) is followed by global max pooling, one Dense (ReLU) and
+    Dropout layer per entry of dense_units, the pre-softmax Dense layer ``LOGITS_LAYER`` and
+    the softmax. The model is neither compiled nor given a trainable policy
+    (:func:`set_trainable`).
+
+    Args:
+        params: the model parameters by flat name, e.g. a notebook's config (other keys are
+            ignored): "backbone", "weights", "image_size", "dense_units", "dropout", and for
+            the compact CNN "cnn_filters", "cnn_convs", "cnn_norm", "bn_momentum" and
+            "cnn_activity_l1".
+        root: the folder a relative weights path is resolved against; None uses the path as
+            given.
+
+    Returns:
+        The classifier, taking (image_size, image_size, 3) RGB images with 0..255 values and
+        returning the probabilities of the classes of ``CLASS_NAMES``.
+
+    Raises:
+        WeightsUnavailableError: the compact CNN is asked for weights other than "none", the
+            ImageNet weights cannot be fetched, or a local weights file is missing or does not
+            fit the backbone.
+        ValueError: cnn_norm is "group" and a block's filters are not a multiple of 8.
+    """
     size = int(params["image_size"])
     inputs = keras.Input((size, size, 3), name="image")
     backbone_name = params["backbone"]
@@ -215,7 +239,15 @@ def set_trainable(model: keras.Model, policy: str, top_n: int = 1) -> None:
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:
-    """Total, trainable and non-trainable parameter counts."""
+    """Total, trainable and non-trainable parameter counts.
+
+    Args:
+        model: a Keras model, counted with its current trainable flags.
+
+    Returns:
+        ``{"total", "trainable", "non_trainable"}``: the numbers of scalar weights (batch-norm
+        statistics count as non-trainable).
+    """
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     total = sum(math.prod(w.shape) for w in model.weights)
     return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
@@ -227,7 +259,18 @@ def logits_model(model: keras.Model) -> keras.Model:
 
 
 def load_model(path: Path) -> keras.Model:
-    """Load a trained model.keras, with a clear error when it is missing or unreadable."""
+    """Load a trained model.keras, with a clear error when it is missing or unreadable.
+
+    Args:
+        path: the saved model file (``Paths.model``).
+
+    Returns:
+        The loaded model, with its trained weights.
+
+    Raises:
+        FileNotFoundError: there is no file at path (the 03_train stage has not run).
+        ValueError: the file is not a loadable Keras model.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained model; run the 03_train stage first")
@@ -238,7 +281,18 @@ def load_model(path: Path) -> keras.Model:
 
 
 def predict(model: keras.Model, images: Any, tta: bool = False) -> tuple[Any, Any]:
-    """Logits and softmax probabilities for a dataset or array of 0-255 images (TTA: + h-flip)."""
+    """Logits and softmax probabilities for a dataset or array of 0-255 images (TTA: + h-flip).
+
+    Args:
+        model: a classifier built by :func:`build_model` (or loaded by :func:`load_model`).
+        images: the images at the model's input size, 0..255 RGB: an (N, H, W, 3) array or a
+            ``tf.data`` dataset of image batches without labels.
+        tta: also average the logits of the left-right flipped images.
+
+    Returns:
+        ``(logits, probs)``, two float arrays of shape (N, number of classes); probs is the
+        softmax of the (averaged) logits.
+    """
     import numpy as np
 
     logits = logits_model(model).predict(images, verbose=0)

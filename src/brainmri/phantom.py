@@ -372,7 +372,29 @@ def _check_count(name: str, value: object, low: int) -> int:
 def generate_phantom_dataset(
     out_dir: Path, train_per_class: int, test_per_class: int, size: int, seed: int
 ) -> Path:
-    """Write (or reuse) a seeded phantom data set in the Kaggle layout with lesion masks."""
+    """Write (or reuse) a seeded phantom data set in the Kaggle layout with lesion masks.
+
+    Images go to ``<out_dir>/<split>/<class>/phantom_<class>_<index>.jpg`` and their masks
+    (0/255 PNG, empty for "notumor") to the parallel ``<out_dir>/masks/`` tree, with the
+    arguments recorded in phantom.json. A folder whose phantom.json records the same
+    arguments and format version and that holds every file is reused as it is; otherwise
+    the set is rendered into a temporary folder beside out_dir and swapped in whole. Each
+    image depends only on (seed, split, class, index), not on the other counts.
+
+    Args:
+        out_dir: the folder of the data set; it must be new, empty or an earlier phantom set.
+        train_per_class: Training images per class, at least 1.
+        test_per_class: Testing images per class, at least 1.
+        size: the side of the square images in pixels, at least ``MIN_SIZE`` (32).
+        seed: the seed of the whole set, at least 0.
+
+    Returns:
+        out_dir.
+
+    Raises:
+        ValueError: a count, the size or the seed is not an integer in its range.
+        FileExistsError: out_dir holds files but no phantom.json written by this generator.
+    """
     out_dir = Path(out_dir)
     args = {
         "generator": GENERATOR,
@@ -440,7 +462,23 @@ def mask_path(image_path: Path, data_root: Path) -> Path:
 
 
 def load_mask(image_path: Path, data_root: Path, size: int | None = None) -> np.ndarray | None:
-    """Return the bool lesion mask of an image (optionally size x size), or None if it has none."""
+    """Return the bool lesion mask of an image (optionally size x size), or None if it has none.
+
+    Args:
+        image_path: the image, inside data_root as ``<data_root>/<split>/<class>/<image>``;
+            its mask is the PNG of the same stem under ``<data_root>/masks/``.
+        data_root: the root of the data set.
+        size: the side the mask is resized to (nearest neighbour), a positive integer;
+            None keeps the mask file's size.
+
+    Returns:
+        The mask, True where the tumour is, of shape (size, size) or the file's; None when
+        no mask file exists (the Kaggle data set has none).
+
+    Raises:
+        ValueError: image_path is not inside data_root, the mask file cannot be read, or
+            size is not a positive integer.
+    """
     path = mask_path(image_path, data_root)
     if not path.is_file():
         return None

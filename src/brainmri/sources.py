@@ -38,7 +38,7 @@ def resolve_source(cfg: Mapping[str, Any], paths: Paths, echo=print) -> dict[str
     if mode in ("auto", "kaggle"):
         target = paths.kaggle_dir
         try:
-            root = data.download_kaggle(cfg["kaggle_dataset"], target, paths.root)
+            root = data.download_kaggle(cfg["kaggle_dataset"], target, project_root=paths.root)
             return {"source": "kaggle", "detail": cfg["kaggle_dataset"], "root": str(root)}
         except data.DataSourceError as exc:
             if mode == "kaggle":
@@ -61,8 +61,10 @@ def resolve_source(cfg: Mapping[str, Any], paths: Paths, echo=print) -> dict[str
 def build_manifest(root: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
     """Scan and validate every file, audit duplicates, then assign train/val/test subsets."""
     manifest = data.scan_dataset(Path(root))
-    manifest = data.audit_duplicates(manifest, cfg["near_dup_distance"])
-    manifest = data.assign_subsets(manifest, cfg["dedup"], cfg["val_fraction"], cfg["seed"])
+    manifest = data.audit_duplicates(manifest, near_distance=cfg["near_dup_distance"])
+    manifest = data.assign_subsets(
+        manifest, dedup=cfg["dedup"], val_fraction=cfg["val_fraction"], seed=cfg["seed"]
+    )
     manifest["label_index"] = manifest["label"].map(CLASS_NAMES.index).astype(int)
     return manifest
 

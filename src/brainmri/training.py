@@ -232,13 +232,29 @@ def best_epoch(history: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def state_key(cfg: Mapping[str, Any], manifest_sha256: str) -> str:
-    """What a training state belongs to: the parameters, the exact data and the training code."""
+def training_code_files() -> list[Path]:
+    """The source files whose code decides what training computes (decoding, model, training).
+
+    Returns:
+        The .py files of ``data`` (every module of the package), ``inputs``, ``model`` and
+        ``training``.
+    """
     from brainmri import data, inputs, model
 
+    files = []
+    for m in (data, inputs, model, sys.modules[__name__]):
+        file = Path(m.__file__)
+        # a package's __init__.py holds none of its code: every module of it counts
+        files += sorted(file.parent.rglob("*.py")) if hasattr(m, "__path__") else [file]
+    return files
+
+
+def state_key(cfg: Mapping[str, Any], manifest_sha256: str) -> str:
+    """What a training state belongs to: the parameters, the exact data and the training code."""
+    src = Path(__file__).parent
     code = {
-        Path(m.__file__).name: hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest()
-        for m in (data, inputs, model, sys.modules[__name__])
+        f.relative_to(src).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in training_code_files()
     }
     payload = json.dumps(
         {"params": dict(cfg), "manifest": manifest_sha256, "code": code}, sort_keys=True

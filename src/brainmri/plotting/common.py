@@ -12,7 +12,19 @@ from matplotlib.figure import Figure
 
 
 def save_figure(fig: Figure, folder: Path, name: str, dpi: int = 110) -> Path:
-    """Save a figure as folder/name.png (the report keeps it inline too) and return the path."""
+    """Save a figure as folder/name.png (the report keeps it inline too) and return the path.
+
+    The figure is left open, so a notebook still displays it.
+
+    Args:
+        fig: the figure to save.
+        folder: the output folder, created when missing (usually ``Paths.figures_dir``).
+        name: the file stem, without ".png".
+        dpi: the resolution of the PNG in dots per inch.
+
+    Returns:
+        The path of the PNG written (cropped to the drawn content).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
@@ -21,7 +33,16 @@ def save_figure(fig: Figure, folder: Path, name: str, dpi: int = 110) -> Path:
 
 
 def plot_training_curves(history: pd.DataFrame) -> Figure:
-    """Loss, accuracy and learning rate per epoch (training and validation)."""
+    """Loss, accuracy and learning rate per epoch (training and validation).
+
+    Args:
+        history: the training history, one row per epoch (history.csv as Keras' CSVLogger
+            writes it): a 0-based "epoch" column (drawn from 1), "loss" and "accuracy", and
+            optionally "val_loss", "val_accuracy" and "learning_rate" (drawn on a log scale).
+
+    Returns:
+        A figure of three panels: loss, accuracy and learning rate against the epoch.
+    """
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     epochs = history["epoch"] + 1
     for ax, metric in zip(axes[:2], ("loss", "accuracy"), strict=True):
@@ -46,7 +67,18 @@ def plot_training_curves(history: pd.DataFrame) -> Figure:
 def plot_image_gallery(
     images: Sequence[np.ndarray], titles: Sequence[str], ncols: int = 4, size: float = 3.0
 ) -> Figure:
-    """A grid of images with a title under each."""
+    """A grid of images with a title above each.
+
+    Args:
+        images: the images, each (H, W) or (H, W, 3) with 0..255 values (cast to uint8; 2-D
+            images are drawn in grey).
+        titles: one title per image; titles beyond the number of images are not drawn.
+        ncols: the most images per row (fewer when there are fewer images).
+        size: the side of each panel in inches.
+
+    Returns:
+        The figure; panels without an image are left blank.
+    """
     n = max(len(images), 1)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))

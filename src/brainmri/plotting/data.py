@@ -46,7 +46,18 @@ def _empty(fig: Figure, ax, text: str) -> Figure:
 
 
 def plot_class_counts(manifest: pd.DataFrame) -> Figure:
-    """Bars of usable images per class, one bar per split, with the counts written on them."""
+    """Bars of usable images per class, one bar per split, with the counts written on them.
+
+    Args:
+        manifest: the data set manifest (columns ``SCAN_COLUMNS``); only rows with status
+            "ok" are used.
+
+    Returns:
+        A figure with one group of bars per class of ``CLASS_NAMES``.
+
+    Raises:
+        ValueError: the manifest lacks a column of ``SCAN_COLUMNS``.
+    """
     ok = _ok_rows(manifest)
     counts = (
         ok.groupby(["label", "split"])
@@ -68,7 +79,24 @@ def plot_class_counts(manifest: pd.DataFrame) -> Figure:
 
 
 def plot_sample_grid(manifest: pd.DataFrame, root: Path | str, per_class: int, seed: int) -> Figure:
-    """A grid of randomly drawn images, one row per class, as the model sees them (load_image)."""
+    """A grid of randomly drawn images, one row per class, as the model sees them (load_image).
+
+    Args:
+        manifest: the data set manifest (columns ``SCAN_COLUMNS``); only rows with status
+            "ok" are used.
+        root: the data root the manifest's "path" values are relative to.
+        per_class: images drawn per class (columns of the grid; at least 1); a class with
+            fewer images leaves the rest of its row empty.
+        seed: the seed of the draw, so a rerun shows the same images.
+
+    Returns:
+        A figure with one row per class of ``CLASS_NAMES``, each image titled with its split
+        and file name.
+
+    Raises:
+        ValueError: the manifest lacks a column of ``SCAN_COLUMNS``, or an image cannot be
+            read (see ``load_image``).
+    """
     ok = _ok_rows(manifest)
     per_class = max(int(per_class), 1)
     fig, axes = plt.subplots(
@@ -96,7 +124,19 @@ def plot_sample_grid(manifest: pd.DataFrame, root: Path | str, per_class: int, s
 
 
 def plot_size_mode(manifest: pd.DataFrame) -> Figure:
-    """Image dimensions, colour modes per split, and file sizes per class."""
+    """Image dimensions, colour modes per split, and file sizes per class.
+
+    Args:
+        manifest: the manifest; as in :func:`plot_class_counts`, excluded rows are ignored.
+
+    Returns:
+        A figure of three panels: the ten most common width x height sizes, the number of
+        images per colour mode and split, and histograms of the file size (KiB) per class.
+        Without usable rows it says "no usable images" instead.
+
+    Raises:
+        ValueError: the manifest lacks a column of ``SCAN_COLUMNS``.
+    """
     ok = _ok_rows(manifest)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     if ok.empty:
@@ -131,7 +171,26 @@ def plot_size_mode(manifest: pd.DataFrame) -> Figure:
 def plot_intensity_histograms(
     manifest: pd.DataFrame, root: Path | str, per_class_limit: int, seed: int
 ) -> Figure:
-    """Grey-level histograms per class and the spread of per-image mean intensity."""
+    """Grey-level histograms per class and the spread of per-image mean intensity.
+
+    Images are read with ``load_image`` at 160 x 160 pixels and converted to grey.
+
+    Args:
+        manifest: the data set manifest (columns ``SCAN_COLUMNS``); only rows with status
+            "ok" are used.
+        root: the data root the manifest's "path" values are relative to.
+        per_class_limit: the most images drawn per class.
+        seed: the seed of the draw.
+
+    Returns:
+        A figure of two panels: the normalised grey-level histogram of each class (log
+        scale) and box plots of the per-image mean grey level per class. Classes without
+        usable images are left out; with none at all it says "no usable images".
+
+    Raises:
+        ValueError: the manifest lacks a column of ``SCAN_COLUMNS``, or an image cannot be
+            read (see ``load_image``).
+    """
     ok = _ok_rows(manifest)
     fig, (ax_hist, ax_mean) = plt.subplots(1, 2, figsize=(13, 4.2), constrained_layout=True)
     means: dict[str, np.ndarray] = {}
@@ -175,7 +234,24 @@ def plot_intensity_histograms(
 def plot_duplicate_pairs(
     manifest: pd.DataFrame, root: Path | str, pairs: Sequence[Sequence]
 ) -> Figure:
-    """Duplicate pairs side by side with split, class and perceptual-hash distance."""
+    """Duplicate pairs side by side with split, class and perceptual-hash distance.
+
+    Args:
+        manifest: the data set manifest (columns ``SCAN_COLUMNS``); only rows with status
+            "ok" are used.
+        root: the data root the manifest's "path" values are relative to.
+        pairs: ``(path_a, path_b, distance)`` triples, paths as in the manifest's "path"
+            column and distance the perceptual-hash Hamming distance (e.g. the audit's
+            "example_pairs").
+
+    Returns:
+        A figure with one row per pair; a pair whose labels differ is marked "LABELS
+        DIFFER" in red. Without pairs it says "no duplicate pairs" instead.
+
+    Raises:
+        ValueError: the manifest lacks a column of ``SCAN_COLUMNS``, a pair's path is not a
+            usable row of the manifest, or an image cannot be read (see ``load_image``).
+    """
     rows = _ok_rows(manifest).set_index("path")
     pairs = [tuple(p) for p in pairs]
     fig, axes = plt.subplots(

@@ -25,7 +25,20 @@ def _require_keys(mapping: Mapping[str, Any], keys: Sequence[str], what: str) ->
 def plot_confusion_matrices(
     summary: Mapping[str, Any], class_names: Sequence[str] = CLASS_NAMES
 ) -> Figure:
-    """Return counts and row-normalised confusion matrices side by side as annotated heatmaps."""
+    """Return counts and row-normalised confusion matrices side by side as annotated heatmaps.
+
+    Args:
+        summary: a classification summary (``evaluation.classification_summary``, or the
+            "summary" of an evaluation block) holding "confusion_matrix" and
+            "confusion_matrix_normalized", each K x K with true classes as rows.
+        class_names: the K class names labelling the rows and columns.
+
+    Returns:
+        A figure of two heatmaps: counts, and rows normalised to 1 (recall on the diagonal).
+
+    Raises:
+        ValueError: a matrix is missing or not K x K.
+    """
     _require_keys(summary, ["confusion_matrix", "confusion_matrix_normalized"], "summary")
     counts = np.asarray(summary["confusion_matrix"], dtype=int)
     normed = np.asarray(summary["confusion_matrix_normalized"], dtype=float)
@@ -64,7 +77,22 @@ def plot_confusion_matrices(
 def plot_roc_pr(
     curves: Mapping[str, Mapping[str, Sequence[float]]], summary: Mapping[str, Any]
 ) -> Figure:
-    """Return one-vs-rest ROC and precision-recall curves per class, AUC/AP in the legends."""
+    """Return one-vs-rest ROC and precision-recall curves per class, AUC/AP in the legends.
+
+    Args:
+        curves: per class name, the lists "fpr", "tpr", "precision" and "recall", as
+            ``evaluation.roc_pr_curves`` returns them; a class with empty lists (absent from
+            the split) is not drawn.
+        summary: a classification summary whose "per_class" entries give each class's
+            "roc_auc" and "average_precision" for the legends ("n/a" where None or missing).
+
+    Returns:
+        A figure of two panels: ROC curves with the chance diagonal, and precision-recall
+        curves.
+
+    Raises:
+        ValueError: summary has no "per_class", or a curve lacks one of its four lists.
+    """
     _require_keys(summary, ["per_class"], "summary")
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
     for name, curve in curves.items():
@@ -89,7 +117,9 @@ def plot_roc_pr(
 
 def _reliability_panel(ax: Any, curve: Mapping[str, Any], title: str) -> None:
     """Draw one reliability diagram (accuracy bars against the diagonal) on ax."""
-    _require_keys(curve, ["bin_centers", "accuracy", "confidence", "count", "ece"], "reliability curve")
+    _require_keys(
+        curve, ["bin_centers", "accuracy", "confidence", "count", "ece"], "reliability curve"
+    )
     centers = np.asarray(curve["bin_centers"], dtype=float)
     acc = np.array([np.nan if a is None else a for a in curve["accuracy"]], dtype=float)
     conf = np.array([np.nan if c is None else c for c in curve["confidence"]], dtype=float)
@@ -113,7 +143,22 @@ def _reliability_panel(ax: Any, curve: Mapping[str, Any], title: str) -> None:
 
 
 def plot_reliability(before: Mapping[str, Any], after: Mapping[str, Any] | None = None) -> Figure:
-    """Return reliability diagrams before (and, if given, after) temperature scaling."""
+    """Return reliability diagrams before (and, if given, after) temperature scaling.
+
+    Args:
+        before: a reliability curve as ``evaluation.reliability_curve`` returns it (keys
+            "bin_centers", "accuracy", "confidence", "count" and "ece"; empty bins hold None),
+            e.g. ``block["calibration"]["reliability"]``.
+        after: the same curve after temperature scaling, or None for one panel only.
+
+    Returns:
+        A figure of one or two panels: accuracy bars per confidence bin, the gap to the
+        bin's mean confidence in red, and the diagonal of perfect calibration; each title
+        gives the ECE and the number of cases.
+
+    Raises:
+        ValueError: a curve lacks one of its keys.
+    """
     panels = [(before, "Before temperature scaling" if after is not None else "Reliability")]
     if after is not None:
         panels.append((after, "After temperature scaling"))
@@ -126,7 +171,19 @@ def plot_reliability(before: Mapping[str, Any], after: Mapping[str, Any] | None 
 
 
 def plot_ci_forest(ci: Mapping[str, Mapping[str, float | None]]) -> Figure:
-    """Return a forest plot: point estimate and bootstrap interval per metric."""
+    """Return a forest plot: point estimate and bootstrap interval per metric.
+
+    Args:
+        ci: per metric name, its "point", "low" and "high", as ``evaluation.bootstrap_ci``
+            returns them. A metric whose point is None keeps its row empty; one without an
+            interval is drawn as a point alone.
+
+    Returns:
+        A figure with one row per metric, in the order given, on an x axis from 0 to 1.02.
+
+    Raises:
+        ValueError: ci is empty, or a metric lacks "point", "low" or "high".
+    """
     if not ci:
         raise ValueError("ci: expected at least one metric with point/low/high")
     names = list(ci)

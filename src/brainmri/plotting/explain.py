@@ -34,7 +34,23 @@ def plot_viz_gradcam(
     probs: Sequence[float],
     class_names: Sequence[str],
 ) -> Figure:
-    """The reference 1x4 view: original, Grad-CAM heatmap, overlay and class probabilities."""
+    """The reference 1x4 view: original, Grad-CAM heatmap, overlay and class probabilities.
+
+    Args:
+        image: the original, (H, W), (H, W, 1) or (H, W, 3) with 0..255 values.
+        heatmap: the map, (H, W) in [0, 1] (drawn with the jet colour map), or an image
+            already coloured (drawn as it is).
+        overlay: the heatmap blended onto the image, an RGB image.
+        probs: one probability per class name; the highest is drawn in red.
+        class_names: the names labelling the probability bars.
+
+    Returns:
+        A figure of four panels, the last titled with the predicted class and its
+        probability.
+
+    Raises:
+        ValueError: probs does not hold one value per class name.
+    """
     p = np.asarray(probs, dtype=float)
     if p.shape != (len(class_names),):
         raise ValueError(
@@ -73,7 +89,24 @@ def plot_cam_gallery(
     titles: Sequence[str],
     ncols: int = 4,
 ) -> Figure:
-    """A grid of overlays, each beside its original image when images are given."""
+    """A grid of overlays, each beside its original image when images are given.
+
+    Args:
+        images: the originals, each (H, W), (H, W, 1) or (H, W, 3) with 0..255 values, one per
+            overlay; None draws the overlays alone.
+        overlays: the RGB overlays (e.g. from ``brainmri.explain.overlay``); at least one.
+        titles: one title per overlay; with images it goes above the original and the
+            overlay is titled "Grad-CAM".
+        ncols: the most items per row (fewer when there are fewer overlays); with images
+            each item takes two panels.
+
+    Returns:
+        The figure; panels without an item are left blank.
+
+    Raises:
+        ValueError: there are no overlays, or titles (or images) do not number one per
+            overlay.
+    """
     n = len(overlays)
     if n == 0:
         raise ValueError("overlays: expected at least one overlay")
@@ -113,7 +146,24 @@ def plot_methods_side_by_side(
     masks: Sequence[np.ndarray] | None = None,
     alpha: float = 0.5,
 ) -> Figure:
-    """Rows of images, columns of methods: each map over its image, mask contour if given."""
+    """Rows of images, columns of methods: each map over its image, mask contour if given.
+
+    Args:
+        images: the images, each (H, W), (H, W, 1) or (H, W, 3) with 0..255 values.
+        maps_by_method: per method name, one map per image, each (H, W) in [0, 1] at the
+            image's resolution (drawn with the jet colour map).
+        masks: one lesion mask (H, W) per image, outlined in white where it is not empty;
+            None draws no outlines.
+        alpha: the opacity of the maps over the images, in [0, 1].
+
+    Returns:
+        A figure with one row per image: the image alone, then one column per method in
+        the order of maps_by_method, with the column titles on the first row.
+
+    Raises:
+        ValueError: there is no image or no method, or a method's maps or the masks do not
+            number one per image.
+    """
     n = len(images)
     if n == 0 or not maps_by_method:
         raise ValueError("images/maps_by_method: expected at least one image and one method")
@@ -146,7 +196,22 @@ def plot_methods_side_by_side(
 
 
 def plot_localisation_summary(summary: Mapping[str, Any]) -> Figure:
-    """Grouped bars of pointing rate and energy ratio per class and method, baselines included."""
+    """Grouped bars of pointing rate and energy ratio per class and method, baselines included.
+
+    Args:
+        summary: the output of ``summarise_localisation``: "methods" (the method names),
+            "classes" (per class: "mask_area_fraction" and per method the mean
+            "pointing_rate" and "energy_ratio") and "overall" (the same over all classes).
+
+    Returns:
+        A figure of two panels with one group of bars per class and one for "all": the
+        pointing-game hit rate, with each group's mask area fraction marked as its chance
+        level, and the energy ratio, with chance (1) as a dashed line. Missing values leave
+        a gap.
+
+    Raises:
+        ValueError: summary lacks "classes", "overall" or "methods".
+    """
     for key in ("classes", "overall", "methods"):
         if key not in summary:
             raise ValueError(

@@ -1,0 +1,93 @@
+# %% [markdown]
+# # 2 · Exploratory data analysis
+#
+# Class balance, what the images look like, their sizes and modes, intensity distributions per class,
+# the duplicate and leakage audit, and the files that were excluded.
+
+# %%
+from pathlib import Path
+
+from IPython.display import display
+
+from brainmri import config, sources
+from brainmri.io import write_json
+from brainmri.plotting import data as dplot
+from brainmri.plotting.common import save_figure
+
+# %% tags=["parameters"]
+STAGE = "02_eda"
+profile = "default"
+
+# %%
+cfg = config.notebook_config(STAGE, globals())  # validates the injected parameters
+paths = config.paths(profile)
+paths.figures_dir.mkdir(parents=True, exist_ok=True)
+record, manifest = sources.load_run_data(paths)
+data_root = Path(record["root"])
+
+# %% [markdown]
+# ## Class counts per split
+# A class far smaller than the others would bias the model towards the rest; here they should be
+# within a factor of about 1.3 of each other.
+
+# %%
+ok = manifest[manifest["status"] == "ok"]
+counts = ok.groupby(["label", "split"]).size().unstack(fill_value=0)
+display(counts)
+fig = dplot.plot_class_counts(manifest)
+save_figure(fig, paths.figures_dir, "eda_class_counts")
+
+# %% [markdown]
+# ## Sample images per class
+# Drawn at random, as the model sees them after decoding: look for labels that do not match what
+# you see, and for views (axial, coronal, sagittal) that differ between classes.
+
+# %%
+fig = dplot.plot_sample_grid(manifest, data_root, cfg["eda_samples_per_class"], cfg["seed"])
+save_figure(fig, paths.figures_dir, "eda_samples")
+
+# %% [markdown]
+# ## Image sizes and modes
+# Every image is resized to the model's input, so mixed sizes are fine; a size or colour mode found in
+# one class only would be a shortcut the model could learn instead of the anatomy.
+
+# %%
+display(ok.groupby(["mode", "width", "height"]).size().rename("files").to_frame())
+fig = dplot.plot_size_mode(manifest)
+save_figure(fig, paths.figures_dir, "eda_size_mode")
+
+# %% [markdown]
+# ## Intensity histograms per class
+# Classes whose grey-level distributions differ strongly could be told apart by brightness alone.
+
+# %%
+fig = dplot.plot_intensity_histograms(manifest, data_root, 200, cfg["seed"])
+save_figure(fig, paths.figures_dir, "eda_intensity")
+
+# %% [markdown]
+# ## Duplicate and leakage audit
+# Exact duplicates share a content hash; near duplicates have perceptual hashes within the configured
+# Hamming distance. Testing images that duplicate a Training image inflate test accuracy, so the
+# evaluation also reports a de-duplicated Testing split. Clusters holding different labels are
+# label noise: the same picture filed under two classes.
+
+# %%
+audit = dict(record["audit"])  # computed once by 01_download
+pairs = audit.pop("example_pairs", [])
+display(audit)
+if pairs:
+    fig = dplot.plot_duplicate_pairs(manifest, data_root, pairs[:6])
+    save_figure(fig, paths.figures_dir, "eda_duplicate_pairs")
+conflicts = manifest[manifest["label_conflict"]]
+print(f"{len(conflicts)} images sit in clusters holding different labels")
+conflicts[["path", "split", "label", "exact_group", "near_group"]].head(20)
+
+# %% [markdown]
+# ## Excluded files
+# The files 01_download excluded, with the reason; none of them reaches training or evaluation.
+
+# %%
+excluded = manifest[manifest["status"] != "ok"][["path", "split", "label", "reason"]]
+figures = sorted(p.name for p in paths.figures_dir.glob("eda_*.png"))
+write_json(paths.stage_metrics(STAGE), {"excluded": int(len(excluded)), "figures": figures})
+excluded if len(excluded) else print("no file was excluded")

@@ -1,0 +1,114 @@
+# %% [markdown]
+# # 3 · Training
+#
+# Builds the configured model (reference: EfficientNetB1 at 240x240, global max pooling, two
+# Dense+Dropout layers and a 4-way softmax), trains it with Adam and categorical cross-entropy on the
+# training subset with the reference augmentation, and selects the checkpoint with the best
+# **validation** accuracy (Testing is never looked at here). A run killed mid-training resumes from its
+# last finished epoch when the pipeline runs again.
+
+# %%
+from brainmri import config, inputs, sources, training
+from brainmri import model as mdl
+from brainmri.io import write_json
+from brainmri.plotting.common import plot_training_curves, save_figure
+
+# %% tags=["parameters"]
+STAGE = "03_train"
+profile = "default"
+
+# %%
+cfg = config.notebook_config(STAGE, globals())  # validates the injected parameters
+paths = config.paths(profile)
+paths.figures_dir.mkdir(parents=True, exist_ok=True)
+record, manifest = sources.load_run_data(paths)
+data_root = record["root"]
+started = training.now()
+training.seed_everything(cfg["seed"], cfg["deterministic"])
+
+# %% [markdown]
+# ## Model
+# The summary lists which layers train: with a pretrained backbone, a frozen one shows most
+# parameters as non-trainable.
+
+# %%
+model = mdl.build_model(cfg, paths.root)
+counts = mdl.parameter_counts(model)
+print(f"{model.name}: {counts['total']:,} parameters ({counts['trainable']:,} trainable)")
+model.summary(line_length=110, expand_nested=False, show_trainable=True)
+
+# %% [markdown]
+# ## Input pipeline
+# Images are decoded once and cached; augmentation (rotation, shifts, shear, zoom, flips) is applied
+# to the training batches only.
+
+# %%
+_, train_files, train_labels = sources.subset_files(manifest, data_root, "train")
+_, val_files, val_labels = sources.subset_files(manifest, data_root, "val")
+print(f"train: {len(train_files)} images, validation: {len(val_files)} images")
+cache_args = {
+    "cache": cfg["cache"],
+    "cache_dir": paths.cache_dir,
+    "cache_tag": record["manifest_sha256"],
+}
+train_ds = inputs.make_dataset(
+    train_files,
+    train_labels,
+    cfg["image_size"],
+    cfg["batch_size"],
+    shuffle=True,
+    seed=cfg["seed"],
+    augment=inputs.augmentation(cfg, cfg["seed"]),
+    **cache_args,
+)
+val_ds = inputs.make_dataset(
+    val_files, val_labels, cfg["image_size"], cfg["batch_size"], **cache_args
+)
+
+# %% [markdown]
+# ## Training (one line per epoch)
+# Early stopping watches validation accuracy; the model kept is the best epoch's, not the last.
+
+# %%
+model, history, status = training.train_or_resume(
+    model,
+    train_ds,
+    val_ds,
+    cfg,
+    manifest_sha256=record["manifest_sha256"],
+    model_path=paths.model,
+    history_path=paths.history,
+    state_dir=paths.state_dir / "train",
+)
+best = training.best_epoch(history)
+print(
+    f"best epoch {best.get('epoch')}: validation accuracy {best.get('val_accuracy', float('nan')):.4f}"
+)
+
+# %% [markdown]
+# ## Training curves
+# Training accuracy far above validation accuracy means over-fitting; a validation curve that jumps
+# from epoch to epoch means the selected epoch is partly luck.
+
+# %%
+fig = plot_training_curves(history)
+save_figure(fig, paths.figures_dir, "train_curves")
+history.round(4)
+
+# %% [markdown]
+# ## Run metadata (`run.json`)
+# Everything needed to say which model this is: parameters, data hash, versions, commit and timings.
+
+# %%
+run = training.run_metadata(
+    cfg,
+    model,
+    history,
+    manifest_sha256=record["manifest_sha256"],
+    root=paths.root,
+    started=started,
+    status=status,
+)
+write_json(paths.run_json, run)
+write_json(paths.stage_metrics(STAGE), run["summary"])
+run["summary"]

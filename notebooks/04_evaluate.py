@@ -1,0 +1,177 @@
+# %% [markdown]
+# # 4 · Evaluation
+#
+# Everything here is computed on **Testing**, which no earlier stage touched: the official split and the
+# de-duplicated one (Testing images that duplicate a Training image removed), side by side. Confidence
+# intervals are 95% percentile bootstrap intervals; calibration is checked before and after temperature
+# scaling fitted on the validation subset.
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
+
+from brainmri import config, evaluation, inputs, sources
+from brainmri import model as mdl
+from brainmri.config import CLASS_NAMES
+from brainmri.io import write_json
+from brainmri.plotting import evaluation as eplot
+from brainmri.plotting.common import plot_image_gallery, save_figure
+
+# %% tags=["parameters"]
+STAGE = "04_evaluate"
+profile = "default"
+
+# %%
+cfg = config.notebook_config(STAGE, globals())  # validates the injected parameters
+paths = config.paths(profile)
+paths.figures_dir.mkdir(parents=True, exist_ok=True)
+record, manifest = sources.load_run_data(paths)
+data_root = Path(record["root"])
+model = mdl.load_model(paths.model)
+image_size = model.input_shape[1]
+SPLITS = {"official": "test", "dedup": "test_dedup"}  # report name -> manifest subset
+
+# %% [markdown]
+# ## Predictions
+# The temperature is fitted on validation, never on Testing. A temperature well above 1 means the
+# model was over-confident; close to 1, its probabilities were already about right.
+
+# %%
+val_rows, val_files, val_labels = sources.subset_files(manifest, data_root, "val")
+val_logits, _ = mdl.predict_files(model, val_files)
+temperature = evaluation.fit_temperature(val_logits, val_rows["label_index"].to_numpy())
+print(f"temperature fitted on validation: T = {temperature:.3f}")
+results = {}
+for split, subset in SPLITS.items():
+    rows, files, _ = sources.subset_files(manifest, data_root, subset)
+    results[split] = (rows, *mdl.predict_files(model, files))
+    print(f"{split}: {len(rows)} images")
+
+# %% [markdown]
+# ## Metrics with 95% confidence intervals
+# If the de-duplicated accuracy drops well below the official one, the headline was inflated by
+# copies of Training images in Testing.
+
+# %%
+blocks = {
+    split: evaluation.evaluate_split(
+        rows["label_index"].to_numpy(),
+        probs,
+        logits,
+        rows["path"].tolist(),
+        n_resamples=cfg["bootstrap_resamples"],
+        seed=cfg["seed"],
+        n_bins=cfg["calibration_bins"],
+        temperature=temperature,
+    )
+    for split, (rows, logits, probs) in results.items()
+}
+evaluation.headline_table(blocks)
+
+# %% [markdown]
+# Per class: recall is the sensitivity. A tumour class with low recall is the clinically costly
+# error (a tumour called something else); the confusion matrices below show what it is taken for.
+
+# %%
+evaluation.per_class_table(blocks).round(4)
+
+# %%
+for split, b in blocks.items():
+    fig = eplot.plot_ci_forest(b["ci"])
+    fig.suptitle(f"95% bootstrap intervals: {split} Testing")
+    save_figure(fig, paths.figures_dir, f"eval_ci_{split}")
+
+# %% [markdown]
+# ## Confusion matrices
+# Off-diagonal cells are mistakes; the row-normalised matrix reads as "of the true class, the share
+# predicted as each class".
+
+# %%
+for split, b in blocks.items():
+    fig = eplot.plot_confusion_matrices(b["summary"], CLASS_NAMES)
+    fig.suptitle(f"{split} Testing")
+    save_figure(fig, paths.figures_dir, f"eval_confusion_{split}")
+
+# %% [markdown]
+# ## ROC and precision-recall curves (one-vs-rest)
+# Curves close to the top-left (ROC) and top-right (precision-recall) corners separate the class
+# well at every threshold, not only at the arg-max.
+
+# %%
+for split, (rows, _, probs) in results.items():
+    curves = evaluation.roc_pr_curves(rows["label_index"].to_numpy(), probs)
+    fig = eplot.plot_roc_pr(curves, blocks[split]["summary"])
+    fig.suptitle(f"{split} Testing")
+    save_figure(fig, paths.figures_dir, f"eval_roc_pr_{split}")
+
+# %% [markdown]
+# ## Calibration: reliability before and after temperature scaling
+# Bars on the diagonal mean a predicted 0.8 is right 80% of the time; a lower ECE after scaling
+# means the temperature fitted on validation carried over to Testing.
+
+# %%
+for split, b in blocks.items():
+    cal = b["calibration"]
+    fig = eplot.plot_reliability(cal["reliability"], cal["scaled"]["reliability"])
+    fig.suptitle(f"{split} Testing: before and after temperature scaling (T = {temperature:.2f})")
+    save_figure(fig, paths.figures_dir, f"eval_reliability_{split}")
+evaluation.calibration_table(blocks).round(4)
+
+# %% [markdown]
+# ## Test-time augmentation (horizontal flip)
+# Averaging each image with its mirror image: a gain of a few tenths of a point is typical; a large
+# gain would mean the model is sensitive to left-right orientation.
+
+# %%
+tta_report = {}
+if cfg["tta"]:
+    for split, (rows, _, _) in results.items():
+        files = [str(data_root / p) for p in rows["path"]]
+        _, probs_tta = mdl.predict_files(model, files, tta=True)
+        y = rows["label_index"].to_numpy()
+        tta_report[split] = {
+            "accuracy_without": blocks[split]["summary"]["accuracy"],
+            "accuracy_with": float((probs_tta.argmax(1) == y).mean()),
+        }
+    display(pd.DataFrame(tta_report))
+else:
+    print("test-time augmentation is off (tta: false)")
+
+# %% [markdown]
+# ## Error analysis
+# The most confident mistakes and the least confident correct predictions, with their files.
+# Confident mistakes are worth opening: they are often label noise or an unusual view.
+
+# %%
+rows, logits, probs = results["official"]
+errors = evaluation.error_analysis(
+    rows["label_index"].to_numpy(), probs, rows["path"].tolist(), cfg["error_gallery_size"]
+)
+for kind, frame in errors.items():
+    display(frame)
+    if len(frame):
+        images = inputs.load_batch([data_root / p for p in frame["path"]], image_size)
+        titles = [
+            f"{r.path}\ntrue {r.true} · pred {r.predicted} ({r.confidence:.2f})"
+            for r in frame.itertuples()
+        ]
+        fig = plot_image_gallery(images, titles)
+        fig.suptitle(kind.replace("_", " "))
+        save_figure(fig, paths.figures_dir, f"eval_{kind}")
+
+# %%
+write_json(
+    paths.stage_metrics(STAGE),
+    {
+        **blocks,
+        "temperature": temperature,
+        "tta": tta_report,
+        "errors": {k: v.to_dict(orient="records") for k, v in errors.items()},
+    },
+)
+print(
+    f"accuracy: official {blocks['official']['summary']['accuracy']:.4f}, "
+    f"de-duplicated {blocks['dedup']['summary']['accuracy']:.4f}"
+)

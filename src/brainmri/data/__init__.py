@@ -1,0 +1,56 @@
+"""The image dataset, from download to the train/val/test subsets of a run.
+
+Submodules, in the order a run uses them:
+
+- `kaggle`: Kaggle credentials, the download, safe archive extraction (DataSourceError).
+- `layout`: finding the <split>/<class>/ folder tree of the dataset (DatasetLayoutError).
+- `images`: decoding any image file to uint8 RGB (load_image), the one normalisation.
+- `manifest`: the scan of every file into the manifest table; its CSV file and hash.
+- `audit`: exact and near-duplicate clusters, and their counts per split and class.
+- `splits`: the train/val/test subsets, with de-duplication and the leakage-free test set.
+
+SciPy, scikit-learn, imagehash and the Kaggle API are imported by the functions that use them,
+not here: the input pipeline imports this package for load_image only.
+"""
+
+from brainmri.data.audit import AUDIT_COLUMNS, audit_duplicates, audit_summary
+from brainmri.data.images import load_image
+from brainmri.data.kaggle import (
+    DataSourceError,
+    KaggleCredentials,
+    download_kaggle,
+    kaggle_credentials,
+    safe_extract,
+)
+from brainmri.data.layout import DatasetLayoutError, find_dataset_root
+from brainmri.data.manifest import (
+    SCAN_COLUMNS,
+    manifest_hash,
+    read_manifest,
+    scan_dataset,
+    write_manifest,
+)
+from brainmri.data.splits import DEDUP_CHOICES, SUBSET_COLUMNS, SUBSETS, assign_subsets
+
+__all__ = [
+    "AUDIT_COLUMNS",
+    "DEDUP_CHOICES",
+    "SCAN_COLUMNS",
+    "SUBSETS",
+    "SUBSET_COLUMNS",
+    "DataSourceError",
+    "DatasetLayoutError",
+    "KaggleCredentials",
+    "assign_subsets",
+    "audit_duplicates",
+    "audit_summary",
+    "download_kaggle",
+    "find_dataset_root",
+    "kaggle_credentials",
+    "load_image",
+    "manifest_hash",
+    "read_manifest",
+    "safe_extract",
+    "scan_dataset",
+    "write_manifest",
+]

@@ -1,0 +1,136 @@
+"""Image decoding: any supported image file to uint8 RGB, the one normalisation of pixels.
+
+The input pipeline imports this for load_image, so it needs only OpenCV, PIL and NumPy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+
+class _DecodeError(ValueError):
+    """A file that is not a readable image; the message is the manifest's reason."""
+
+
+_SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"BM": "BMP",
+}
+"""Leading bytes of the formats in IMAGE_EXTENSIONS: a file with one is a damaged image."""
+
+
+def _pil_array(im: Image.Image) -> np.ndarray:
+    """Pixels of a loaded PIL image as an array in RGB(A) channel order."""
+    if im.mode.startswith("I;16"):
+        return np.array(im).astype(np.uint16)  # also turns big-endian I;16B native
+    if im.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        return np.array(im)
+    alpha = im.mode in ("PA", "RGBa", "La") or "transparency" in im.info
+    return np.array(im.convert("RGBA" if alpha else "RGB"))
+
+
+def _mode_of(array: np.ndarray) -> str:
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    base = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels}ch")
+    return base if array.dtype == np.uint8 else f"{base};{array.dtype.itemsize * 8}"
+
+
+def _decode_image_bytes(data: bytes) -> tuple[np.ndarray, str]:
+    """Decode image bytes to (pixels in RGB(A) order, native dtype; PIL-style mode)."""
+    if not data:
+        raise _DecodeError("empty file")
+    mode = fmt = None
+    # header only (mode and format); a format PIL does not know may still suit OpenCV
+    with contextlib.suppress(Exception), Image.open(io.BytesIO(data)) as im:
+        mode, fmt = im.mode, im.format
+    if fmt == "JPEG" and not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+        # decoders fill in a cut or garbled scan with a warning only; the end marker tells
+        raise _DecodeError("truncated or corrupt: no JPEG end-of-image marker")
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        array = None
+    if array is None:
+        if mode is None:
+            kind = next((f for sig, f in _SIGNATURES.items() if data.startswith(sig)), None)
+            if kind is None:
+                raise _DecodeError("not an image")
+            raise _DecodeError(f"truncated or corrupt: {kind} data that no decoder can read")
+        try:  # PIL reads what OpenCV cannot, or says why not (LOAD_TRUNCATED_IMAGES is off)
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                return _pil_array(im), mode
+        except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, ...
+            raise _DecodeError(f"truncated or corrupt: {exc}") from None
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGBA)
+    if mode is None:
+        mode = _mode_of(array)
+    elif array.dtype == np.uint16 and "16" not in mode:
+        mode = f"{mode};16"  # PIL reports 16-bit colour PNGs as plain RGB(A)
+    return array, mode
+
+
+def _to_rgb8(array: np.ndarray) -> np.ndarray:
+    """Normalise decoded pixels to uint8 RGB (16-bit scaled by its maximum, alpha on black)."""
+    if array.dtype == np.uint16:
+        # Scaled by the image's own maximum, not 65535: MRI is often 12-bit data in 16-bit files,
+        # which a fixed scale would turn near-black. Zero stays black.
+        peak = int(array.max())
+        array = cv2.convertScaleAbs(array, alpha=255.0 / peak if peak > 0 else 0.0)
+    elif array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype != np.uint8:  # 32-bit integer or float images: stretch min..max
+        array = cv2.normalize(array.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX)
+        array = array.astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        # OpenCV's RGBA->RGB conversion drops alpha instead of compositing it on black
+        colour, alpha = array[..., :-1].astype(np.uint16), array[..., -1:].astype(np.uint16)
+        array = ((colour * alpha + 127) // 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
+    return np.ascontiguousarray(array)
+
+
+def load_image(path: Path, size: int) -> np.ndarray:
+    """Return an image file as uint8 RGB of shape (size, size, 3): the one normalisation.
+
+    Args:
+        path: the image file (any format OpenCV or PIL reads, any bit depth or channels).
+        size: the side of the square output, in pixels.
+
+    Returns:
+        The pixels, 16-bit data scaled by the image's maximum, alpha composited on black,
+        resized with area interpolation when the image is not already size x size.
+
+    Raises:
+        ValueError: size is not positive, or the file cannot be read or decoded (the
+            message names the file).
+    """
+    path, size = Path(path), int(size)
+    if size < 1:
+        raise ValueError(f"{path}: image size must be a positive integer, got {size}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    try:
+        rgb = _to_rgb8(_decode_image_bytes(data)[0])
+    except _DecodeError as exc:
+        raise ValueError(f"{path}: unreadable image: {exc}") from None
+    if rgb.shape[:2] != (size, size):
+        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    return rgb

@@ -1,0 +1,87 @@
+"""Class-activation explanations (Grad-CAM, Grad-CAM++, Score-CAM) and how well they localise.
+
+Submodules:
+
+- `methods`: the CAM methods (each gradient method supplies only its channel weights), the
+  model-free baselines and the `METHODS` registry behind `explain(method, ...)`.
+- `overlays`: heatmap overlays, the reference view `VizGradCAM` and `cam_gallery`.
+- `metrics`: localisation metrics (pointing game, energy, Otsu IoU) and deletion/insertion
+  faithfulness.
+- `sanity`: the model-parameter randomisation check (Adebayo et al. 2018).
+- `report`: localisation tables against tumour masks and their JSON summary.
+- `_plumbing`: target-layer discovery, the cached cam model and its compiled steps, input checks
+  and map normalisation.
+
+Model contract: a functional Keras classifier taking float images 0..255 of shape (N, H, W, 3),
+whose backbone layers are top-level layers, with a 4-D feature map, global pooling, Dense layers,
+a linear `Dense(K, name=config.LOGITS_LAYER)` and a softmax output. Every map returned here is
+float32 (N, H, W) in [0, 1] at the input resolution; masks are boolean (H, W).
+"""
+
+from brainmri.explain._plumbing import CamOptions, cam_model, find_target_layer
+from brainmri.explain.methods import (
+    METHODS,
+    REAL_METHODS,
+    centre_prior,
+    explain,
+    gradcam,
+    gradcam_plus_plus,
+    gradcam_plus_plus_weights,
+    gradcam_weights,
+    random_map,
+    scorecam,
+)
+from brainmri.explain.metrics import (
+    deletion_insertion,
+    energy_pointing,
+    energy_ratio,
+    otsu_iou,
+    pointing_game,
+)
+from brainmri.explain.overlays import VizGradCAM, VizResult, cam_gallery, gradcam_overlays, overlay
+from brainmri.explain.report import (
+    BASELINES,
+    METRICS,
+    localisation_report,
+    summarise_localisation,
+)
+from brainmri.explain.sanity import (
+    randomization_check,
+    randomization_maps,
+    randomize_weights,
+    rank_correlation,
+)
+
+__all__ = [
+    "BASELINES",
+    "METHODS",
+    "METRICS",
+    "REAL_METHODS",
+    "CamOptions",
+    "VizGradCAM",
+    "VizResult",
+    "cam_gallery",
+    "cam_model",
+    "centre_prior",
+    "deletion_insertion",
+    "energy_pointing",
+    "energy_ratio",
+    "explain",
+    "find_target_layer",
+    "gradcam",
+    "gradcam_overlays",
+    "gradcam_plus_plus",
+    "gradcam_plus_plus_weights",
+    "gradcam_weights",
+    "localisation_report",
+    "otsu_iou",
+    "overlay",
+    "pointing_game",
+    "random_map",
+    "randomization_check",
+    "randomization_maps",
+    "randomize_weights",
+    "rank_correlation",
+    "scorecam",
+    "summarise_localisation",
+]
