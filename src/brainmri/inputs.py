@@ -17,7 +17,17 @@ from brainmri.data.images import load_image
 
 
 def augmentation(params: Mapping[str, Any], seed: int) -> keras.Sequential:
-    """The reference augmentation as Keras preprocessing layers (training batches only)."""
+    """The reference augmentation as Keras preprocessing layers (training batches only).
+
+    Args:
+        params: the train parameters "aug_horizontal_flip", "aug_rotation" (degrees),
+            "aug_width_shift", "aug_height_shift" (fractions), "aug_shear" (degrees, as
+            ImageDataGenerator's shear_range), "aug_zoom" and "aug_fill_mode".
+        seed: the first of the seeds the random layers take, one each.
+
+    Returns:
+        A Sequential of the enabled layers (empty when everything is off).
+    """
     fill = params["aug_fill_mode"]
     seeds = iter(range(seed, seed + 5))  # one seed per layer, so their draws are independent
     steps: list[keras.layers.Layer] = []
@@ -76,6 +86,21 @@ def make_dataset(
 
     A disk cache is keyed by the files, the size and `cache_tag` (pass the manifest hash, so
     changed image contents under the same paths are decoded again).
+
+    Args:
+        files: image paths, decoded by ``data.load_image`` (RGB, resized to image_size).
+        labels: class indices, one per file, or None for images alone.
+        image_size: the side of the square images.
+        batch_size: images per batch.
+        shuffle: reshuffle the images every epoch (after the cache).
+        seed: the shuffle's seed.
+        cache: 'memory', 'disk' (under cache_dir) or 'none'.
+        cache_dir: the folder of a disk cache.
+        cache_tag: part of the disk cache's key.
+        augment: layers applied to each training batch (see :func:`augmentation`).
+
+    Returns:
+        A prefetched ``tf.data.Dataset`` in file order unless shuffled.
     """
     files = [str(f) for f in files]
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -114,5 +139,13 @@ def make_dataset(
 
 
 def load_batch(files: Sequence[str | Path], image_size: int) -> np.ndarray:
-    """Decode a few files into one float32 0-255 array (for explanations and galleries)."""
+    """Decode a few files into one float32 0-255 array (for explanations and galleries).
+
+    Args:
+        files: image paths.
+        image_size: the side of the square images.
+
+    Returns:
+        An array (len(files), image_size, image_size, 3).
+    """
     return np.stack([load_image(Path(f), image_size).astype(np.float32) for f in files])

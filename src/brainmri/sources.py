@@ -10,6 +10,7 @@ import pandas as pd
 
 from brainmri import data, phantom
 from brainmri.config import CLASS_NAMES, Paths
+from brainmri.io import read_json
 
 
 def phantom_root(paths: Paths, cfg: Mapping[str, Any]) -> Path:
@@ -22,7 +23,22 @@ def phantom_root(paths: Paths, cfg: Mapping[str, Any]) -> Path:
 
 
 def resolve_source(cfg: Mapping[str, Any], paths: Paths, echo=print) -> dict[str, Any]:
-    """Find the dataset: data_dir with the Kaggle layout, else a Kaggle download, else phantoms."""
+    """Find the dataset: data_dir with the Kaggle layout, else a Kaggle download, else phantoms.
+
+    Args:
+        cfg: the run and data parameters ("data_source", "data_dir", "kaggle_dataset", the
+            phantom sizes and "seed").
+        paths: the run's paths (a relative data_dir is resolved against the project root).
+        echo: where the reason for falling back to phantoms is printed.
+
+    Returns:
+        ``{"source", "detail", "root"}``: which source was used ('data_dir', 'kaggle' or
+        'phantom'), a human-readable detail, and the folder holding Training/ and Testing/.
+
+    Raises:
+        DataSourceError: the source asked for ('data_dir' or 'kaggle') cannot be used.
+        DatasetLayoutError: data_dir does not hold the Kaggle layout.
+    """
     mode = cfg["data_source"]
     if mode in ("auto", "data_dir") and cfg["data_dir"]:
         folder = Path(cfg["data_dir"]).expanduser()
@@ -59,7 +75,16 @@ def resolve_source(cfg: Mapping[str, Any], paths: Paths, echo=print) -> dict[str
 
 
 def build_manifest(root: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
-    """Scan and validate every file, audit duplicates, then assign train/val/test subsets."""
+    """Scan and validate every file, audit duplicates, then assign train/val/test subsets.
+
+    Args:
+        root: the folder holding Training/ and Testing/.
+        cfg: the run and data parameters ("near_dup_distance", "dedup", "val_fraction", "seed").
+
+    Returns:
+        The manifest: one row per file (``data.SCAN_COLUMNS``, the audit's and the subsets'
+        columns) plus "label_index", the class's position in ``CLASS_NAMES``.
+    """
     manifest = data.scan_dataset(Path(root))
     manifest = data.audit_duplicates(manifest, near_distance=cfg["near_dup_distance"])
     manifest = data.assign_subsets(
@@ -79,25 +104,53 @@ def subset(manifest: pd.DataFrame, name: str) -> pd.DataFrame:
 def subset_files(
     manifest: pd.DataFrame, root: str | Path, name: str
 ) -> tuple[pd.DataFrame, list[str], list[int]]:
-    """A subset's rows, absolute file paths and class indices."""
+    """A subset's rows, absolute file paths and class indices.
+
+    Args:
+        manifest: the run's manifest.
+        root: the data root the manifest's relative paths start from.
+        name: 'train', 'val', 'test' (official Testing) or 'test_dedup'.
+
+    Returns:
+        ``(rows, files, labels)``: the manifest rows, their absolute paths as strings, and
+        their class indices, in the same order.
+    """
     rows = subset(manifest, name)
     files = [str(Path(root) / p) for p in rows["path"]]
     return rows, files, rows["label_index"].astype(int).tolist()
 
 
 def load_run_data(paths: Paths) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The data record (data.json) and the manifest that 01_download wrote for this run."""
-    import json
+    """The data record (data.json) and the manifest that 01_download wrote for this run.
 
+    Args:
+        paths: the run's paths.
+
+    Returns:
+        ``(record, manifest)``: the data record (see :func:`data_record`) and the manifest.
+
+    Raises:
+        FileNotFoundError: 01_download has not run for this profile.
+    """
     if not paths.data_json.is_file():
         raise FileNotFoundError(
             f"{paths.data_json}: no data record; run the 01_download stage first"
         )
-    return json.loads(paths.data_json.read_text()), data.read_manifest(paths.manifest)
+    return read_json(paths.data_json), data.read_manifest(paths.manifest)
 
 
 def data_record(source: Mapping[str, Any], manifest: pd.DataFrame, manifest_file: Path) -> dict:
-    """The data section of metrics.json: source, counts per subset and class, manifest hash."""
+    """The data section of metrics.json: source, counts per subset and class, manifest hash.
+
+    Args:
+        source: what :func:`resolve_source` returned.
+        manifest: the run's manifest.
+        manifest_file: the manifest as written, whose bytes are hashed.
+
+    Returns:
+        The record: the source's keys, "manifest_sha256", "files", "excluded",
+        "counts" (per subset and class), "test_dedup" (its size) and "audit".
+    """
     counts = (
         manifest.groupby(["subset", "label"]).size().unstack(fill_value=0).to_dict(orient="index")
     )

@@ -43,7 +43,13 @@ PACKAGES = (
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and TensorFlow; optionally make TF ops deterministic."""
+    """Seed Python, NumPy and TensorFlow; optionally make TF ops deterministic.
+
+    Args:
+        seed: the seed of every generator.
+        deterministic: also enable TensorFlow's op determinism (slower; needed for
+            bit-identical reruns on the CPU).
+    """
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)
@@ -221,7 +227,14 @@ def now() -> str:
 
 
 def best_epoch(history: pd.DataFrame) -> dict[str, Any]:
-    """The epoch with the highest validation accuracy (1-based) and its metrics."""
+    """The epoch with the highest validation accuracy (1-based) and its metrics.
+
+    Args:
+        history: the training history (:func:`read_history`).
+
+    Returns:
+        ``{"epoch", "val_accuracy", "val_loss"}``, or an empty dict before any epoch.
+    """
     if history.empty or "val_accuracy" not in history:
         return {}
     row = history.loc[history["val_accuracy"].idxmax()]
@@ -351,7 +364,20 @@ def run_metadata(
     started: str,
     status: str,
 ) -> dict[str, Any]:
-    """run.json: git commit, environment, params, data hash, times, best epoch; plus a summary."""
+    """run.json: git commit, environment, params, data hash, times, best epoch; plus a summary.
+
+    Args:
+        cfg: the run, model and train parameters.
+        model: the trained model.
+        history: its training history.
+        manifest_sha256: hash of the run's manifest.
+        root: the project root (for the git commit).
+        started: when the stage started (ISO 8601, :func:`now`).
+        status: what :func:`train_or_resume` reported ('fresh', 'resume' or 'complete').
+
+    Returns:
+        The run record, whose "summary" is the train section of metrics.json.
+    """
     from brainmri.model import parameter_counts
 
     git = git_info(root)
