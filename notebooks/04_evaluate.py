@@ -31,7 +31,6 @@ record, manifest = sources.load_run_data(paths)
 data_root = Path(record["root"])
 model = mdl.load_model(paths.model)
 image_size = model.input_shape[1]
-SPLITS = {"official": "test", "dedup": "test_dedup"}  # report name -> manifest subset
 
 # %% [markdown]
 # ## Predictions
@@ -43,10 +42,14 @@ val_rows, val_files, val_labels = sources.subset_files(manifest, data_root, "val
 val_logits, _ = mdl.predict_files(model, val_files)
 temperature = evaluation.fit_temperature(val_logits, val_rows["label_index"].to_numpy())
 print(f"temperature fitted on validation: T = {temperature:.3f}")
-results = {}
-for split, subset in SPLITS.items():
-    rows, files, _ = sources.subset_files(manifest, data_root, subset)
-    results[split] = (rows, *mdl.predict_files(model, files))
+# The de-duplicated split is a subset of Testing: predicted once, then sliced.
+test_rows, test_files, _ = sources.subset_files(manifest, data_root, "test")
+test_logits, test_probs = mdl.predict_files(model, test_files)
+keep = {"official": slice(None), "dedup": test_rows["test_dedup"].to_numpy()}
+results = {
+    split: (test_rows[rows], test_logits[rows], test_probs[rows]) for split, rows in keep.items()
+}
+for split, (rows, _, _) in results.items():
     print(f"{split}: {len(rows)} images")
 
 # %% [markdown]
@@ -127,13 +130,12 @@ evaluation.calibration_table(blocks).round(4)
 # %%
 tta_report = {}
 if cfg["tta"]:
-    for split, (rows, _, _) in results.items():
-        files = [str(data_root / p) for p in rows["path"]]
-        _, probs_tta = mdl.predict_files(model, files, tta=True)
-        y = rows["label_index"].to_numpy()
+    _, test_probs_tta = mdl.predict_files(model, test_files, tta=True)
+    for split, rows in keep.items():
+        y = test_rows["label_index"].to_numpy()[rows]
         tta_report[split] = {
             "accuracy_without": blocks[split]["summary"]["accuracy"],
-            "accuracy_with": float((probs_tta.argmax(1) == y).mean()),
+            "accuracy_with": float((test_probs_tta[rows].argmax(1) == y).mean()),
         }
     display(pd.DataFrame(tta_report))
 else:
