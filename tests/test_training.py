@@ -142,54 +142,23 @@ def test_killed_training_resumes_from_last_finished_epoch(tmp_path, phantom_set,
 
 def test_changed_params_or_data_do_not_resume_stale_state(tmp_path):
     state, model, hist = tmp_path / "state", tmp_path / "m.keras", tmp_path / "h.csv"
-    cfg = smoke_cfg()
-    assert (
-        training.prepare_state(
-            state, cfg, manifest_sha256="m1", model_path=model, history_path=hist
+    cfg, other = smoke_cfg(), smoke_cfg(learning_rate=0.5)
+
+    def prepare(params: dict, data: str) -> str:
+        return training.prepare_state(
+            state, params, manifest_sha256=data, model_path=model, history_path=hist
         )
-        == "fresh"
-    )
+
+    assert prepare(cfg, "m1") == "fresh"
     (state / "backup-main").mkdir()
-    assert (
-        training.prepare_state(
-            state, cfg, manifest_sha256="m1", model_path=model, history_path=hist
-        )
-        == "resume"
-    )
-    assert (
-        training.prepare_state(
-            state,
-            {**cfg, "learning_rate": 0.5},
-            manifest_sha256="m1",
-            model_path=model,
-            history_path=hist,
-        )
-        == "fresh"
-    )
+    assert prepare(cfg, "m1") == "resume"
+    assert prepare(other, "m1") == "fresh"
     assert not (state / "backup-main").exists()
     (state / "backup-main").mkdir()
-    assert (
-        training.prepare_state(
-            state,
-            {**cfg, "learning_rate": 0.5},
-            manifest_sha256="m2",
-            model_path=model,
-            history_path=hist,
-        )
-        == "fresh"
-    )
+    assert prepare(other, "m2") == "fresh"
     # A finished run is reused only while its model is there.
     (state / training.COMPLETE).write_text("complete")
-    assert (
-        training.prepare_state(
-            state,
-            {**cfg, "learning_rate": 0.5},
-            manifest_sha256="m2",
-            model_path=model,
-            history_path=hist,
-        )
-        == "fresh"
-    )
+    assert prepare(other, "m2") == "fresh"
 
 
 def test_read_history_keeps_last_row_of_a_repeated_epoch(tmp_path):
