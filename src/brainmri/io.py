@@ -36,6 +36,9 @@ def atomic_write(path: Path | str, data: bytes | str, *, encoding: str = "utf-8"
     # A unique name per writer: two processes writing the same file never share a temporary.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file private (0600); a report is as readable as any file the
+        # user creates, so the mode follows the umask like open() would make it.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -46,6 +49,13 @@ def atomic_write(path: Path | str, data: bytes | str, *, encoding: str = "utf-8"
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path | str, payload: Mapping[str, Any] | list[Any]) -> Path:
