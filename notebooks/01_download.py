@@ -20,7 +20,6 @@ profile = "default"
 # %%
 cfg = config.notebook_config(STAGE, globals())  # validates the injected parameters
 paths = config.paths(profile)
-paths.figures_dir.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
 # ## Where the images come from

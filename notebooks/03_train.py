@@ -20,7 +20,6 @@ profile = "default"
 # %%
 cfg = config.notebook_config(STAGE, globals())  # validates the injected parameters
 paths = config.paths(profile)
-paths.figures_dir.mkdir(parents=True, exist_ok=True)
 record, manifest = sources.load_run_data(paths)
 data_root = record["root"]
 started = training.now()

@@ -26,7 +26,6 @@ profile = "default"
 # %%
 cfg = config.notebook_config(STAGE, globals())  # validates the injected parameters
 paths = config.paths(profile)
-paths.figures_dir.mkdir(parents=True, exist_ok=True)
 record, manifest = sources.load_run_data(paths)
 data_root = Path(record["root"])
 model = mdl.load_model(paths.model)
