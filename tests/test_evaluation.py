@@ -169,6 +169,9 @@ def test_bootstrap_points_match_sklearn_and_interval_contains_point():
     sens = recall_score(y, pred, average=None, labels=list(range(K)))
     for k, name in enumerate(CLASS_NAMES):
         assert ci[f"sensitivity/{name}"]["point"] == pytest.approx(sens[k])
+        # Specificity is the recall of "not this class" in the one-vs-rest problem.
+        spec = recall_score(y != k, pred != k)
+        assert ci[f"specificity/{name}"]["point"] == pytest.approx(spec)
     for entry in ci.values():
         assert entry["low"] <= entry["point"] <= entry["high"]
         assert entry["low"] < entry["high"]
@@ -180,6 +183,7 @@ def test_bootstrap_percentiles_equal_a_slow_sklearn_loop():
     ci = ev.bootstrap_ci(y, pred, n_resamples=n_resamples, seed=seed)
     idx = np.random.default_rng(seed).integers(0, y.size, size=(n_resamples, y.size))
     acc = [accuracy_score(y[i], pred[i]) for i in idx]
+    spec = [recall_score(y[i] != 0, pred[i] != 0) for i in idx]
     mf1 = [
         f1_score(y[i], pred[i], average="macro", labels=list(range(K)), zero_division=0)
         for i in idx
@@ -189,6 +193,10 @@ def test_bootstrap_percentiles_equal_a_slow_sklearn_loop():
     )
     assert [ci["macro_f1"]["low"], ci["macro_f1"]["high"]] == pytest.approx(
         np.percentile(mf1, [2.5, 97.5])
+    )
+    name = CLASS_NAMES[0]
+    assert [ci[f"specificity/{name}"]["low"], ci[f"specificity/{name}"]["high"]] == pytest.approx(
+        np.percentile(spec, [2.5, 97.5])
     )
 
 

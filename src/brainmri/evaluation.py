@@ -36,11 +36,14 @@ __all__ = [
     "calibration_table",
     "classification_summary",
     "compare_runs",
+    "compare_table",
     "error_analysis",
     "evaluate_split",
     "expected_calibration_error",
     "fit_temperature",
     "headline_table",
+    "format_interval",
+    "interval_table",
     "nll",
     "per_class_table",
     "reliability_curve",
@@ -282,7 +285,7 @@ def _confusion_stack(codes: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def _metrics_from_confusion(cms: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy, macro F1 (zero_division=0) and per-class sensitivity of stacked matrices."""
+    """Accuracy, macro F1 (zero_division=0), per-class sensitivity and specificity of matrices."""
     cms = cms.astype(np.float64)
     tp = np.diagonal(cms, axis1=1, axis2=2)
     actual = cms.sum(axis=2)
@@ -292,7 +295,15 @@ def _metrics_from_confusion(cms: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(denom > 0, 2 * tp / denom, 0.0)
         sensitivity = np.where(actual > 0, tp / actual, np.nan)
-    return {"accuracy": tp.sum(axis=1) / n, "macro_f1": f1.mean(axis=1), "sens": sensitivity}
+        negatives = n[:, None] - actual
+        true_negatives = negatives - (predicted - tp)
+        specificity = np.where(negatives > 0, true_negatives / negatives, np.nan)
+    return {
+        "accuracy": tp.sum(axis=1) / n,
+        "macro_f1": f1.mean(axis=1),
+        "sens": sensitivity,
+        "spec": specificity,
+    }
 
 
 def bootstrap_ci(
@@ -303,10 +314,11 @@ def bootstrap_ci(
     class_names: Sequence[str] = CLASS_NAMES,
     level: float = 0.95,
 ) -> dict[str, dict[str, float | None]]:
-    """Return percentile-bootstrap intervals for accuracy, macro F1 and per-class sensitivity.
+    """Percentile-bootstrap intervals: accuracy, macro F1, per-class sensitivity and specificity.
 
     Each resample draws N cases with replacement; a resample in which a class is absent
-    does not count towards that class's sensitivity interval.
+    (or is the only class) does not count towards that class's sensitivity (specificity)
+    interval.
 
     Args:
         y_true: the true class indices, shape (N,), each in [0, K).
@@ -317,7 +329,8 @@ def bootstrap_ci(
         level: the confidence level of the intervals, in (0, 1).
 
     Returns:
-        Per metric ("accuracy", "macro_f1" and "sensitivity/<class>" per class) a mapping
+        Per metric ("accuracy", "macro_f1", and "sensitivity/<class>" and
+        "specificity/<class>" per class) a mapping
         of "point" (on all cases), "low" and "high"; None where the value is undefined.
 
     Raises:
@@ -359,6 +372,8 @@ def bootstrap_ci(
     }
     for j, name in enumerate(class_names):
         out[f"sensitivity/{name}"] = interval(point["sens"][0, j], boot["sens"][:, j])
+    for j, name in enumerate(class_names):
+        out[f"specificity/{name}"] = interval(point["spec"][0, j], boot["spec"][:, j])
     return out
 
 
@@ -636,6 +651,35 @@ def headline_table(blocks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     )
 
 
+def format_interval(entry: Any, digits: int = 3) -> str:
+    """An interval of :func:`bootstrap_ci` as "point (low-high)"; "-" when it is missing."""
+    point, low, high = (_dig(entry, key) for key in ("point", "low", "high"))
+    if not isinstance(point, int | float):
+        return "-"
+    if isinstance(low, int | float) and isinstance(high, int | float):
+        return f"{point:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+    return f"{point:.{digits}f}"
+
+
+def interval_table(blocks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Each class's sensitivity and specificity as "point (low-high)", per split.
+
+    Args:
+        blocks: evaluation blocks keyed by split name; intervals missing from a block (one
+            written by an older version) show as "-".
+
+    Returns:
+        A table of strings with one row per class and a (split, "sensitivity" /
+        "specificity") column pair.
+    """
+    columns = {
+        (split, kind): [format_interval(_dig(b, "ci", f"{kind}/{name}")) for name in CLASS_NAMES]
+        for split, b in blocks.items()
+        for kind in ("sensitivity", "specificity")
+    }
+    return pd.DataFrame(columns, index=list(CLASS_NAMES))
+
+
 def per_class_table(blocks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """Precision, recall (sensitivity), specificity, F1, ROC AUC and support per class and split.
 
@@ -764,7 +808,7 @@ METRICS_SCHEMA: dict[str, Any] = {
             "ci": {
                 "type": "object",
                 "required": ["accuracy", "macro_f1"],
-                "propertyNames": {"pattern": "^(accuracy|macro_f1|sensitivity/.+)$"},
+                "propertyNames": {"pattern": "^(accuracy|macro_f1|sensitivity/.+|specificity/.+)$"},
                 "additionalProperties": {"$ref": "#/$defs/interval"},
             },
             "bootstrap": _obj(
@@ -862,6 +906,16 @@ def _block_headline(block: Any, class_names: Sequence[str]) -> dict[str, float |
 def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], name_a: str, name_b: str) -> str:
     """Return a plain-text table of headline metrics of two runs per split, with b - a.
 
+    The text form of :func:`compare_table` (same arguments), for the terminal.
+    """
+    return compare_table(a, b, name_a, name_b).to_string(index=False)
+
+
+def compare_table(
+    a: Mapping[str, Any], b: Mapping[str, Any], name_a: str, name_b: str
+) -> pd.DataFrame:
+    """Headline metrics of two runs per split, with b - a, formatted as strings.
+
     Args:
         a: the metrics.json content of the first run; its per-split evaluation blocks are
             read from a["evaluate"] (entries holding a "summary").
@@ -871,9 +925,9 @@ def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], name_a: str, name_b
             " (b)" appended.
 
     Returns:
-        The table, one row per split and metric (accuracy, macro F1, Cohen kappa, MCC, ECE,
-        ECE after temperature scaling and the sensitivity of each class), with the values
-        of both runs and b - a to four decimals; "-" where a value is missing.
+        One row per split and metric (accuracy, macro F1, Cohen kappa, MCC, ECE, ECE after
+        temperature scaling and the sensitivity of each class), with the values of both
+        runs and b - a to four decimals; "-" where a value is missing.
     """
     # Only the per-split blocks (they hold a "summary"); temperature, TTA and errors are not splits.
     eval_a = {k: v for k, v in (_dig(a, "evaluate") or {}).items() if _dig(v, "summary")}
@@ -914,4 +968,4 @@ def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], name_a: str, name_b
                     f"{col_b} - {col_a}": fmt(diff, signed=True),
                 }
             )
-    return pd.DataFrame.from_records(records).to_string(index=False)
+    return pd.DataFrame.from_records(records)
