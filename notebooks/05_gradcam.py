@@ -130,7 +130,9 @@ else:
     localisation = explain.summarise_localisation(report)
     fig = xplot.plot_localisation_summary(localisation)
     save_figure(fig, paths.figures_dir, "cam_localisation")
-    display(report.groupby(["label", "method"]).mean(numeric_only=True).round(3))
+    # one row per class and method: the mean over its images (the image index is not a score)
+    scores = report.drop(columns="image").groupby(["label", "method"])
+    display(scores.mean(numeric_only=True).round(3))
 
 # %% [markdown]
 # ## Sanity check: model-parameter randomisation
@@ -160,3 +162,4 @@ write_json(
     paths.stage_metrics(STAGE),
     {"layer": layer, "method": method, "localisation": localisation, "randomization": sanity},
 )
+print(f"Grad-CAM metrics written to {paths.stage_metrics(STAGE).relative_to(paths.root)}")

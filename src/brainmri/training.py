@@ -166,6 +166,7 @@ def fit(
                 validation_data=val_ds,
                 epochs=warmup,
                 verbose=2,
+                shuffle=False,  # the dataset shuffles itself (inputs.make_dataset)
                 callbacks=_callbacks("warmup", params, model_path, history_path, state_dir),
             )
             model.save_weights(warm_done)
@@ -177,6 +178,7 @@ def fit(
         initial_epoch=warmup,
         epochs=warmup + int(params["epochs"]),
         verbose=2,
+        shuffle=False,
         callbacks=_callbacks("main", params, model_path, history_path, state_dir),
     )
     # Finished: the warm-up weights are no longer a resume point, and a rerun of the stage with

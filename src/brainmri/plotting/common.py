@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,25 +12,45 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 
-def save_figure(fig: Figure, folder: Path, name: str, dpi: int = 110) -> Path:
-    """Save a figure as folder/name.png (the report keeps it inline too) and return the path.
+def save_figure(fig: Figure, folder: Path, name: str, *, dpi: int = 110) -> None:
+    """Save a figure as folder/name.png, show that PNG in the notebook, and close the figure.
 
-    The figure is left open, so a notebook still displays it.
+    One call does both jobs of a report figure. The PNG shown is the file written, so the
+    notebook, its HTML and figures/ hold the same picture, whatever matplotlib backend the
+    kernel runs (the pipeline runs kernels with the non-interactive Agg backend, which never
+    displays anything by itself). The output carries the name as its "alt" text, which the
+    HTML reports keep. Outside IPython (a script) nothing is shown. Closing the figure keeps
+    an interactive inline backend from drawing it a second time at the end of the cell.
 
     Args:
         fig: the figure to save.
         folder: the output folder, created when missing (usually ``Paths.figures_dir``).
-        name: the file stem, without ".png".
+        name: the file stem, without ".png"; also the figure's alt text.
         dpi: the resolution of the PNG in dots per inch.
-
-    Returns:
-        The path of the PNG written (cropped to the drawn content).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    plt.close(fig)
+    _display_png(path, alt=name)
+
+
+def _display_png(path: Path, alt: str) -> None:
+    """Display a PNG file as an image/png output when running in an IPython kernel."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # no IPython: a plain script, nothing to display on
+        return
+    if get_ipython() is None:
+        return
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    display(
+        {"image/png": data, "text/plain": f"<figure {alt}>"},
+        raw=True,
+        metadata={"image/png": {"alt": alt}},
+    )
 
 
 def plot_training_curves(history: pd.DataFrame) -> Figure:
