@@ -18,7 +18,7 @@ STAMP := $(VENV)/.brainmri-setup
 RUN := $(PY) -m brainmri.cli
 PROFILE_ARGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: help setup all test lab html clean compare bench lint notebooks
+.PHONY: help setup all test lab html screenshots clean compare bench lint notebooks
 
 help: ## list the targets
 	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ lab: setup ## open JupyterLab on the project kernel in notebooks/
 
 html: setup ## re-render the HTML reports of PROFILE (default: demo); SHOW_CODE=1 keeps code
 	@$(RUN) html --profile $(or $(PROFILE),demo) $(if $(SHOW_CODE),--show-code)
+
+screenshots: setup ## check PROFILE's HTML reports in headless Chromium (offline), save screenshots
+	@$(RUN) screenshots --profile $(or $(PROFILE),demo)
 
 clean: ## delete one profile's reports (PROFILE, default: demo); never downloaded data
 	@PYTHONPATH=src $(BOOT_PYTHON) -m brainmri.cli clean --profile $(or $(PROFILE),demo)

@@ -10,11 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import nbformat
+import numpy as np
 import pytest
 
 from brainmri.cli import choose_profile
-from brainmri.config import STAGES
+from brainmri.config import PIPELINE, STAGES
+from brainmri.reports import embedded_images
 
 pytestmark = pytest.mark.slow
 VENV = Path(sys.prefix)
@@ -105,7 +108,6 @@ def test_make_all_smoke_produces_every_output(copy, first_run):
         assert "<html" in html and len(html) > 10_000
         # Self-contained: images are embedded, no script or stylesheet is fetched from the network.
         assert not re.search(r'<(script|link|img)[^>]+(src|href)="https?://', html)
-    assert "data:image/png;base64" in (run / "html" / "04_evaluate.html").read_text()
     figures = {p.stem for p in (run / "figures").glob("*.png")}
     assert {
         "eda_class_counts",
@@ -126,8 +128,44 @@ def test_make_all_smoke_produces_every_output(copy, first_run):
     for stage in STAGES:
         assert f'href="html/{stage}.html"' in index
     assert (run / "manifest.csv").is_file() and (run / "model.keras").is_file()
+    assert 'href="model_card.html"' in index and (run / "model_card.md").is_file()
     run_json = json.loads((run / "run.json").read_text())
     assert run_json["params"]["epochs"] == 2 and "tensorflow" in run_json["environment"]["packages"]
+
+
+def test_every_figure_is_inline_in_its_report_and_no_startup_noise(copy, first_run):
+    """The structural half of the report check (the browser half: test_reports_in_a_browser)."""
+    run = copy / "reports" / "smoke"
+    figures = sorted(p.stem for p in (run / "figures").glob("*.png"))
+    for stage in PIPELINE:
+        html = (run / "html" / f"{stage.name}.html").read_text()
+        shown = embedded_images(html)
+        expected = [f for f in figures if stage.figure_prefix and f.startswith(stage.figure_prefix)]
+        # Every figure the stage saved is shown, once, as a PNG that decodes, named by its alt text.
+        assert sorted(alt for alt, _ in shown) == expected, stage.name
+        for alt, png in shown:
+            assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR) is not None, alt
+        notebook = (run / f"{stage.name}.ipynb").read_text()
+        for text in (html, notebook):
+            assert "absl::InitializeLog" not in text and "cuInit" not in text, stage.name
+            assert "cudart_stub" not in text and "PosixPath(" not in text, stage.name
+    assert len(figures) >= 12
+
+
+def test_reports_in_a_browser(copy, first_run):
+    """Every report page in headless Chromium, offline: images decode, no request, no error."""
+    from brainmri.reports import browser
+
+    try:
+        browser.find_chromium()
+    except browser.BrowserMissing as exc:
+        pytest.skip(str(exc))
+    result = run_make(copy, "screenshots", "PROFILE=smoke")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = copy / "reports" / "smoke"
+    assert "html/05_gradcam.html: " in result.stdout
+    for name in ("index", "04_evaluate", "05_gradcam"):
+        assert (run / "screenshots" / f"{name}.png").stat().st_size > 10_000
 
 
 def test_planted_kaggle_key_never_appears_in_any_output(copy, first_run):
@@ -233,7 +271,7 @@ def test_clean_removes_only_the_profile_reports(copy, first_run):
 def test_help_is_the_default_goal(copy):
     result = run_make(copy)
     assert result.returncode == 0
-    for target in ("all", "test", "lab", "html", "clean", "compare", "bench"):
+    for target in ("all", "test", "lab", "html", "screenshots", "clean", "compare", "bench"):
         assert f"make {target}" in result.stdout
 
 

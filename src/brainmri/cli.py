@@ -91,9 +91,34 @@ def cmd_html(args: argparse.Namespace) -> int:
         print(f"error: {paths.run_dir} does not exist; run `make all PROFILE={args.profile}`")
         return 1
     written = reports.export_html(paths, hide_code=not args.show_code)
+    reports.write_model_card(paths)
     reports.write_index(paths)
     print(f"rendered {len(written)} notebooks; open {paths.index_html}")
     return 0
+
+
+def cmd_screenshots(args: argparse.Namespace) -> int:
+    """Check a profile's HTML reports in headless Chromium (offline) and save screenshots."""
+    from brainmri.config import Paths
+    from brainmri.reports import browser
+
+    paths = Paths(_root(args), args.profile)
+    if not paths.index_html.is_file():
+        print(f"error: {paths.index_html} does not exist; run `make all PROFILE={args.profile}`")
+        return 1
+    try:
+        checks = browser.check_reports(paths)
+    except browser.BrowserMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for check in checks:
+        problems = [f"broken image {name}" for name in check.broken_images]
+        problems += [f"network request {url}" for url in check.requests]
+        problems += [f"console error {text}" for text in check.console_errors]
+        status = "ok" if check.ok else "; ".join(problems)
+        print(f"{check.page}: {len(check.images)} images, {status}")
+    print(f"screenshots: {paths.screenshots_dir}")
+    return 0 if all(check.ok for check in checks) else 1
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -144,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True)
     p.add_argument("--show-code", action="store_true")
     p.set_defaults(func=cmd_html)
+    p = sub.add_parser("screenshots", help=cmd_screenshots.__doc__)
+    p.add_argument("--profile", required=True)
+    p.set_defaults(func=cmd_screenshots)
     p = sub.add_parser("clean", help=cmd_clean.__doc__)
     p.add_argument("--profile", required=True)
     p.set_defaults(func=cmd_clean)

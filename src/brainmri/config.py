@@ -40,18 +40,20 @@ class Stage:
     """Artefacts beyond the executed notebook and metrics fragment, as names of Paths properties."""
     metrics_key: str
     """The section of metrics.json the stage owns (it writes metrics/<name>.json)."""
+    figure_prefix: str | None
+    """Name prefix of the figures the stage saves in figures/ (None: it draws none)."""
 
 
 # One row per stage, read like a pipeline.yaml: kept as an aligned table (one line each) so that a
 # stage's facts are read, and changed, in one place.
 # fmt: off
 PIPELINE: tuple[Stage, ...] = (
-    #     name           title                                              sections                      upstream                      outputs                            metrics key
-    Stage("01_download", "Data: source, validation, manifest and splits",  ("run", "data"),              (),                           ("manifest", "data_json"),         "data"),
-    Stage("02_eda",      "Exploratory data analysis and duplicate audit",  ("run", "eda"),               ("01_download",),             (),                                "eda"),
-    Stage("03_train",    "Training",                                       ("run", "model", "train"),    ("01_download",),             ("model", "history", "run_json"),  "train"),
-    Stage("04_evaluate", "Evaluation",                                     ("run", "evaluate"),          ("01_download", "03_train"),  (),                                "evaluate"),
-    Stage("05_gradcam",  "Explainability: Grad-CAM",                       ("run", "gradcam"),           ("01_download", "03_train"),  (),                                "gradcam"),
+    #     name           title                                              sections                      upstream                      outputs                            metrics key  figures
+    Stage("01_download", "Data: source, validation, manifest and splits",  ("run", "data"),              (),                           ("manifest", "data_json"),         "data",      None),
+    Stage("02_eda",      "Exploratory data analysis and duplicate audit",  ("run", "eda"),               ("01_download",),             (),                                "eda",       "eda_"),
+    Stage("03_train",    "Training",                                       ("run", "model", "train"),    ("01_download",),             ("model", "history", "run_json"),  "train",     "train_"),
+    Stage("04_evaluate", "Evaluation",                                     ("run", "evaluate"),          ("01_download", "03_train"),  (),                                "evaluate",  "eval_"),
+    Stage("05_gradcam",  "Explainability: Grad-CAM",                       ("run", "gradcam"),           ("01_download", "03_train"),  (),                                "gradcam",   "cam_"),
 )
 # fmt: on
 """The stages in the order they run."""
@@ -352,8 +354,21 @@ class Paths:
         return self.run_dir / "metrics.json"
 
     @property
+    def previous_metrics(self) -> Path:
+        """metrics.json as it was before the last pipeline run that ran a stage."""
+        return self.run_dir / "metrics.previous.json"
+
+    @property
     def index_html(self) -> Path:
         return self.run_dir / "index.html"
+
+    @property
+    def model_card(self) -> Path:
+        return self.run_dir / "model_card.md"
+
+    @property
+    def screenshots_dir(self) -> Path:
+        return self.run_dir / "screenshots"
 
     def stage_metrics(self, stage: str) -> Path:
         """The JSON fragment a stage writes; the pipeline merges them into metrics.json."""

@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from brainmri import reports
 from brainmri.config import PIPELINE, STAGES, Paths, get_stage, load_profile, stage_params
-from brainmri.io import read_json, write_json
+from brainmri.io import atomic_write, read_json, write_json
 
 KERNEL_NAME = "brainmri"
 
@@ -121,11 +122,13 @@ def _execute(stage: str, params: Mapping[str, Any], paths: Paths, log_output: bo
         paths.failed_dir.mkdir(parents=True, exist_ok=True)
         kept = paths.failed_dir / f"{stage}.ipynb"
         if running.exists():
+            reports.clean_notebook_outputs(running)
             shutil.move(str(running), kept)
         raise StageFailed(
             f"stage {stage} failed: {_papermill_error_summary(exc)}\n"
             f"partly executed notebook kept at {kept.relative_to(paths.root)}"
         ) from exc
+    reports.clean_notebook_outputs(running)
     os.replace(running, paths.executed(stage))
     (paths.failed_dir / f"{stage}.ipynb").unlink(missing_ok=True)
 
@@ -137,6 +140,18 @@ def _papermill_error_summary(exc: Exception) -> str:
         cell = getattr(exc, "exec_count", None)
         return f"cell [{cell}] raised {ename}: {getattr(exc, 'evalue', '')}"
     return f"{exc.__class__.__name__}: {exc}"
+
+
+def stage_seconds(paths: Paths) -> dict[str, float]:
+    """Wall time of each stage's last completed run, in seconds (from the stage stamps)."""
+    seconds = {}
+    for stage in STAGES:
+        stamp = stamp_path(paths, stage)
+        try:
+            seconds[stage] = float(read_json(stamp)["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not completed (or an unreadable stamp): no time to report
+    return seconds
 
 
 def merge_metrics(paths: Paths, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,8 +175,6 @@ def run_pipeline(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Validate the profile, run the stages that are out of date, then publish HTML and index."""
-    from brainmri import reports
-
     paths = Paths(root=root, profile=profile)
     params = load_profile(profile, root=root, overrides=overrides)  # validates before any work
     src = source_hash(paths.root)
@@ -192,8 +205,12 @@ def run_pipeline(
     finally:
         # Publish what finished, and the failure, even when a stage raised.
         if ran or failed or not paths.index_html.is_file():
-            merge_metrics(paths, {"profile": profile, "params": params})
+            if ran and paths.metrics.is_file():  # what the index compares this run with
+                atomic_write(paths.previous_metrics, paths.metrics.read_bytes())
+            extra = {"profile": profile, "params": params, "stage_seconds": stage_seconds(paths)}
+            merge_metrics(paths, extra)
             reports.export_html(paths, ran)
+            reports.write_model_card(paths)
             reports.write_index(paths)
     if not ran:
         echo(f"nothing to do: all {len(STAGES)} stages of profile '{profile}' are up to date")

@@ -1,0 +1,295 @@
+"""The run's index.html: the answers first (results with intervals, explanation checks, time,
+what changed), then the notebook reports, the files and the figure gallery.
+
+Everything on the page comes from metrics.json (and metrics.previous.json for the changes), so
+the page can be rebuilt at any time (``make html``) and never disagrees with the numbers.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from brainmri import evaluation
+from brainmri.config import PIPELINE, Paths
+from brainmri.io import atomic_write, read_json
+
+SPLIT_LABELS = {"official": "official Testing", "dedup": "de-duplicated Testing"}
+"""How the report names the Testing splits of metrics.json's "evaluate" section."""
+
+BASELINES = ("random", "centre")
+"""The localisation baselines every explanation method is compared with."""
+
+
+def _dig(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, Mapping) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _flat(params: Any) -> dict[str, Any]:
+    """Nested parameters (as metrics.json keeps them) as one flat mapping; {} when absent."""
+    sections = params.values() if isinstance(params, Mapping) else []
+    return {
+        k: v for section in sections if isinstance(section, Mapping) for k, v in section.items()
+    }
+
+
+def _table(frame: pd.DataFrame, *, index: bool = True) -> str:
+    """A data frame as a plain HTML table (values escaped)."""
+    return frame.to_html(index=index, border=0, classes="data", na_rep="-", escape=True)
+
+
+def _splits(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The evaluation blocks of metrics.json (those with a summary), official first."""
+    evaluate = _dig(metrics, "evaluate") or {}
+    blocks = {k: v for k, v in evaluate.items() if _dig(v, "summary")}
+    order = [s for s in SPLIT_LABELS if s in blocks] + sorted(set(blocks) - set(SPLIT_LABELS))
+    return {s: blocks[s] for s in order}
+
+
+def facts(metrics: Mapping[str, Any]) -> dict[str, str]:
+    """Profile, data source, model, date and commit: what this run is."""
+    data = metrics.get("data", {})
+    train = metrics.get("train", {})
+    git = train.get("git", {})
+    commit = git.get("commit") or "unknown"
+    if git.get("dirty"):
+        commit += " (with uncommitted changes)"
+    return {
+        "Profile": f"{metrics.get('profile', '?')}: {_dig(metrics, 'params', 'description') or ''}",
+        "Data": f"{data.get('source', '?')}: {data.get('detail', '')}",
+        "Model": str(train.get("model", "not trained")),
+        "Finished": str(train.get("finished") or ""),
+        "Git commit": commit,
+    }
+
+
+def split_label(split: str, block: Mapping[str, Any]) -> str:
+    """A split's name for readers, with its number of images."""
+    return f"{SPLIT_LABELS.get(split, split)} (n={_dig(block, 'summary', 'n')})"
+
+
+def accuracy_line(metrics: Mapping[str, Any]) -> str:
+    """Accuracy with its 95% interval on each Testing split, in one line."""
+    blocks = _splits(metrics)
+    if not blocks:
+        return "Not evaluated yet."
+    return " · ".join(
+        f"{split_label(s, b)}: {evaluation.format_interval(_dig(b, 'ci', 'accuracy'), 4)}"
+        for s, b in blocks.items()
+    )
+
+
+def results_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
+    """Per-class sensitivity and specificity with 95% intervals, a column pair per split."""
+    blocks = _splits(metrics)
+    if not blocks:
+        return None
+    table = evaluation.interval_table(blocks)
+    table.columns = pd.MultiIndex.from_tuples(
+        [(split_label(s, blocks[s]), kind) for s, kind in table.columns]
+    )
+    return table
+
+
+def localisation_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
+    """Pointing game, energy ratio and faithfulness per class and method, baselines included."""
+    classes = _dig(metrics, "gradcam", "localisation", "classes") or {}
+    rows = []
+    for label, entry in classes.items():
+        for method, scores in (entry.get("methods") or {}).items():
+            rows.append(
+                {
+                    "class": label,
+                    "method": method + (" (baseline)" if method in BASELINES else ""),
+                    "images": entry.get("n_images"),
+                    "pointing": scores.get("pointing_rate"),
+                    "pointing (strict)": scores.get("pointing_rate_strict"),
+                    "energy / area": scores.get("energy_ratio"),
+                    "deletion AUC": scores.get("deletion_auc"),
+                    "insertion AUC": scores.get("insertion_auc"),
+                }
+            )
+    return pd.DataFrame(rows).round(3) if rows else None
+
+
+def sanity_verdict(metrics: Mapping[str, Any]) -> str:
+    """One sentence on the model-parameter randomisation check (Adebayo et al. 2018)."""
+    check = _dig(metrics, "gradcam", "randomization")
+    if not check:
+        return "Randomisation check: not run."
+    n, undefined = check.get("n_images", 0), check.get("n_undefined", 0)
+    rho = check.get("spearman_mean")
+    if rho is None:
+        return (
+            f"Randomisation check: no verdict. The re-initialised model's maps are flat on all "
+            f"{n} images, so no correlation can be computed."
+        )
+    verdict = "passed" if check.get("passed") else "FAILED"
+    return (
+        f"Randomisation check {verdict}: mean Spearman correlation {rho:.3f} over "
+        f"{n - undefined} of {n} images, expected below {check.get('max_correlation')}."
+    )
+
+
+def timing_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
+    """Wall time of each stage's last run, and the training summary."""
+    seconds = metrics.get("stage_seconds") or {}
+    if not seconds:
+        return None
+    rows = [{"stage": s, "minutes": round(t / 60, 1)} for s, t in seconds.items()]
+    rows.append({"stage": "all stages", "minutes": round(sum(seconds.values()) / 60, 1)})
+    return pd.DataFrame(rows)
+
+
+def training_summary(metrics: Mapping[str, Any]) -> str:
+    """Epochs run, the best epoch and its validation accuracy, seconds per epoch."""
+    train = metrics.get("train") or {}
+    best = train.get("best") or {}
+    if not train:
+        return "Not trained yet."
+    parts = [f"{train.get('epochs_run', '?')} epochs"]
+    if isinstance(best.get("val_accuracy"), int | float):
+        parts.append(
+            f"best validation accuracy {best['val_accuracy']:.4f} at epoch {best.get('epoch')}"
+        )
+    if isinstance(train.get("seconds_per_epoch"), int | float):
+        parts.append(f"{train['seconds_per_epoch']:.0f} s per epoch")
+    return "Training: " + ", ".join(parts) + f" (status: {train.get('status', '?')})."
+
+
+def changes(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str:
+    """HTML: parameters that changed since the previous run, and its headline differences."""
+    if not previous:
+        return "<p>No previous run of this profile to compare with.</p>"
+    before, after = _flat(previous.get("params")), _flat(current.get("params"))
+    changed = [
+        {"parameter": k, "previous": before.get(k, "-"), "now": after.get(k, "-")}
+        for k in sorted(set(before) | set(after))
+        if before.get(k) != after.get(k)
+    ]
+    out = []
+    if changed:
+        out.append(_table(pd.DataFrame(changed).map(str), index=False))
+    else:
+        out.append("<p>Same parameters as the previous run.</p>")
+    table = evaluation.compare_table(previous, current, "previous", "now")
+    table = table[table["metric"].isin(["accuracy", "macro F1", "ECE"])]
+    if not table.empty:
+        out.append(_table(table, index=False))
+    when = _dig(previous, "train", "finished") or "unknown date"
+    return f"<p>Compared with the previous run (finished {html.escape(str(when))}).</p>" + "".join(
+        out
+    )
+
+
+def _stage_links(paths: Paths) -> str:
+    items = []
+    for stage in PIPELINE:
+        name, title = stage.name, html.escape(stage.title)
+        page = paths.html_dir / f"{name}.html"
+        failed = paths.failed_dir / f"{name}.ipynb"
+        if failed.is_file():  # a failure is newer than any earlier page of the stage
+            link = f'{title} · <a href="failed/{name}.ipynb">FAILED: partial notebook</a>'
+        elif page.is_file():
+            link = f'<a href="html/{name}.html">{title}</a>'
+            link += f' · <a href="{name}.ipynb">notebook</a>'
+        else:
+            link = f"{title} · not run"
+        items.append(f"<li><b>{name}</b> {link}</li>")
+    return "<ol>" + "".join(items) + "</ol>"
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 1.5em auto; color: #222;
+       padding: 0 1em; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.15em; margin: 1.2em 0 0.4em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { text-align: left; padding: 3px 10px; border-bottom: 1px solid #ddd; }
+table.data td { font-variant-numeric: tabular-nums; }
+.grid { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
+figure { display: inline-block; margin: 6px; width: 250px; vertical-align: top; }
+figure img { width: 250px; border: 1px solid #ccc; } figcaption { font-size: 0.8em; }
+.note { color: #a00; margin-top: 0; } .verdict { font-weight: 600; }
+"""
+
+
+def write_index(paths: Paths) -> str:
+    """Write reports/<profile>/index.html from metrics.json and the files present.
+
+    Args:
+        paths: the run's locations.
+
+    Returns:
+        The page written (also saved to ``paths.index_html``, atomically).
+    """
+    metrics = read_json(paths.metrics) if paths.metrics.is_file() else {}
+    previous = read_json(paths.previous_metrics) if paths.previous_metrics.is_file() else None
+    fact_rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+        for k, v in facts(metrics).items()
+    )
+    results = results_table(metrics)
+    localisation = localisation_table(metrics)
+    timing = timing_table(metrics)
+    method = _dig(metrics, "gradcam", "method")
+    explanation = (
+        _table(localisation, index=False)
+        if localisation is not None
+        else "<p>Localisation not scored (no tumour masks for these images).</p>"
+    )
+    figures = sorted(paths.figures_dir.glob("*.png")) if paths.figures_dir.is_dir() else []
+    thumbs = "".join(
+        f'<figure><a href="figures/{f.name}"><img src="figures/{f.name}" alt="{f.stem}"></a>'
+        f"<figcaption>{html.escape(f.stem)}</figcaption></figure>"
+        for f in figures
+    )
+    extras = [
+        file
+        for file in (
+            "model_card.html",
+            "model_card.md",
+            "metrics.json",
+            "history.csv",
+            "manifest.csv",
+            "run.json",
+            "model.keras",
+        )
+        if (paths.run_dir / file).is_file()
+    ]
+    files = " · ".join(f'<a href="{n}">{n}</a>' for n in extras)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>brainmri report: {html.escape(paths.profile)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>Brain-tumour MRI classification: run report ({html.escape(paths.profile)})</h1>
+<p class="note">Research software; not a medical device. Not for diagnosis.</p>
+<table>{fact_rows}</table>
+<div class="grid">
+<section><h2>Testing (95% bootstrap intervals)</h2>
+<p class="verdict">Accuracy: {html.escape(accuracy_line(metrics))}</p>
+{_table(results) if results is not None else ""}
+<p>Testing is read once, by 04_evaluate; every choice was made on the validation split.</p>
+</section>
+<section><h2>Time</h2>
+{_table(timing, index=False) if timing is not None else "<p>No stage has finished.</p>"}
+<p>{html.escape(training_summary(metrics))}</p></section>
+</div>
+<h2>Explanations: {html.escape(str(method or "Grad-CAM"))} against the tumour masks</h2>
+<p class="verdict">{html.escape(sanity_verdict(metrics))}</p>
+{explanation}
+<h2>What changed since the previous run</h2>
+{changes(previous, metrics)}
+<h2>Notebook reports</h2>{_stage_links(paths)}
+<h2>Files</h2><p>{files or "none yet"}</p>
+<h2>Figures</h2>{thumbs or "<p>none yet</p>"}
+</body></html>
+"""
+    atomic_write(paths.index_html, page)
+    return page

@@ -1,0 +1,118 @@
+"""brainmri.reports.index and model_card: the answers of a run, from its metrics.json."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from brainmri import config, evaluation
+from brainmri.config import CLASS_NAMES
+from brainmri.io import write_json
+from brainmri.reports import index as idx
+from brainmri.reports import model_card_markdown, write_index, write_model_card
+
+
+def _block(n: int, error_rate: float, seed: int) -> dict:
+    """A real evaluation block of n cases with about error_rate mistakes."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    logits = np.eye(4)[y] * 4 + rng.normal(0, 1, (n, 4))
+    wrong = rng.random(n) < error_rate
+    logits[wrong] = np.roll(logits[wrong], 1, axis=1)
+    probs = evaluation.softmax(logits)
+    return evaluation.evaluate_split(
+        y, probs, logits, [f"Testing/x/{i}.jpg" for i in range(n)],
+        n_resamples=200, seed=0, n_bins=10, temperature=1.2,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def metrics() -> dict:
+    params = config.load_profile("demo")
+    localisation = {
+        "glioma": {
+            "n_images": 5,
+            "mask_area_fraction": 0.02,
+            "methods": {
+                m: {"pointing_rate": p, "pointing_rate_strict": p, "energy_ratio": 3.0}
+                for m, p in (("gradcam", 0.8), ("random", 0.1), ("centre", 0.2))
+            },
+        }
+    }
+    return {
+        "profile": "demo",
+        "params": params,
+        "stage_seconds": {"01_download": 12.0, "03_train": 600.0},
+        "data": {"source": "phantom", "detail": "synthetic", "files": 1200},
+        "train": {"model": "cnn", "epochs_run": 7, "best": {"epoch": 5, "val_accuracy": 0.97}},
+        "evaluate": {"official": _block(400, 0.1, 1), "dedup": _block(300, 0.1, 2)},
+        "gradcam": {
+            "method": "gradcam",
+            "localisation": {"classes": localisation},
+            "randomization": {
+                "n_images": 8, "n_undefined": 2, "spearman_mean": 0.21,
+                "max_correlation": 0.5, "passed": True,
+            },
+        },
+    }  # fmt: skip
+
+
+def test_results_table_has_both_splits_and_every_class_with_intervals(metrics):
+    table = idx.results_table(metrics)
+    assert list(table.index) == list(CLASS_NAMES)
+    splits = {s for s, _ in table.columns}
+    assert splits == {"official Testing (n=400)", "de-duplicated Testing (n=300)"}
+    ci = metrics["evaluate"]["official"]["ci"]["specificity/glioma"]
+    cell = table[("official Testing (n=400)", "specificity")]["glioma"]
+    assert cell == f"{ci['point']:.3f} ({ci['low']:.3f}-{ci['high']:.3f})"
+    assert idx.accuracy_line(metrics).startswith("official Testing (n=400): 0.")
+
+
+def test_sanity_verdict_never_calls_all_flat_maps_a_pass(metrics):
+    verdict = idx.sanity_verdict(metrics)
+    assert verdict.startswith("Randomisation check passed") and "0.210 over 6 of 8" in verdict
+    flat = {"n_images": 8, "n_undefined": 8, "spearman_mean": None, "passed": True}
+    metrics["gradcam"]["randomization"] = flat
+    assert "no verdict" in idx.sanity_verdict(metrics)
+
+
+def test_changes_list_the_parameters_and_accuracy_that_moved(metrics):
+    previous = {**metrics, "params": config.load_profile("demo", overrides={"epochs": 3})}
+    previous["evaluate"] = {"official": _block(400, 0.3, 3)}
+    page = idx.changes(previous, metrics)
+    assert "<td>epochs</td>" in page and "<td>3</td>" in page
+    assert "accuracy" in page and "previous" in page
+    assert "No previous run" in idx.changes(None, metrics)
+
+
+def test_index_answers_first_then_links(tmp_path, metrics):
+    paths = config.Paths(root=tmp_path, profile="demo")
+    write_json(paths.metrics, metrics)
+    page = write_index(paths)
+    assert page == paths.index_html.read_text()
+    order = [page.index(s) for s in ("Accuracy:", "sensitivity", "Time", "Randomisation check",
+                                     "random (baseline)", "Notebook reports", "Figures")]  # fmt: skip
+    assert order == sorted(order)
+    assert "10.2" in page  # minutes of all stages: (12 + 600) / 60
+    assert "not a medical device" in page
+
+
+def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):
+    text = model_card_markdown(metrics, {})
+    for heading in ("## Model details", "## Intended use", "## Training data",
+                    "## Evaluation data and metrics", "## Explanations", "## Known limitations",
+                    "## How to reproduce"):  # fmt: skip
+        assert heading in text
+    assert "not a medical device" in text and "synthetic phantoms" in text
+    spec = metrics["evaluate"]["dedup"]["ci"]["specificity/pituitary"]
+    assert f"{spec['point']:.3f} ({spec['low']:.3f}-{spec['high']:.3f})" in text
+    paths = config.Paths(root=tmp_path, profile="demo")
+    write_model_card(paths)  # no metrics yet: nothing written
+    assert not paths.model_card.exists()
+    write_json(paths.metrics, metrics)
+    write_model_card(paths)
+    assert paths.model_card.read_text() == text
+    card_html = paths.model_card.with_suffix(".html").read_text()
+    assert re.search(r"<h2[^>]*>Intended use", card_html) and card_html.count("<table") >= 3
