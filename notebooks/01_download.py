@@ -53,11 +53,14 @@ excluded
 
 # %% [markdown]
 # ## Duplicate and leakage audit (summary; details in the EDA report)
-# Testing images that duplicate a Training image are what separates the official accuracy from the
-# de-duplicated one in 04_evaluate: the more there are, the more the official number flatters.
+# Testing images with an exact or pixel-confirmed near copy in Training are what separates the
+# official accuracy from the leakage-free ("clean") one in 04_evaluate: the more there are, the
+# more the official number flatters. `clean_testing` is what is left of each class.
 
 # %%
-record = sources.data_record(source, manifest, paths.manifest)
+record = sources.data_record(
+    source, manifest, paths.manifest, min_correlation=cfg["near_dup_correlation"]
+)
 write_json(paths.data_json, record)
 write_json(paths.stage_metrics(STAGE), record)
-{k: v for k, v in record["audit"].items() if k != "example_pairs"}
+{k: v for k, v in record["audit"].items() if k != "threshold_pairs"}

@@ -65,21 +65,37 @@ save_figure(fig, paths.figures_dir, "eda_intensity")
 
 # %% [markdown]
 # ## Duplicate and leakage audit
-# Exact duplicates share a content hash; near duplicates have perceptual hashes within the configured
-# Hamming distance. Testing images that duplicate a Training image inflate test accuracy, so the
-# evaluation also reports a de-duplicated Testing split. Clusters holding different labels are
-# label noise: the same picture filed under two classes.
+# Exact duplicates share a content hash. A near copy is a pair whose perceptual hashes are close
+# (Testing is compared with all of Training) *and* whose pixels confirm it: the rank correlation of
+# their 64x64 grey thumbnails reaches `near_dup_correlation` (a perceptual hash alone pairs different
+# pictures). Testing images with a copy in Training inflate the official accuracy, so 04_evaluate
+# leads with the clean split, which leaves them out. A copy filed under another label is label noise.
 
 # %%
 audit = dict(record["audit"])  # computed once by 01_download
-pairs = audit.pop("example_pairs", [])
+evidence = audit.pop("threshold_pairs", {})
 display(audit)
-if pairs:
-    fig = dplot.plot_duplicate_pairs(manifest, data_root, pairs[:6])
-    save_figure(fig, paths.figures_dir, "eda_duplicate_pairs")
+
+# %% [markdown]
+# The evidence for the threshold: Testing images and their most similar Training image just
+# **below** it (kept in the clean split) and just **above** it (removed). Above, the pairs should be
+# one slice (re-encoded, rescaled or with another contrast); below, neighbouring slices or other
+# images.
+
+# %%
+threshold = audit["min_correlation"]
+for side in ("below", "above"):
+    if evidence.get(side):
+        fig = dplot.plot_duplicate_pairs(
+            manifest,
+            data_root,
+            evidence[side],
+            title=f"Closest Training image, pixel correlation just {side} {threshold}",
+        )
+        save_figure(fig, paths.figures_dir, f"eda_copies_{side}_threshold")
 conflicts = manifest[manifest["label_conflict"]]
-print(f"{len(conflicts)} images sit in clusters holding different labels")
-conflicts[["path", "split", "label", "exact_group", "near_group"]].head(20)
+print(f"{len(conflicts)} images have a copy filed under another label")
+conflicts[["path", "split", "label", "exact_group", "closest_training"]].head(20)
 
 # %% [markdown]
 # ## Excluded files

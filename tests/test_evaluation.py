@@ -442,3 +442,21 @@ def test_plots_return_figures_with_expected_axes():
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(ci)
     with pytest.raises(ValueError, match="do not match 3 class names"):
         plots.plot_confusion_matrices(summary, CLASS_NAMES[:3])
+
+
+def test_cluster_bootstrap_counts_copies_once():
+    """Five copies of each case are one piece of evidence, not five."""
+    y, pred = _predictions_with_error_rate(200, 0.15, seed=9)
+    copies_y, copies_pred = np.repeat(y, 5), np.repeat(pred, 5)
+    cluster = np.repeat(np.arange(200), 5)
+    plain = ev.bootstrap_ci(y, pred, n_resamples=500, seed=2)
+    clustered = ev.bootstrap_ci(copies_y, copies_pred, n_resamples=500, seed=2, groups=cluster)
+    naive = ev.bootstrap_ci(copies_y, copies_pred, n_resamples=500, seed=2)
+    # Resampling the 200 clusters of 5 identical cases is resampling the 200 originals.
+    for metric, interval in plain.items():
+        assert clustered[metric] == pytest.approx(interval), metric
+    width = {name: ci["accuracy"]["high"] - ci["accuracy"]["low"] for name, ci in
+             (("clustered", clustered), ("naive", naive))}  # fmt: skip
+    assert width["naive"] < 0.6 * width["clustered"]  # ~1/sqrt(5): too narrow
+    with pytest.raises(ValueError, match="groups: expected 1000"):
+        ev.bootstrap_ci(copies_y, copies_pred, n_resamples=5, seed=0, groups=cluster[:10])

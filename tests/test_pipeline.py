@@ -181,7 +181,7 @@ def test_metrics_validate_and_compare(copy, first_run):
     from brainmri.evaluation import validate_metrics_block
 
     metrics = json.loads((copy / "reports" / "smoke" / "metrics.json").read_text())
-    for split in ("official", "dedup"):
+    for split in ("clean", "official"):
         validate_metrics_block(metrics["evaluate"][split])
     shutil.copytree(copy / "reports" / "smoke", copy / "reports" / "smoke-copy")
     result = run_make(copy, "compare", "A=smoke", "B=smoke-copy")
@@ -191,7 +191,7 @@ def test_metrics_validate_and_compare(copy, first_run):
     # Ten headline rows per split (accuracy, macro F1, kappa, MCC, 2 x ECE, 4 sensitivities),
     # identical runs: every difference is zero.
     rows = [line.split() for line in lines[1:]]
-    assert sorted({r[0] for r in rows}) == ["dedup", "official"] and len(rows) == 20
+    assert sorted({r[0] for r in rows}) == ["clean", "official"] and len(rows) == 20
     assert all(r[-1] in ("+0.0000", "-") for r in rows)
     missing = run_make(copy, "compare", "A=smoke", "B=absent")
     assert missing.returncode != 0 and "make all PROFILE=absent" in missing.stdout + missing.stderr

@@ -186,11 +186,14 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "val_fraction": Spec("float", "share of Training held out for validation", 0.02, 0.5),
         "dedup": Spec(
             "choice",
-            "which duplicates are removed before training/evaluation",
+            "which Training duplicates are dropped before training (Testing: see test_clean)",
             choices=("none", "exact", "near"),
         ),
         "near_dup_distance": Spec(
-            "int", "max perceptual-hash Hamming distance of a near duplicate", 0, 32
+            "int", "max perceptual-hash Hamming distance of a candidate near copy", 0, 32
+        ),
+        "near_dup_correlation": Spec(
+            "float", "min pixel rank correlation that confirms a near copy", 0.5, 1.0
         ),
     },
     "eda": {

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from brainmri import data, phantom
@@ -79,14 +80,20 @@ def build_manifest(root: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
 
     Args:
         root: the folder holding Training/ and Testing/.
-        cfg: the run and data parameters ("near_dup_distance", "dedup", "val_fraction", "seed").
+        cfg: the run and data parameters ("near_dup_distance", "near_dup_correlation",
+            "dedup", "val_fraction", "seed").
 
     Returns:
         The manifest: one row per file (``data.SCAN_COLUMNS``, the audit's and the subsets'
         columns) plus "label_index", the class's position in ``CLASS_NAMES``.
     """
     manifest = data.scan_dataset(Path(root))
-    manifest = data.audit_duplicates(manifest, near_distance=cfg["near_dup_distance"])
+    manifest = data.audit_duplicates(
+        manifest,
+        root,
+        near_distance=cfg["near_dup_distance"],
+        min_correlation=cfg["near_dup_correlation"],
+    )
     manifest = data.assign_subsets(
         manifest, dedup=cfg["dedup"], val_fraction=cfg["val_fraction"], seed=cfg["seed"]
     )
@@ -95,10 +102,24 @@ def build_manifest(root: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def subset(manifest: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Rows of one subset: 'train', 'val', 'test' (official) or 'test_dedup'."""
-    if name == "test_dedup":
-        return manifest[(manifest["subset"] == "test") & manifest["test_dedup"]]
+    """Rows of one subset: 'train', 'val', 'test' (official) or 'test_clean' (leakage-free)."""
+    if name == "test_clean":
+        return manifest[(manifest["subset"] == "test") & manifest["test_clean"]]
     return manifest[manifest["subset"] == name]
+
+
+def copy_clusters(rows: pd.DataFrame) -> np.ndarray:
+    """The near-copy cluster of each row, for a cluster bootstrap; a file without copies is
+    its own cluster.
+
+    Args:
+        rows: manifest rows (with the audit's "near_group" column).
+
+    Returns:
+        One integer per row: its near_group, or a distinct negative number for a singleton.
+    """
+    near = rows["near_group"].to_numpy(dtype=np.int64)
+    return np.where(near >= 0, near, -1 - np.arange(len(rows)))
 
 
 def subset_files(
@@ -109,7 +130,7 @@ def subset_files(
     Args:
         manifest: the run's manifest.
         root: the data root the manifest's relative paths start from.
-        name: 'train', 'val', 'test' (official Testing) or 'test_dedup'.
+        name: 'train', 'val', 'test' (official Testing) or 'test_clean' (leakage-free).
 
     Returns:
         ``(rows, files, labels)``: the manifest rows, their absolute paths as strings, and
@@ -139,17 +160,25 @@ def load_run_data(paths: Paths) -> tuple[dict[str, Any], pd.DataFrame]:
     return read_json(paths.data_json), data.read_manifest(paths.manifest)
 
 
-def data_record(source: Mapping[str, Any], manifest: pd.DataFrame, manifest_file: Path) -> dict:
+def data_record(
+    source: Mapping[str, Any],
+    manifest: pd.DataFrame,
+    manifest_file: Path,
+    *,
+    min_correlation: float,
+) -> dict:
     """The data section of metrics.json: source, counts per subset and class, manifest hash.
 
     Args:
         source: what :func:`resolve_source` returned.
         manifest: the run's manifest.
         manifest_file: the manifest as written, whose bytes are hashed.
+        min_correlation: the near-copy threshold of the audit (for its evidence pairs).
 
     Returns:
         The record: the source's keys, "manifest_sha256", "files", "excluded",
-        "counts" (per subset and class), "test_dedup" (its size) and "audit".
+        "counts" (per subset and class), "test_clean" (the leakage-free Testing split's
+        size) and "audit".
     """
     counts = (
         manifest.groupby(["subset", "label"]).size().unstack(fill_value=0).to_dict(orient="index")
@@ -160,6 +189,6 @@ def data_record(source: Mapping[str, Any], manifest: pd.DataFrame, manifest_file
         "files": int(len(manifest)),
         "excluded": int((manifest["status"] != "ok").sum()),
         "counts": {s: {c: int(n) for c, n in row.items()} for s, row in counts.items()},
-        "test_dedup": int(subset(manifest, "test_dedup").shape[0]),
-        "audit": data.audit_summary(manifest),
+        "test_clean": int(subset(manifest, "test_clean").shape[0]),
+        "audit": data.audit_summary(manifest, min_correlation=min_correlation),
     }

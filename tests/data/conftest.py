@@ -99,7 +99,9 @@ def clustered(tmp_path_factory) -> pd.DataFrame:
         near = cv2.imread(str(folder / "u01.jpg"), cv2.IMREAD_UNCHANGED)
         _write(root / TEST / label / "near.jpg", _jpeg(np.clip(near.astype(int) + 2, 0, 255)))
     _write(root / TRAIN / "glioma" / "zz_broken.jpg", b"not an image")
-    return data.audit_duplicates(data.scan_dataset(root), near_distance=4)
+    return data.audit_duplicates(
+        data.scan_dataset(root), root, near_distance=4, min_correlation=0.97
+    )
 
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,8 @@ def test_manifest_round_trip_and_hash(tmp_path, clustered):
     back = data.read_manifest(path)
     pd.testing.assert_frame_equal(back, manifest, check_dtype=False)
     assert back["bytes"].dtype == np.int64 and back["label_index"].dtype == np.int64
-    assert back["test_dedup"].dtype == bool and back["label_conflict"].dtype == bool
+    assert back["test_clean"].dtype == bool and back["label_conflict"].dtype == bool
+    assert back["training_copy"].dtype == bool and back["closest_correlation"].dtype == float
     assert (back["reason"] == "").sum() == (manifest["status"] == "ok").sum()  # "" stays ""
 
     digest = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -47,7 +47,7 @@ def metrics() -> dict:
         "stage_seconds": {"01_download": 12.0, "03_train": 600.0},
         "data": {"source": "phantom", "detail": "synthetic", "files": 1200},
         "train": {"model": "cnn", "epochs_run": 7, "best": {"epoch": 5, "val_accuracy": 0.97}},
-        "evaluate": {"official": _block(400, 0.1, 1), "dedup": _block(300, 0.1, 2)},
+        "evaluate": {"official": _block(400, 0.1, 1), "clean": _block(300, 0.1, 2)},
         "gradcam": {
             "method": "gradcam",
             "localisation": {"classes": localisation},
@@ -63,11 +63,11 @@ def test_results_table_has_both_splits_and_every_class_with_intervals(metrics):
     table = idx.results_table(metrics)
     assert list(table.index) == list(CLASS_NAMES)
     splits = {s for s, _ in table.columns}
-    assert splits == {"official Testing (n=400)", "de-duplicated Testing (n=300)"}
+    assert splits == {"official Testing (n=400)", "clean Testing (n=300)"}
     ci = metrics["evaluate"]["official"]["ci"]["specificity/glioma"]
     cell = table[("official Testing (n=400)", "specificity")]["glioma"]
     assert cell == f"{ci['point']:.3f} ({ci['low']:.3f}-{ci['high']:.3f})"
-    assert idx.accuracy_line(metrics).startswith("official Testing (n=400): 0.")
+    assert idx.accuracy_line(metrics).startswith("clean Testing (n=300): 0.")  # headline first
 
 
 def test_sanity_verdict_never_calls_all_flat_maps_a_pass(metrics):
@@ -106,7 +106,7 @@ def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):
                     "## How to reproduce"):  # fmt: skip
         assert heading in text
     assert "not a medical device" in text and "synthetic phantoms" in text
-    spec = metrics["evaluate"]["dedup"]["ci"]["specificity/pituitary"]
+    spec = metrics["evaluate"]["clean"]["ci"]["specificity/pituitary"]
     assert f"{spec['point']:.3f} ({spec['low']:.3f}-{spec['high']:.3f})" in text
     paths = config.Paths(root=tmp_path, profile="demo")
     write_model_card(paths)  # no metrics yet: nothing written

@@ -6,14 +6,21 @@ Submodules, in the order a run uses them:
 - `layout`: finding the <split>/<class>/ folder tree of the dataset (DatasetLayoutError).
 - `images`: decoding any image file to uint8 RGB (load_image), the one normalisation.
 - `manifest`: the scan of every file into the manifest table; its CSV file and hash.
-- `audit`: exact and near-duplicate clusters, and their counts per split and class.
-- `splits`: the train/val/test subsets, with de-duplication and the leakage-free test set.
+- `audit`: exact and pixel-confirmed near copies, their clusters, and the counts per split.
+- `splits`: the train/val/test subsets, Training de-duplication and the clean (leakage-free)
+  Testing split.
 
 SciPy, scikit-learn, imagehash and the Kaggle API are imported by the functions that use them,
 not here: the input pipeline imports this package for load_image only.
 """
 
-from brainmri.data.audit import AUDIT_COLUMNS, audit_duplicates, audit_summary
+from brainmri.data.audit import (
+    AUDIT_COLUMNS,
+    audit_duplicates,
+    audit_summary,
+    pixel_signatures,
+    threshold_pairs,
+)
 from brainmri.data.images import load_image
 from brainmri.data.kaggle import (
     DataSourceError,
@@ -49,8 +56,10 @@ __all__ = [
     "kaggle_credentials",
     "load_image",
     "manifest_hash",
+    "pixel_signatures",
     "read_manifest",
     "safe_extract",
     "scan_dataset",
+    "threshold_pairs",
     "write_manifest",
 ]

@@ -39,7 +39,8 @@ SCAN_COLUMNS: tuple[str, ...] = (
 """Columns written by scan_dataset, in order."""
 
 _INT_COLUMNS = ("bytes", "width", "height", "exact_group", "near_group")
-_BOOL_COLUMNS = ("label_conflict", "test_dedup")
+_BOOL_COLUMNS = ("label_conflict", "training_copy", "test_clean")
+_FLOAT_COLUMNS = ("closest_correlation",)
 
 
 def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -204,7 +205,12 @@ def read_manifest(path: Path) -> pd.DataFrame:
         )
     for column in df.columns:
         values = df[column]
-        if column in _INT_COLUMNS or (
+        if column in _FLOAT_COLUMNS:
+            try:
+                df[column] = pd.to_numeric(values.replace("", np.nan), errors="raise")
+            except (ValueError, TypeError):
+                raise ValueError(f"{path}: column {column!r} must hold numbers") from None
+        elif column in _INT_COLUMNS or (
             column not in SCAN_COLUMNS and len(values) and values.str.fullmatch(r"-?\d+").all()
         ):
             try:

@@ -232,17 +232,23 @@ def plot_intensity_histograms(
 
 
 def plot_duplicate_pairs(
-    manifest: pd.DataFrame, root: Path | str, pairs: Sequence[Sequence]
+    manifest: pd.DataFrame,
+    root: Path | str,
+    pairs: Sequence[Sequence],
+    *,
+    value_name: str = "pixel correlation",
+    title: str = "Duplicate pairs",
 ) -> Figure:
-    """Duplicate pairs side by side with split, class and perceptual-hash distance.
+    """Image pairs side by side with split, class and the value that paired them.
 
     Args:
         manifest: the data set manifest (columns ``SCAN_COLUMNS``); only rows with status
             "ok" are used.
         root: the data root the manifest's "path" values are relative to.
-        pairs: ``(path_a, path_b, distance)`` triples, paths as in the manifest's "path"
-            column and distance the perceptual-hash Hamming distance (e.g. the audit's
-            "example_pairs").
+        pairs: ``(path_a, path_b, value)`` triples, paths as in the manifest's "path"
+            column (e.g. the audit's "threshold_pairs").
+        value_name: what the value is, written beside each pair.
+        title: the figure's title.
 
     Returns:
         A figure with one row per pair; a pair whose labels differ is marked "LABELS
@@ -275,9 +281,9 @@ def plot_duplicate_pairs(
             ax.set_title(f"{item['split']}/{item['label']}\n{Path(rel).name}", fontsize=7)
         same = rows.loc[path_a, "label"] == rows.loc[path_b, "label"]
         ax_a.set_ylabel(
-            f"distance {int(distance)}" + ("" if same else "\nLABELS DIFFER"),
+            f"{value_name} {distance:g}" + ("" if same else "\nLABELS DIFFER"),
             fontsize=8,
             color="black" if same else "red",
         )
-    fig.suptitle("Duplicate pairs (perceptual-hash Hamming distance)", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     return fig

@@ -17,8 +17,9 @@ from brainmri import evaluation
 from brainmri.config import PIPELINE, Paths
 from brainmri.io import atomic_write, read_json
 
-SPLIT_LABELS = {"official": "official Testing", "dedup": "de-duplicated Testing"}
-"""How the report names the Testing splits of metrics.json's "evaluate" section."""
+SPLIT_LABELS = {"clean": "clean Testing", "official": "official Testing"}
+"""How the report names the Testing splits of metrics.json's "evaluate" section, headline first:
+"clean" leaves out the Testing images with an exact or confirmed near copy in Training."""
 
 BASELINES = ("random", "centre")
 """The localisation baselines every explanation method is compared with."""

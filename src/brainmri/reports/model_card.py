@@ -118,23 +118,25 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         table = pd.DataFrame(counts).reindex(list(CLASS_NAMES)).fillna(0).astype(int)
         lines += ["", _md_table(table)]
     audit = data.get("audit") or {}
-    # data.splits.assign_subsets: the de-duplicated Testing view follows data.dedup ("none"
-    # falls back to exact copies).
-    copies = "near-copies" if data_p.get("dedup") == "near" else "exact copies"
     if audit:
+        clean = _dig(audit, "clean_testing", "per_class") or {}
         lines += [
             "",
-            "Audit of the data set (perceptual hashes; see 02_eda): "
+            "Audit of the data set (see 02_eda): "
             f"{_dig(audit, 'test_in_training', 'exact', 'total')} Testing images are exact "
             f"copies of Training images and {_dig(audit, 'test_in_training', 'near', 'total')} "
-            f"near-copies; the de-duplicated Testing split drops the {copies}.",
+            "are exact or pixel-confirmed near copies (rank correlation of 64x64 thumbnails "
+            f">= {audit.get('min_correlation', '?')}). The clean Testing split leaves them out: "
+            + ", ".join(f"{c} {n}" for c, n in clean.items())
+            + ".",
         ]
     lines += ["", "## Evaluation data and metrics"]
     if blocks:
+        first = next(iter(blocks.values()))
         lines += [
             "Testing, read once by 04_evaluate. Point estimates with 95% percentile-bootstrap "
-            f"intervals ({_dig(next(iter(blocks.values())), 'bootstrap', 'n_resamples')} "
-            "resamples of images).",
+            f"intervals ({_dig(first, 'bootstrap', 'n_resamples')} resamples; each draws "
+            f"{_dig(first, 'bootstrap', 'unit') or 'image'}s).",
             "",
         ]
         accuracy = {
@@ -193,10 +195,12 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         "never tested.",
         "- The four classes are not the clinical differential: a slice with a metastasis, "
         "lymphoma or any other lesion still gets one of them.",
-        "- The Kaggle split holds near-copies of Training images in Testing; the "
-        f"de-duplicated split removes {copies} only (see the audit above).",
-        "- Bootstrap intervals treat Testing images as independent; near-copies within Testing "
-        "make them somewhat too narrow.",
+        "- The official Testing split holds copies of Training images; the clean split removes "
+        "exact and pixel-confirmed near copies, but neighbouring slices of one patient's series "
+        "(correlation below the threshold) can remain on both sides: the data set has no "
+        "patient identifiers.",
+        "- The intervals resample near-copy clusters within Testing (a cluster bootstrap); "
+        "slices of one patient that are not copies still count as independent.",
         f"- Grad-CAM maps are coarse (they have the resolution of the target layer "
         f"`{_dig(metrics, 'gradcam', 'layer') or '?'}`, 1/32 of the input side on an "
         "EfficientNet) and are a view of the model, not a segmentation.",
