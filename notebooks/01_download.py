@@ -63,4 +63,6 @@ record = sources.data_record(
 )
 write_json(paths.data_json, record)
 write_json(paths.stage_metrics(STAGE), record)
+for warning in record["warnings"]:  # also at the top of index.html
+    print(f"WARNING: {warning}")
 {k: v for k, v in record["audit"].items() if k != "threshold_pairs"}

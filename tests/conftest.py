@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +78,102 @@ def trained_phantom(tmp_path_factory):
     training.prepare_state(out / "state", cfg, manifest_sha256="fixture", **files)
     history = training.fit(model, train, val, cfg, state_dir=out / "state", **files)
     return mdl.load_model(out / "model.keras"), root, size, history
+
+
+# --- end-to-end: copies of the project and make -------------------------------------------------
+
+FAKE_KEY = "f4k3k3y0123456789abcdef0fakekey"
+"""A Kaggle key planted in every make run's environment: no output may ever show it."""
+
+
+def copy_project(target: Path) -> Path:
+    """Copy the tracked project files to target, as a fresh clone would have them."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        src = ROOT / name
+        if src.is_file() and not src.is_symlink():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target / name)
+    return target
+
+
+def make_args(*args: str) -> list[str]:
+    """A make command line in a copy, reusing this test run's environment (no second set-up)."""
+    return ["make", "--no-print-directory", *args, f"VENV={sys.prefix}", "SKIP_SETUP=1"]
+
+
+def make_env() -> dict[str, str]:
+    """The environment of a make run, with a planted (fake) Kaggle key."""
+    return {**os.environ, "KAGGLE_USERNAME": "planted-user", "KAGGLE_KEY": FAKE_KEY}
+
+
+def run_make(root: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run make in a copy of the project and wait for it."""
+    return subprocess.run(
+        make_args(*args), cwd=root, capture_output=True, text=True, timeout=timeout, env=make_env()
+    )
+
+
+def set_param(root: Path, profile: str, section: str, key: str, value: str) -> None:
+    """Edit params/<profile>.yaml of a copy: set section.key (added when absent)."""
+    path = root / "params" / f"{profile}.yaml"
+    text = path.read_text()
+    pattern = re.compile(rf"^(  {key}:).*$", re.MULTILINE)
+    block = re.search(rf"^{section}:\n((?:  .*\n)*)", text, re.MULTILINE)
+    if block and pattern.search(block.group(0)):
+        new_block = pattern.sub(rf"\g<1> {value}", block.group(0))
+        text = text.replace(block.group(0), new_block)
+    elif block:
+        text = text.replace(block.group(0), block.group(0) + f"  {key}: {value}\n")
+    else:
+        text += f"\n{section}:\n  {key}: {value}\n"
+    path.write_text(text)
+
+
+def start_make(root: Path, *args: str) -> subprocess.Popen:
+    """Start make in a copy of the project in its own process group, without waiting."""
+    return subprocess.Popen(
+        make_args(*args),
+        cwd=root,
+        env=make_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, so a test can Ctrl-C all of it
+    )
+
+
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory) -> Path:
+    """A copy of the tracked project files for one test module's end-to-end runs."""
+    return copy_project(tmp_path_factory.mktemp("clone") / "repo")
+
+
+@pytest.fixture(scope="session")
+def make():
+    """run_make(root, *args, timeout=600): make in a project copy (see copy_project)."""
+    return run_make
+
+
+@pytest.fixture(scope="session")
+def make_background():
+    """start_make(root, *args): make in a project copy, running in the background."""
+    return start_make
+
+
+@pytest.fixture(scope="session")
+def planted_key() -> str:
+    """The fake Kaggle key every make run carries (FAKE_KEY)."""
+    return FAKE_KEY
+
+
+@pytest.fixture(scope="session")
+def edit_param():
+    """set_param(root, profile, section, key, value): edit a copy's params/<profile>.yaml."""
+    return set_param

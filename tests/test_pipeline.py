@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -20,73 +18,23 @@ from brainmri.config import PIPELINE, STAGES
 from brainmri.reports import embedded_images
 
 pytestmark = pytest.mark.slow
-VENV = Path(sys.prefix)
-
-
-FAKE_KEY = "f4k3k3y0123456789abcdef0fakekey"
-
-
-def run_make(root: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run make in the copy, reusing this test run's environment (no second set-up).
-
-    A fake Kaggle key is planted in the environment: no output of the run may ever show it.
-    """
-    env = {**os.environ, "KAGGLE_USERNAME": "planted-user", "KAGGLE_KEY": FAKE_KEY}
-    return subprocess.run(
-        ["make", "--no-print-directory", *args, f"VENV={VENV}", "SKIP_SETUP=1"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def stage_mtimes(run_dir: Path) -> dict[str, float]:
     return {s: (run_dir / f"{s}.ipynb").stat().st_mtime for s in STAGES}
 
 
-def set_param(root: Path, section: str, key: str, value: str) -> None:
-    """Edit params/smoke.yaml of the copy: set section.key (added when absent)."""
-    path = root / "params" / "smoke.yaml"
-    text = path.read_text()
-    pattern = re.compile(rf"^(  {key}:).*$", re.MULTILINE)
-    block = re.search(rf"^{section}:\n((?:  .*\n)*)", text, re.MULTILINE)
-    if block and pattern.search(block.group(0)):
-        new_block = pattern.sub(rf"\g<1> {value}", block.group(0))
-        text = text.replace(block.group(0), new_block)
-    elif block:
-        text = text.replace(block.group(0), block.group(0) + f"  {key}: {value}\n")
-    else:
-        text += f"\n{section}:\n  {key}: {value}\n"
-    path.write_text(text)
+@pytest.fixture(scope="module")
+def copy(project_copy) -> Path:
+    return project_copy
 
 
 @pytest.fixture(scope="module")
-def copy(tmp_path_factory, project_root) -> Path:
-    """A copy of the tracked project files, as a fresh clone would have them."""
-    target = tmp_path_factory.mktemp("clone") / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=project_root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in files:
-        src = project_root / name
-        if src.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target / name)
-    return target
-
-
-@pytest.fixture(scope="module")
-def first_run(copy) -> subprocess.CompletedProcess:
+def first_run(copy, make, edit_param) -> subprocess.CompletedProcess:
     # `auto` tries the Kaggle download with the planted credentials first (it fails: no network
     # here, or the fake key is rejected), then falls back to the phantom set.
-    set_param(copy, "data", "data_source", "auto")
-    result = run_make(copy, "all", "PROFILE=smoke")
+    edit_param(copy, "smoke", "data", "data_source", "auto")
+    result = make(copy, "all", "PROFILE=smoke")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result
 
@@ -152,7 +100,7 @@ def test_every_figure_is_inline_in_its_report_and_no_startup_noise(copy, first_r
     assert len(figures) >= 12
 
 
-def test_reports_in_a_browser(copy, first_run):
+def test_reports_in_a_browser(copy, first_run, make):
     """Every report page in headless Chromium, offline: images decode, no request, no error."""
     from brainmri.reports import browser
 
@@ -160,7 +108,7 @@ def test_reports_in_a_browser(copy, first_run):
         browser.find_chromium()
     except browser.BrowserMissing as exc:
         pytest.skip(str(exc))
-    result = run_make(copy, "screenshots", "PROFILE=smoke")
+    result = make(copy, "screenshots", "PROFILE=smoke")
     assert result.returncode == 0, result.stdout + result.stderr
     run = copy / "reports" / "smoke"
     assert "html/05_gradcam.html: " in result.stdout
@@ -168,23 +116,23 @@ def test_reports_in_a_browser(copy, first_run):
         assert (run / "screenshots" / f"{name}.png").stat().st_size > 10_000
 
 
-def test_planted_kaggle_key_never_appears_in_any_output(copy, first_run):
-    assert FAKE_KEY not in first_run.stdout + first_run.stderr
+def test_planted_kaggle_key_never_appears_in_any_output(copy, first_run, planted_key):
+    assert planted_key not in first_run.stdout + first_run.stderr
     nb = (copy / "reports" / "smoke" / "01_download.ipynb").read_text()
     assert "Kaggle download not possible" in nb and "phantom" in nb
     for path in [*(copy / "reports").rglob("*"), *(copy / "data").rglob("*")]:
         if path.is_file() and path.suffix not in (".jpg", ".png", ".keras", ".h5"):
-            assert FAKE_KEY.encode() not in path.read_bytes(), f"key leaked into {path}"
+            assert planted_key.encode() not in path.read_bytes(), f"key leaked into {path}"
 
 
-def test_metrics_validate_and_compare(copy, first_run):
+def test_metrics_validate_and_compare(copy, first_run, make):
     from brainmri.evaluation import validate_metrics_block
 
     metrics = json.loads((copy / "reports" / "smoke" / "metrics.json").read_text())
     for split in ("clean", "official"):
         validate_metrics_block(metrics["evaluate"][split])
     shutil.copytree(copy / "reports" / "smoke", copy / "reports" / "smoke-copy")
-    result = run_make(copy, "compare", "A=smoke", "B=smoke-copy")
+    result = make(copy, "compare", "A=smoke", "B=smoke-copy")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "smoke-copy" in lines[0]
@@ -193,25 +141,25 @@ def test_metrics_validate_and_compare(copy, first_run):
     rows = [line.split() for line in lines[1:]]
     assert sorted({r[0] for r in rows}) == ["clean", "official"] and len(rows) == 20
     assert all(r[-1] in ("+0.0000", "-") for r in rows)
-    missing = run_make(copy, "compare", "A=smoke", "B=absent")
+    missing = make(copy, "compare", "A=smoke", "B=absent")
     assert missing.returncode != 0 and "make all PROFILE=absent" in missing.stdout + missing.stderr
     shutil.rmtree(copy / "reports" / "smoke-copy")
 
 
-def test_second_run_does_nothing(copy, first_run):
+def test_second_run_does_nothing(copy, first_run, make):
     run = copy / "reports" / "smoke"
     before = stage_mtimes(run)
-    again = run_make(copy, "all", "PROFILE=smoke")
+    again = make(copy, "all", "PROFILE=smoke")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to do" in again.stdout and "running" not in again.stdout
     assert stage_mtimes(run) == before
 
 
-def test_gradcam_param_reruns_only_gradcam(copy, first_run):
+def test_gradcam_param_reruns_only_gradcam(copy, first_run, make, edit_param):
     run = copy / "reports" / "smoke"
     before = stage_mtimes(run)
-    set_param(copy, "gradcam", "interpolant", "0.4")
-    result = run_make(copy, "all", "PROFILE=smoke")
+    edit_param(copy, "smoke", "gradcam", "interpolant", "0.4")
+    result = make(copy, "all", "PROFILE=smoke")
     assert result.returncode == 0, result.stderr[-3000:]
     ran = re.findall(r"\[(\d\d_\w+)\] running", result.stdout)
     assert ran == ["05_gradcam"]
@@ -222,12 +170,12 @@ def test_gradcam_param_reruns_only_gradcam(copy, first_run):
     )
 
 
-def test_failing_notebook_keeps_partial_and_earlier_outputs(copy, first_run):
+def test_failing_notebook_keeps_partial_and_earlier_outputs(copy, first_run, make, edit_param):
     run = copy / "reports" / "smoke"
     before = stage_mtimes(run)
     model_bytes = (run / "model.keras").read_bytes()
-    set_param(copy, "gradcam", "cam_layer", "no_such_layer")
-    result = run_make(copy, "all", "PROFILE=smoke")
+    edit_param(copy, "smoke", "gradcam", "cam_layer", "no_such_layer")
+    result = make(copy, "all", "PROFILE=smoke")
     assert result.returncode != 0
     assert "stage 05_gradcam failed" in result.stderr and "no_such_layer" in result.stderr
     assert "reports/smoke/failed/05_gradcam.ipynb" in result.stderr
@@ -239,20 +187,20 @@ def test_failing_notebook_keeps_partial_and_earlier_outputs(copy, first_run):
     }
     assert (run / "model.keras").read_bytes() == model_bytes
     # Still out of date: the next run tries stage 05 again (and only it).
-    set_param(copy, "gradcam", "cam_layer", "null")
-    result = run_make(copy, "all", "PROFILE=smoke")
+    edit_param(copy, "smoke", "gradcam", "cam_layer", "null")
+    result = make(copy, "all", "PROFILE=smoke")
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.findall(r"\[(\d\d_\w+)\] running", result.stdout) == ["05_gradcam"]
     assert not (run / "failed" / "05_gradcam.ipynb").exists()
 
 
-def test_bad_parameter_stops_before_any_work(copy, first_run):
+def test_bad_parameter_stops_before_any_work(copy, first_run, make, edit_param):
     run = copy / "reports" / "smoke"
     before = stage_mtimes(run)
     original = (copy / "params" / "smoke.yaml").read_text()
-    set_param(copy, "train", "epochs", "-3")
+    edit_param(copy, "smoke", "train", "epochs", "-3")
     try:
-        result = run_make(copy, "all", "PROFILE=smoke")
+        result = make(copy, "all", "PROFILE=smoke")
     finally:
         (copy / "params" / "smoke.yaml").write_text(original)
     assert result.returncode != 0
@@ -261,15 +209,15 @@ def test_bad_parameter_stops_before_any_work(copy, first_run):
     assert stage_mtimes(run) == before
 
 
-def test_clean_removes_only_the_profile_reports(copy, first_run):
+def test_clean_removes_only_the_profile_reports(copy, first_run, make):
     (copy / "reports" / "other").mkdir(exist_ok=True)
-    result = run_make(copy, "clean", "PROFILE=other")
+    result = make(copy, "clean", "PROFILE=other")
     assert result.returncode == 0 and not (copy / "reports" / "other").exists()
     assert (copy / "reports" / "smoke").is_dir() and (copy / "data").is_dir()
 
 
-def test_help_is_the_default_goal(copy):
-    result = run_make(copy)
+def test_help_is_the_default_goal(copy, make):
+    result = make(copy)
     assert result.returncode == 0
     for target in ("all", "test", "lab", "html", "screenshots", "clean", "compare", "bench"):
         assert f"make {target}" in result.stdout

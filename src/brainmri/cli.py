@@ -30,13 +30,25 @@ def kaggle_credentials_present(root: Path, env: dict[str, str] | None = None) ->
 def choose_profile(
     root: Path, profile: str | None, data_dir: str | None, env: dict[str, str] | None = None
 ) -> tuple[str, str]:
-    """Return (profile, reason): the given one, else default with real data available, else demo."""
+    """Return (profile, reason): the given one, else default with real data available, else demo.
+
+    Raises:
+        ParamError: the profile name is not a plain name, or DATA_DIR is given but does not
+            hold the data set (a mistyped DATA_DIR must not quietly run the phantom demo).
+    """
+    from brainmri.config import ParamError, check_profile_name  # standard library only
+
+    if data_dir and not (
+        (Path(data_dir) / "Training").is_dir() or any(Path(data_dir).glob("*/Training"))
+    ):
+        raise ParamError(
+            f"DATA_DIR={data_dir}: no Training/ folder there or one level down (expected the "
+            "Kaggle layout: Training/<class>/ and Testing/<class>/)"
+        )
     if profile:
-        return profile, "chosen with PROFILE"
+        return check_profile_name(profile), "chosen with PROFILE"
     if data_dir:
-        if (Path(data_dir) / "Training").is_dir() or any(Path(data_dir).glob("*/Training")):
-            return REAL_DATA_PROFILE, f"DATA_DIR={data_dir} holds the dataset"
-        return OFFLINE_PROFILE, f"DATA_DIR={data_dir} does not hold Training/ (using phantoms)"
+        return REAL_DATA_PROFILE, f"DATA_DIR={data_dir} holds the dataset"
     if (root / "data" / "brain-tumor-mri-dataset").is_dir():
         return REAL_DATA_PROFILE, "the Kaggle dataset was downloaded before (data/)"
     if kaggle_credentials_present(root, env):
@@ -68,17 +80,33 @@ def cmd_choose(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the pipeline for one profile."""
     from brainmri.config import ParamError
+    from brainmri.lock import ProfileBusy
     from brainmri.pipeline import StageFailed, run_pipeline
 
     root = _root(args)
     profile, _ = choose_profile(root, args.profile, args.data_dir)
     overrides = {"data_dir": str(Path(args.data_dir).resolve())} if args.data_dir else {}
     try:
+        if args.data_dir:
+            _check_data_dir_is_used(root, profile, args.data_dir)
         run_pipeline(profile, root, overrides, force=args.force, log_output=not args.quiet)
-    except (ParamError, StageFailed, FileNotFoundError) as exc:
+    except (ParamError, StageFailed, ProfileBusy, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 130 if "interrupted" in str(exc) else 1
     return 0
+
+
+def _check_data_dir_is_used(root: Path, profile: str, data_dir: str) -> None:
+    """Refuse a DATA_DIR that the profile would ignore (its data_source reads no data_dir)."""
+    from brainmri.config import ParamError, load_profile
+
+    source = load_profile(profile, root=root)["data"]["data_source"]
+    if source not in ("auto", "data_dir"):
+        raise ParamError(
+            f"DATA_DIR={data_dir} would be ignored: profile '{profile}' reads data_source: "
+            f"{source} (params/{profile}.yaml); drop DATA_DIR, or pick a profile that reads "
+            "real data (cpu, default)"
+        )
 
 
 def cmd_html(args: argparse.Namespace) -> int:
@@ -125,12 +153,20 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """Delete one profile's reports (never downloaded data)."""
     from brainmri.config import Paths
 
-    run_dir = Paths(_root(args), args.profile).run_dir
-    if run_dir.is_dir():
-        shutil.rmtree(run_dir)
-        print(f"removed {run_dir}")
-    else:
+    paths = Paths(_root(args), args.profile)  # refuses a name that is not a plain profile name
+    run_dir = paths.run_dir
+    if not run_dir.is_dir():
         print(f"nothing to remove: {run_dir} does not exist")
+        return 0
+    from brainmri.lock import ProfileBusy, profile_lock
+
+    try:
+        with profile_lock(paths):  # never pull a run's folder from under it
+            shutil.rmtree(run_dir)
+    except ProfileBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"removed {run_dir}")
     return 0
 
 
@@ -183,9 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+    """Entry point: every expected failure ends in one "error:" line and a non-zero status."""
+    from brainmri.config import ParamError  # standard library only
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ParamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except PermissionError as exc:
+        print(f"error: {exc.filename or exc}: permission denied ({exc.strerror})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

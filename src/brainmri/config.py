@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,27 @@ def get_stage(name: str) -> Stage:
 
 class ParamError(ValueError):
     """A profile that fails validation; the message names the file, the key and what is allowed."""
+
+
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""A profile is the plain name of a file in params/: no path, no dot, at most 64 characters."""
+
+
+def check_profile_name(profile: str) -> str:
+    """Return the profile name, or refuse one that could reach outside params/ or reports/.
+
+    Every path of a run is built from this name (params/<name>.yaml, reports/<name>/, which
+    `make clean` deletes), so ``..``, ``/`` or an absolute path must never get that far.
+
+    Raises:
+        ParamError: the name is not letters, digits, "_" and "-" starting with a letter or digit.
+    """
+    if not isinstance(profile, str) or not PROFILE_NAME.fullmatch(profile):
+        raise ParamError(
+            f"profile {profile!r} is not a profile name: expected the plain name of a file in "
+            "params/ (letters, digits, '_' and '-', e.g. demo)"
+        )
+    return profile
 
 
 # --- the schema -----------------------------------------------------------------------------
@@ -192,6 +214,12 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "near_dup_distance": Spec(
             "int", "max perceptual-hash Hamming distance of a candidate near copy", 0, 32
         ),
+        "max_image_pixels": Spec(
+            "int",
+            "most pixels an image header may declare (larger: excluded, not decoded)",
+            1,
+            2**31,
+        ),
         "near_dup_correlation": Spec(
             "float", "min pixel rank correlation that confirms a near copy", 0.5, 1.0
         ),
@@ -287,6 +315,9 @@ class Paths:
 
     root: Path
     profile: str
+
+    def __post_init__(self) -> None:
+        check_profile_name(self.profile)
 
     @property
     def params_dir(self) -> Path:
@@ -473,6 +504,13 @@ def validate(params: Mapping[str, Any], source: str) -> dict[str, Any]:
                 ) from None
     for extra in set(params) - set(SCHEMA) - set(TOP_LEVEL_EXTRAS):
         raise ParamError(f"{source}: unknown section '{extra}'")
+    # Rules across keys, checked here with the others so a bad combination stops before any work.
+    model = out["model"]
+    if model["backbone"] == "compact_cnn" and model["weights"] != "none":
+        raise ParamError(
+            f"{source}: 'model.weights' = {model['weights']!r} is not allowed with "
+            "'model.backbone' = 'compact_cnn': expected none (it has no pretrained weights)"
+        )
     unknown = set(out["gradcam"]["cam_methods_compare"]) - set(CAM_METHODS)
     if unknown:
         raise ParamError(
@@ -508,6 +546,7 @@ def load_profile(
     """
     params_dir = (Path(root) if root else find_root()) / "params"
     default_file = params_dir / "default.yaml"
+    check_profile_name(profile)
     params = _read_yaml(default_file)
     source = str(default_file)
     if profile != "default":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 from brainmri import reports
 from brainmri.config import PIPELINE, STAGES, Paths, get_stage, load_profile, stage_params
 from brainmri.io import atomic_write, read_json, write_json
+from brainmri.lock import profile_lock
 
 KERNEL_NAME = "brainmri"
 
@@ -77,17 +79,37 @@ def stamp_path(paths: Paths, stage: str) -> Path:
     return paths.state_dir / f"{stage}.done.json"
 
 
-def is_up_to_date(paths: Paths, stage: str, key: str) -> bool:
-    """True when the stage completed with this key and its executed notebook is in place."""
-    stamp = stamp_path(paths, stage)
+def stage_outputs(paths: Paths, stage: str) -> list[Path]:
+    """What a stage publishes: its executed notebook, metrics fragment and declared outputs."""
     outputs = [paths.executed(stage), paths.stage_metrics(stage)]
-    outputs += [getattr(paths, name) for name in get_stage(stage).outputs]
-    if not stamp.is_file() or not all(p.is_file() for p in outputs):
-        return False
+    return outputs + [getattr(paths, name) for name in get_stage(stage).outputs]
+
+
+def output_hashes(paths: Paths, stage: str) -> dict[str, str | None]:
+    """SHA-256 of each output of a stage, keyed by its path in the project; None if unreadable."""
+    hashes: dict[str, str | None] = {}
+    for path in stage_outputs(paths, stage):
+        try:
+            hashes[path.relative_to(paths.root).as_posix()] = _sha256(path.read_bytes())
+        except OSError:
+            hashes[path.relative_to(paths.root).as_posix()] = None
+    return hashes
+
+
+def is_up_to_date(paths: Paths, stage: str, key: str) -> bool:
+    """True when the stage completed with this key and its outputs are those it published.
+
+    Every output's hash is recorded when the stage succeeds; a missing, unreadable or changed
+    output (a corrupted model.keras, a hand-edited notebook) makes the stage out of date.
+    """
     try:
-        return json.loads(stamp.read_text()).get("key") == key
-    except json.JSONDecodeError:
+        stamp = read_json(stamp_path(paths, stage))
+    except (FileNotFoundError, ValueError):
         return False
+    if not isinstance(stamp, dict) or stamp.get("key") != key:
+        return False
+    current = output_hashes(paths, stage)
+    return None not in current.values() and stamp.get("outputs") == current
 
 
 def _execute(stage: str, params: Mapping[str, Any], paths: Paths, log_output: bool) -> None:
@@ -118,16 +140,21 @@ def _execute(stage: str, params: Mapping[str, Any], paths: Paths, log_output: bo
             progress_bar=False,
             report_mode=False,
         )
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         paths.failed_dir.mkdir(parents=True, exist_ok=True)
         kept = paths.failed_dir / f"{stage}.ipynb"
         if running.exists():
-            reports.clean_notebook_outputs(running)
+            with contextlib.suppress(Exception):  # a half-written notebook is kept as it is
+                reports.clean_notebook_outputs(running)
             shutil.move(str(running), kept)
+        what = (
+            "was interrupted (Ctrl-C)"
+            if isinstance(exc, KeyboardInterrupt)
+            else f"failed: {_papermill_error_summary(exc)}"
+        )
         raise StageFailed(
-            f"stage {stage} failed: {_papermill_error_summary(exc)}\n"
-            f"partly executed notebook kept at {kept.relative_to(paths.root)}"
-        ) from exc
+            f"stage {stage} {what}\npartly executed notebook kept at {kept.relative_to(paths.root)}"
+        ) from None
     reports.clean_notebook_outputs(running)
     os.replace(running, paths.executed(stage))
     (paths.failed_dir / f"{stage}.ipynb").unlink(missing_ok=True)
@@ -174,14 +201,33 @@ def run_pipeline(
     log_output: bool = True,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Validate the profile, run the stages that are out of date, then publish HTML and index."""
+    """Validate the profile, run the stages that are out of date, then publish HTML and index.
+
+    Raises:
+        ParamError: the profile is invalid (before any work).
+        ProfileBusy: another process runs this profile.
+        StageFailed: a stage raised or was interrupted; what finished is published.
+    """
     paths = Paths(root=root, profile=profile)
     params = load_profile(profile, root=root, overrides=overrides)  # validates before any work
+    with profile_lock(paths):
+        return _run_stages(paths, params, force=force, log_output=log_output, echo=echo)
+
+
+def _run_stages(
+    paths: Paths,
+    params: Mapping[str, Any],
+    *,
+    force: bool,
+    log_output: bool,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """The body of :func:`run_pipeline`, under the profile's lock."""
+    root, profile = paths.root, paths.profile
     src = source_hash(paths.root)
-    paths.run_dir.mkdir(parents=True, exist_ok=True)
     ran: list[str] = []
     timings: dict[str, float] = {}
-    failed = False
+    failed: str | None = None
     try:
         for stage in STAGES:
             key = stage_key(stage, params, paths, src)
@@ -192,13 +238,18 @@ def run_pipeline(
             target = paths.executed(stage).relative_to(root)
             echo(f"[{stage}] running notebooks/{stage}.ipynb -> {target}")
             start = time.perf_counter()
-            failed = True
+            failed = stage
             _execute(stage, params, paths, log_output)
-            failed = False
+            failed = None
             timings[stage] = round(time.perf_counter() - start, 1)
             write_json(
                 stamp_path(paths, stage),
-                {"key": key, "seconds": timings[stage], "finished": time.time()},
+                {
+                    "key": key,
+                    "seconds": timings[stage],
+                    "finished": time.time(),
+                    "outputs": output_hashes(paths, stage),
+                },
             )
             ran.append(stage)
             echo(f"[{stage}] done in {timings[stage]:.1f} s")
@@ -208,6 +259,12 @@ def run_pipeline(
             if ran and paths.metrics.is_file():  # what the index compares this run with
                 atomic_write(paths.previous_metrics, paths.metrics.read_bytes())
             extra = {"profile": profile, "params": params, "stage_seconds": stage_seconds(paths)}
+            if failed and paths.metrics.is_file():
+                # The results on disk are the last successful runs': keep their parameters,
+                # not the failed run's, and say which stage failed.
+                extra["params"] = read_json(paths.metrics).get("params", params)
+            if failed:
+                extra["failed_stage"] = failed
             merge_metrics(paths, extra)
             reports.export_html(paths, ran)
             reports.write_model_card(paths)

@@ -80,25 +80,57 @@ def build_manifest(root: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
 
     Args:
         root: the folder holding Training/ and Testing/.
-        cfg: the run and data parameters ("near_dup_distance", "near_dup_correlation",
-            "dedup", "val_fraction", "seed").
+        cfg: the run and data parameters ("max_image_pixels", "near_dup_distance",
+            "near_dup_correlation", "dedup", "val_fraction", "seed").
 
     Returns:
         The manifest: one row per file (``data.SCAN_COLUMNS``, the audit's and the subsets'
         columns) plus "label_index", the class's position in ``CLASS_NAMES``.
+
+    Raises:
+        DataSourceError: a class has no usable Training image.
     """
-    manifest = data.scan_dataset(Path(root))
+    manifest = data.scan_dataset(Path(root), max_pixels=cfg["max_image_pixels"])
     manifest = data.audit_duplicates(
         manifest,
         root,
         near_distance=cfg["near_dup_distance"],
         min_correlation=cfg["near_dup_correlation"],
     )
+    usable = manifest[(manifest["status"] == "ok") & (manifest["split"] == "Training")]
+    missing = [c for c in CLASS_NAMES if not (usable["label"] == c).any()]
+    if missing:
+        raise data.DataSourceError(
+            f"{root}: no usable Training image of class(es) {missing} (every file of the "
+            "class folder is excluded or the folder is empty): a model cannot learn a class it "
+            "never sees; see the manifest's 'reason' column"
+        )
     manifest = data.assign_subsets(
         manifest, dedup=cfg["dedup"], val_fraction=cfg["val_fraction"], seed=cfg["seed"]
     )
     manifest["label_index"] = manifest["label"].map(CLASS_NAMES.index).astype(int)
     return manifest
+
+
+def data_warnings(manifest: pd.DataFrame) -> list[str]:
+    """What a reader must know before trusting the per-class results: empty Testing classes.
+
+    Args:
+        manifest: the run's manifest.
+
+    Returns:
+        One sentence per Testing split (official, clean) and class without any image.
+    """
+    warnings = []
+    for name, split in (("official", "test"), ("clean", "test_clean")):
+        rows = subset(manifest, name=split)
+        for label in CLASS_NAMES:
+            if not (rows["label"] == label).any():
+                warnings.append(
+                    f"the {name} Testing split has no {label} image: its sensitivity is "
+                    "undefined there and the accuracy says nothing about it"
+                )
+    return warnings
 
 
 def subset(manifest: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -178,7 +210,7 @@ def data_record(
     Returns:
         The record: the source's keys, "manifest_sha256", "files", "excluded",
         "counts" (per subset and class), "test_clean" (the leakage-free Testing split's
-        size) and "audit".
+        size), "warnings" (:func:`data_warnings`) and "audit".
     """
     counts = (
         manifest.groupby(["subset", "label"]).size().unstack(fill_value=0).to_dict(orient="index")
@@ -190,5 +222,6 @@ def data_record(
         "excluded": int((manifest["status"] != "ok").sum()),
         "counts": {s: {c: int(n) for c, n in row.items()} for s, row in counts.items()},
         "test_clean": int(subset(manifest, "test_clean").shape[0]),
+        "warnings": data_warnings(manifest),
         "audit": data.audit_summary(manifest, min_correlation=min_correlation),
     }

@@ -5,7 +5,6 @@ The input pipeline imports this for load_image, so it needs only OpenCV, PIL and
 
 from __future__ import annotations
 
-import contextlib
 import io
 from pathlib import Path
 
@@ -16,6 +15,12 @@ from PIL import Image
 
 class _DecodeError(ValueError):
     """A file that is not a readable image; the message is the manifest's reason."""
+
+
+MAX_PIXELS = 40_000_000
+"""The most pixels an image may have before it is decoded (params: data.max_image_pixels has
+the same default). An MRI slice has well under a million; a small PNG can declare 30000x30000
+(a "decompression bomb": 876 KB on disk, 5.5 GB once decoded), so the header is checked first."""
 
 
 _SIGNATURES = {
@@ -44,14 +49,25 @@ def _mode_of(array: np.ndarray) -> str:
     return base if array.dtype == np.uint8 else f"{base};{array.dtype.itemsize * 8}"
 
 
-def _decode_image_bytes(data: bytes) -> tuple[np.ndarray, str]:
+def _decode_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
     """Decode image bytes to (pixels in RGB(A) order, native dtype; PIL-style mode)."""
     if not data:
         raise _DecodeError("empty file")
     mode = fmt = None
-    # header only (mode and format); a format PIL does not know may still suit OpenCV
-    with contextlib.suppress(Exception), Image.open(io.BytesIO(data)) as im:
-        mode, fmt = im.mode, im.format
+    size = (0, 0)
+    # header only (mode, format and size); a format PIL does not know may still suit OpenCV
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            mode, fmt, size = im.mode, im.format, im.size
+    except Image.DecompressionBombError as exc:  # PIL's own, far higher, limit
+        raise _DecodeError(f"too large: {exc}; not decoded") from None
+    except Exception:  # PIL raises OSError, ValueError, SyntaxError, ...
+        pass
+    if size[0] * size[1] > max_pixels:
+        raise _DecodeError(
+            f"too large: {size[0]}x{size[1]} pixels declared, more than the limit of "
+            f"{max_pixels:,} (data.max_image_pixels); not decoded"
+        )
     if fmt == "JPEG" and not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
         # decoders fill in a cut or garbled scan with a warning only; the end marker tells
         raise _DecodeError("truncated or corrupt: no JPEG end-of-image marker")

@@ -203,7 +203,8 @@ def safe_extract(archive: Path, dest: Path) -> None:
 
     Raises:
         DataSourceError: not a zip or tar archive, or an entry or link would be written or
-            point outside dest, or a tar entry is a device (nothing is extracted then).
+            point outside dest, or a tar entry is a device (nothing is extracted then), or an
+            entry cannot be written where the archive puts it.
     """
     archive, dest = Path(archive), Path(dest)
     if zipfile.is_zipfile(archive):
@@ -219,7 +220,14 @@ def safe_extract(archive: Path, dest: Path) -> None:
                         f"written or point outside {dest}"
                     )
             dest.mkdir(parents=True, exist_ok=True)
-            zf.extractall(dest)
+            try:
+                zf.extractall(dest)
+            except OSError as exc:  # e.g. an entry below a symlink entry (written as a file)
+                raise DataSourceError(
+                    f"{archive}: cannot extract entry {exc.filename or '?'}: {exc.strerror}; "
+                    "the archive's layout is broken (nothing outside "
+                    f"{dest} was written)"
+                ) from None
         return
     if not tarfile.is_tarfile(archive):
         raise DataSourceError(f"{archive}: not a zip or tar archive")

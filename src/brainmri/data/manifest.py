@@ -19,7 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from brainmri.config import CLASS_NAMES, IMAGE_EXTENSIONS, SPLITS
-from brainmri.data.images import _decode_image_bytes, _DecodeError, _to_rgb8
+from brainmri.data.images import MAX_PIXELS, _decode_image_bytes, _DecodeError, _to_rgb8
 from brainmri.data.layout import _class_folders
 from brainmri.io import csv_bytes, write_csv
 
@@ -59,7 +59,9 @@ def _phash(rgb: np.ndarray) -> str:
     return str(imagehash.phash(Image.fromarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))))
 
 
-def _scan_file(root: Path, split: str, label: str, file: Path) -> dict[str, Any]:
+def _scan_file(
+    root: Path, split: str, label: str, file: Path, max_pixels: int = MAX_PIXELS
+) -> dict[str, Any]:
     """One manifest row: hashes, geometry and status of one file."""
     row: dict[str, Any] = {
         "path": file.relative_to(root).as_posix(),
@@ -84,7 +86,7 @@ def _scan_file(root: Path, split: str, label: str, file: Path) -> dict[str, Any]
         row["reason"] = f"unsupported extension {file.suffix!r} (expected {IMAGE_EXTENSIONS})"
         return row
     try:
-        array, mode = _decode_image_bytes(data)
+        array, mode = _decode_image_bytes(data, max_pixels)
     except _DecodeError as exc:
         row["reason"] = str(exc)
         return row
@@ -111,11 +113,13 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def scan_dataset(root: Path) -> pd.DataFrame:
+def scan_dataset(root: Path, *, max_pixels: int = MAX_PIXELS) -> pd.DataFrame:
     """Return the manifest: one row per file under <split>/<class>/ with hashes and status.
 
     Args:
         root: the dataset root (see find_dataset_root); hidden files and folders are skipped.
+        max_pixels: the most pixels a file's header may declare; a larger image is excluded
+            without being decoded.
 
     Returns:
         One row per file, columns SCAN_COLUMNS, sorted by split, class, then path. A file
@@ -136,7 +140,7 @@ def scan_dataset(root: Path) -> pd.DataFrame:
                 if not name.startswith(".")
             )
     with ThreadPoolExecutor(max_workers=2) as pool:  # OpenCV and PIL release the GIL
-        rows = list(pool.map(lambda job: _scan_file(root, *job), jobs))
+        rows = list(pool.map(lambda job: _scan_file(root, *job, max_pixels), jobs))
     df = pd.DataFrame(rows, columns=list(SCAN_COLUMNS))
     return _sorted(df.astype({c: "int64" for c in ("bytes", "width", "height")}))
 

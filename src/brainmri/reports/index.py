@@ -71,6 +71,19 @@ def facts(metrics: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def alerts(metrics: Mapping[str, Any]) -> list[str]:
+    """What must be read before any number: a failed last run, empty Testing classes."""
+    out = []
+    failed = metrics.get("failed_stage")
+    if failed:
+        out.append(
+            f"The last run failed at stage {failed} (its partly executed notebook is in "
+            "failed/); the results below are those of the last successful runs."
+        )
+    out += [w[0].upper() + w[1:] + "." for w in _dig(metrics, "data", "warnings") or []]
+    return out
+
+
 def split_label(split: str, block: Mapping[str, Any]) -> str:
     """A split's name for readers, with its number of images."""
     return f"{SPLIT_LABELS.get(split, split)} (n={_dig(block, 'summary', 'n')})"
@@ -218,6 +231,7 @@ table.data td { font-variant-numeric: tabular-nums; }
 figure { display: inline-block; margin: 6px; width: 250px; vertical-align: top; }
 figure img { width: 250px; border: 1px solid #ccc; } figcaption { font-size: 0.8em; }
 .note { color: #a00; margin-top: 0; } .verdict { font-weight: 600; }
+.alert { background: #fde8e8; border-left: 4px solid #c00; padding: 6px 10px; }
 """
 
 
@@ -271,6 +285,7 @@ def write_index(paths: Paths) -> str:
 <style>{_STYLE}</style></head><body>
 <h1>Brain-tumour MRI classification: run report ({html.escape(paths.profile)})</h1>
 <p class="note">Research software; not a medical device. Not for diagnosis.</p>
+{"".join(f'<p class="alert">{html.escape(a)}</p>' for a in alerts(metrics))}
 <table>{fact_rows}</table>
 <div class="grid">
 <section><h2>Testing (95% bootstrap intervals)</h2>

@@ -1,0 +1,307 @@
+"""The fault suite: hostile names, bad data, corrupted artefacts, interruptions, concurrent runs.
+
+Each case asserts a clear one-line outcome and that nothing outside the profile's own folder
+(reports/<profile>/, and data/) changed. The cases that need a real run use the smoke profile in
+a copy of the project; the others call the code directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import struct
+import time
+import zipfile
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from brainmri import cli, config, data, pipeline, sources
+from brainmri.config import CLASS_NAMES, SPLITS, ParamError, Paths
+from brainmri.lock import ProfileBusy, profile_lock
+
+TRAIN, TEST = SPLITS
+
+
+def _jpeg(seed: int) -> bytes:
+    image = np.random.default_rng(seed).integers(0, 255, (32, 32), dtype=np.uint8)
+    return cv2.imencode(".jpg", cv2.resize(image, (64, 64)))[1].tobytes()
+
+
+def _dataset(root: Path, per_class: int = 3, skip: tuple[str, str] | None = None) -> Path:
+    n = 0
+    for split in SPLITS:
+        for label in CLASS_NAMES:
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                n += 1
+                if (split, label) != skip:
+                    (folder / f"img{i}.jpg").write_bytes(_jpeg(n))
+    return root
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A small PNG whose header declares width x height (a decompression bomb's header)."""
+    small = cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes()
+    ihdr = struct.pack(">II", width, height) + small[24:29]
+    chunk = b"IHDR" + ihdr
+    return (
+        small[:8]
+        + struct.pack(">I", 13)
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + small[33:]
+    )
+
+
+# --- names that could reach outside params/ or reports/ ------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["..", "../../sibling", "/", "a/b", ".hidden", "", "x" * 65])
+def test_a_profile_name_is_a_plain_name(name, tmp_path):
+    with pytest.raises(ParamError, match="not a profile name"):
+        Paths(root=tmp_path, profile=name)
+    with pytest.raises(ParamError, match="not a profile name"):
+        config.load_profile(name)
+
+
+def test_clean_refuses_a_path_and_deletes_nothing(tmp_path, project_root, capsys):
+    sibling = tmp_path / "sibling"
+    sibling.mkdir()
+    (sibling / "keep.txt").write_text("mine")
+    root = tmp_path / "repo"
+    (root / "reports" / "demo").mkdir(parents=True)
+    for name in ("..", "../../sibling", "/", "../repo"):
+        assert cli.main(["--root", str(root), "clean", "--profile", name]) == 2
+        assert "not a profile name" in capsys.readouterr().err
+    assert (sibling / "keep.txt").read_text() == "mine" and (root / "reports" / "demo").is_dir()
+
+
+def test_a_profile_cannot_be_run_twice_at_once(tmp_path):
+    paths = Paths(root=tmp_path, profile="smoke")
+    with profile_lock(paths):
+        assert (paths.run_dir / ".lock").read_text().strip() == str(os.getpid())
+        with (
+            pytest.raises(ProfileBusy, match=f"in use by process {os.getpid()}"),
+            profile_lock(paths),
+        ):
+            pass
+    with profile_lock(paths):  # released: a later run goes ahead
+        pass
+
+
+# --- parameters and DATA_DIR ---------------------------------------------------------------------
+
+
+def test_cross_field_rules_are_part_of_validation():
+    with pytest.raises(ParamError, match="'model.weights' = 'imagenet' is not allowed with"):
+        config.load_profile("smoke", overrides={"weights": "imagenet"})
+
+
+def test_a_data_dir_without_the_data_set_is_refused(tmp_path):
+    with pytest.raises(ParamError, match=r"DATA_DIR=.*no Training/ folder"):
+        cli.choose_profile(tmp_path, None, str(tmp_path / "typo"), env={"HOME": str(tmp_path)})
+    with pytest.raises(ParamError, match="no Training/ folder"):
+        cli.choose_profile(tmp_path, "cpu", str(tmp_path), env={"HOME": str(tmp_path)})
+
+
+def test_a_data_dir_the_profile_would_ignore_is_refused(tmp_path, project_root):
+    real = _dataset(tmp_path / "data")
+    with pytest.raises(ParamError, match="DATA_DIR=.* would be ignored: profile 'smoke' reads"):
+        cli._check_data_dir_is_used(project_root, "smoke", str(real))
+    cli._check_data_dir_is_used(project_root, "cpu", str(real))  # cpu reads data_dir
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def test_a_decompression_bomb_is_excluded_unread(tmp_path):
+    root = _dataset(tmp_path / "ds")
+    bomb = root / TRAIN / "glioma" / "bomb.png"
+    bomb.write_bytes(_png_declaring(30000, 30000))
+    manifest = data.scan_dataset(root).set_index("path")
+    row = manifest.loc[f"{TRAIN}/glioma/bomb.png"]
+    assert row["status"] == "excluded"
+    assert row["reason"].startswith("too large") and "900000000" in row["reason"]
+    within_pil = root / TRAIN / "glioma" / "big.png"
+    within_pil.write_bytes(_png_declaring(10000, 5000))  # below PIL's limit, above ours
+    reason = data.scan_dataset(root).set_index("path").loc[f"{TRAIN}/glioma/big.png", "reason"]
+    assert reason.startswith("too large: 10000x5000 pixels declared, more than the limit")
+    assert (manifest.drop(index=[row.name])["status"] == "ok").all()
+    small = data.scan_dataset(root, max_pixels=64 * 64 - 1)
+    assert (small["status"] == "excluded").all()  # the limit is a parameter
+
+
+def test_an_empty_training_class_stops_and_an_empty_testing_class_warns(tmp_path):
+    cfg = config.flat_params(config.load_profile("smoke"))
+    empty = _dataset(tmp_path / "a", skip=(TRAIN, "pituitary"))
+    with pytest.raises(
+        data.DataSourceError, match=r"no usable Training image of class\(es\) \['pituitary'\]"
+    ):
+        sources.build_manifest(empty, cfg)
+    no_test = _dataset(tmp_path / "b", skip=(TEST, "notumor"))
+    manifest = sources.build_manifest(no_test, cfg)
+    warnings = sources.data_warnings(manifest)
+    assert any("official Testing split has no notumor image" in w for w in warnings)
+
+
+def test_a_zip_entry_through_a_symlink_entry_gets_the_projects_error(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        link = zipfile.ZipInfo("data/up")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "..")
+        zf.writestr("data/up/x.txt", "through the link")
+    with pytest.raises(data.DataSourceError, match="evil.zip: refusing to extract|cannot extract"):
+        data.safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "x.txt").exists()
+
+
+# --- artefacts and their hashes ------------------------------------------------------------------
+
+
+def test_a_changed_or_unreadable_output_makes_its_stage_out_of_date(tmp_path):
+    paths = Paths(root=tmp_path, profile="demo")
+    for path in pipeline.stage_outputs(paths, "03_train"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(path.name.encode())
+    stamp = {"key": "k", "outputs": pipeline.output_hashes(paths, "03_train")}
+    pipeline.stamp_path(paths, "03_train").parent.mkdir(parents=True)
+    pipeline.stamp_path(paths, "03_train").write_text(json.dumps(stamp))
+    assert pipeline.is_up_to_date(paths, "03_train", "k")
+    assert not pipeline.is_up_to_date(paths, "03_train", "other key")
+    paths.model.write_bytes(b"truncated")
+    assert not pipeline.is_up_to_date(paths, "03_train", "k")
+    paths.model.unlink()
+    assert not pipeline.is_up_to_date(paths, "03_train", "k")
+
+
+def test_a_read_only_reports_folder_ends_in_one_line(monkeypatch, capsys, tmp_path):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "reports" / "smoke"))
+
+    monkeypatch.setattr(pipeline, "run_pipeline", refuse)
+    assert cli.main(["--root", str(tmp_path), "run", "--profile", "smoke", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path}/reports/smoke: permission denied (Permission denied)"]
+
+
+def test_reports_are_written_readable_by_others(tmp_path):
+    path = tmp_path / "manifest.csv"
+    old = os.umask(0o022)
+    try:
+        data.write_manifest(data.scan_dataset(_dataset(tmp_path / "ds", per_class=1)), path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+# --- end to end, with the smoke profile ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_leave_one_complete_consistent_run(project_copy, make, make_background):
+    first = make_background(project_copy, "all", "PROFILE=smoke")
+    lock = project_copy / "reports" / "smoke" / ".lock"
+    deadline = time.time() + 120
+    while not (lock.is_file() and lock.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.2)
+    second = make(project_copy, "all", "PROFILE=smoke")
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, out[-2000:] + err[-2000:]
+    assert second.returncode != 0
+    assert "profile 'smoke' is in use by process" in second.stderr
+    run = project_copy / "reports" / "smoke"
+    history = (run / "history.csv").read_text().strip().splitlines()
+    run_json = json.loads((run / "run.json").read_text())
+    assert len(history) - 1 == run_json["summary"]["epochs_run"]
+
+
+@pytest.mark.slow
+def test_a_corrupted_model_reruns_its_stage(project_copy, make):
+    run = project_copy / "reports" / "smoke"
+    if not (run / ".state" / "03_train.done.json").is_file():
+        pytest.skip("needs the completed smoke run of the concurrency test")
+    (run / "model.keras").write_bytes((run / "model.keras").read_bytes()[:1000])
+    result = make(project_copy, "all", "PROFILE=smoke")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[01_download] up to date" in result.stdout
+    assert "[03_train] running" in result.stdout and "[04_evaluate] running" in result.stdout
+    from brainmri.model import load_model
+
+    assert load_model(run / "model.keras").name.startswith("brainmri")
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_in_one_line_and_keeps_the_partial_notebook(project_copy, make_background):
+    config_file = project_copy / "params" / "smoke.yaml"
+    original = config_file.read_text()
+    config_file.write_text(original.replace("epochs: 2", "epochs: 200"))  # time to interrupt
+    try:
+        run = project_copy / "reports" / "smoke"
+        for stamp in (run / ".state").glob("03_train.done.json"):
+            stamp.unlink()  # 03 must run
+        proc = make_background(project_copy, "all", "PROFILE=smoke")
+        history = run / "history.csv"
+        mtime = history.stat().st_mtime if history.exists() else 0
+        deadline = time.time() + 300
+        while time.time() < deadline:  # an epoch has finished: training is under way
+            if history.exists() and history.stat().st_mtime > mtime:
+                break
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        config_file.write_text(original)
+    assert proc.returncode != 0
+    assert "stage 03_train was interrupted (Ctrl-C)" in err, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert (run / "failed" / "03_train.ipynb").is_file()
+    assert not list((run / ".state").glob("*.running.ipynb"))
+
+
+@pytest.mark.slow
+def test_a_failed_first_stage_keeps_the_last_good_parameters(project_copy, make, edit_param):
+    run = project_copy / "reports" / "smoke"
+    before = json.loads((run / "metrics.json").read_text())
+    original = (project_copy / "params" / "smoke.yaml").read_text()
+    edit_param(project_copy, "smoke", "data", "phantom_size", "33")  # reruns 01 ...
+    edit_param(project_copy, "smoke", "data", "data_source", "kaggle")  # ... which fails offline
+    try:
+        result = make(project_copy, "all", "PROFILE=smoke")
+    finally:
+        (project_copy / "params" / "smoke.yaml").write_text(original)
+    assert result.returncode != 0 and "stage 01_download failed" in result.stderr
+    after = json.loads((run / "metrics.json").read_text())
+    assert after["failed_stage"] == "01_download"
+    assert after["params"] == before["params"] and after["evaluate"] == before["evaluate"]
+    assert "The last run failed at stage 01_download" in (run / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_make_refuses_paths_as_profiles_and_ignored_data_dirs(project_copy, make, tmp_path):
+    outside = project_copy.parent / "x"
+    outside.mkdir(exist_ok=True)
+    (outside / "evil.yaml").write_text("description: outside params/\n")
+    listing = sorted(p.name for p in project_copy.parent.iterdir())
+    for args in (
+        ["clean", "PROFILE=.."],
+        ["clean", "PROFILE=../../x"],
+        ["all", "PROFILE=../x/evil"],
+    ):
+        result = make(project_copy, *args)
+        assert result.returncode != 0 and "not a profile name" in result.stderr, args
+    assert sorted(p.name for p in project_copy.parent.iterdir()) == listing
+    assert (project_copy / "Makefile").is_file()
+    real = _dataset(tmp_path / "real")
+    result = make(project_copy, "all", "PROFILE=smoke", f"DATA_DIR={real}")
+    assert result.returncode != 0 and "would be ignored" in result.stderr
+    result = make(project_copy, "all", f"DATA_DIR={tmp_path / 'typo'}")
+    assert result.returncode != 0 and "no Training/ folder" in result.stderr
+    assert not (project_copy / "reports" / "demo").exists()
