@@ -293,6 +293,13 @@ SCHEMA: dict[str, dict[str, Spec]] = {
             "int", "tumour images per class scored for localisation (max)", 1, 100000
         ),
         "faithfulness_steps": Spec("int", "steps of the deletion/insertion curves", 2, 256),
+        "scorecam_max_channels": Spec(
+            "int",
+            "Score-CAM's channel cap (null = every channel, as Wang et al.)",
+            1,
+            100000,
+            nullable=True,
+        ),
         "pointing_tolerance": Spec(
             "float", "pointing-game slack as a fraction of the image side (15/224 standard)", 0, 0.5
         ),

@@ -47,9 +47,46 @@ def test_randomisation_check_reports_json_safe_per_image_correlations(make_cnn, 
     json.dumps(check, allow_nan=False)
     assert check["n_images"] == len(check["spearman_per_image"]) == 8
     assert check["n_undefined"] == sum(r is None for r in check["spearman_per_image"])
-    assert check["passed"] == (
-        check["spearman_mean"] < 0.5 if check["spearman_mean"] is not None else True
-    )
+    assert check["passed"] == (check["spearman_mean"] is not None and check["spearman_mean"] < 0.5)
+
+
+def test_flat_randomised_maps_fail_the_check():
+    """No correlation is no evidence: all-flat randomised maps are a failure, not a pass."""
+    trained = np.random.default_rng(0).random((4, 8, 8))
+    check = ex.randomization_check(trained, np.zeros_like(trained))
+    assert check["n_undefined"] == 4 and check["spearman_mean"] is None
+    assert not check["passed"]
+
+
+def test_layer_groups_run_from_the_output_to_the_input(make_cnn):
+    groups = ex.layer_groups(make_cnn(seed=1))
+    assert groups == [
+        ("logits", ["logits"]),
+        ("head_dense1", ["head_dense1"]),
+        ("conv2", ["conv2", "bn2"]),
+        ("conv1", ["conv1"]),
+    ]
+
+
+def test_cascading_randomization_ends_in_the_full_check(make_cnn, square_data):
+    model = make_cnn(seed=3)
+    x, y, _ = square_data(64, 32, seed=0)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=32, epochs=4, verbose=0)
+    result = ex.cascading_randomization(model, x[:8], seed=0)
+    json.dumps(result, allow_nan=False)
+    assert [s["layer"] for s in result["steps"]] == [g for g, _ in ex.layer_groups(model)]
+    for step in result["steps"]:
+        for key in ("cascading", "independent"):
+            assert step[key] is None or -1.0 <= step[key] <= 1.0
+            assert 0 <= step[f"{key}_flat"] <= 8
+    # The last cascading step re-initialises everything: the plain check's randomised model.
+    full = ex.randomization_check(*ex.randomization_maps(model, x[:8], seed=0))
+    assert result["steps"][-1]["cascading"] == pytest.approx(full["spearman_mean"])
+    assert result["spearman_mean"] == pytest.approx(full["spearman_mean"])
+    assert result["passed"] == full["passed"] and result["method"] == "gradcam"
+    # Randomising one group alone is the cascade's first step when it is the top group.
+    assert result["steps"][0]["independent"] == pytest.approx(result["steps"][0]["cascading"])
 
 
 def test_randomisation_lowers_the_map_correlation(trained_phantom):

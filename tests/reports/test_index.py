@@ -75,7 +75,7 @@ def test_sanity_verdict_never_calls_all_flat_maps_a_pass(metrics):
     assert verdict.startswith("Randomisation check passed") and "0.210 over 6 of 8" in verdict
     flat = {"n_images": 8, "n_undefined": 8, "spearman_mean": None, "passed": True}
     metrics["gradcam"]["randomization"] = flat
-    assert "no verdict" in idx.sanity_verdict(metrics)
+    assert idx.sanity_verdict(metrics).startswith("Randomisation check FAILED: the fully")
 
 
 def test_changes_list_the_parameters_and_accuracy_that_moved(metrics):

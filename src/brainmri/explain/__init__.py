@@ -28,6 +28,7 @@ from brainmri.explain.methods import (
     gradcam_plus_plus,
     gradcam_plus_plus_weights,
     gradcam_weights,
+    method_label,
     random_map,
     scorecam,
 )
@@ -46,6 +47,8 @@ from brainmri.explain.report import (
     summarise_localisation,
 )
 from brainmri.explain.sanity import (
+    cascading_randomization,
+    layer_groups,
     randomization_check,
     randomization_maps,
     randomize_weights,
@@ -78,6 +81,9 @@ __all__ = [
     "overlay",
     "pointing_game",
     "random_map",
+    "cascading_randomization",
+    "layer_groups",
+    "method_label",
     "randomization_check",
     "randomization_maps",
     "randomize_weights",

@@ -135,14 +135,16 @@ def scorecam(
     model: keras.Model,
     images: ArrayLike,
     *,
-    max_channels: int | None = 64,
+    max_channels: int | None = None,
     **options: Unpack[CamOptions],
 ) -> np.ndarray:
-    """Score-CAM maps (Wang et al. 2020), over the top max_channels channels by mean activation.
+    """Score-CAM maps (Wang et al. 2020), over every channel or the top max_channels.
 
-    Each kept channel, upsampled and min-max scaled, masks the image; its weight is the rise of
-    the class probability over that of a black image. Only the `max_channels` channels of each
-    image with the highest mean activation are scored (all when None), which bounds the cost.
+    Each channel, upsampled and min-max scaled, masks the image; its weight is the rise of the
+    class probability over that of a black image. Wang et al. score every channel, and so does
+    this by default; a cap (the `max_channels` channels of each image with the highest mean
+    activation) bounds the cost, one forward pass per channel and image, and is then a
+    different method: :func:`method_label` names it, so reports never call it plain Score-CAM.
 
     Args:
         model: a classifier following the model contract (see `brainmri.explain`).
@@ -235,13 +237,20 @@ METHODS: dict[str, CamMethod] = {
 """Each name of config.CAM_METHODS mapped to its method (`explain` looks names up here)."""
 
 
+def method_label(method: str, max_channels: int | None = None) -> str:
+    """The name a report gives a method: Score-CAM with a channel cap says so."""
+    if method == "scorecam" and max_channels is not None:
+        return f"scorecam (top {int(max_channels)} channels)"
+    return method
+
+
 def explain(
     method: str,
     model: keras.Model,
     images: ArrayLike,
     *,
     seed: int = 0,
-    max_channels: int | None = 64,
+    max_channels: int | None = None,
     **options: Unpack[CamOptions],
 ) -> np.ndarray:
     """Maps by one of config.CAM_METHODS (the random one ignores the model).
@@ -251,7 +260,8 @@ def explain(
         model: a classifier following the model contract (see `brainmri.explain`).
         images: a float batch (N, H, W, 3) of 0..255 pixels.
         seed: the seed of the random baseline (the other methods ignore it).
-        max_channels: the channels Score-CAM scores per image (the other methods ignore it).
+        max_channels: the channels Score-CAM scores per image, None for all (the other
+            methods ignore it).
         **options: `CamOptions` (class_index, layer_name, batch_size) of the methods that read
             the model; the random baseline ignores them.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import cv2
 import keras
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from numpy.typing import ArrayLike
 
 from brainmri import config
 from brainmri.explain._plumbing import _as_batch, _nan_to_none
-from brainmri.explain.methods import REAL_METHODS, centre_prior, explain
+from brainmri.explain.methods import centre_prior, explain, method_label
 from brainmri.explain.metrics import (
     deletion_insertion,
     energy_pointing,
@@ -68,14 +69,18 @@ def localisation_report(
     layer_name: str | None = None,
     batch_size: int = 32,
     tolerance: float = 0.0,
+    max_channels: int | None = None,
 ) -> pd.DataFrame:
     """One row per image x method (plus random and centre baselines) of localisation metrics.
 
     `pointing` allows `tolerance` pixels (the pointing game's standard slack); `pointing_strict`
-    allows none.
+    allows none. Their chance levels differ: a random point hits the mask with probability
+    `mask_area`, and lands within the tolerance with probability `tolerant_area` (the area of
+    the mask grown by the tolerance, several times larger for a small lesion).
 
     Each map explains the image's labelled class. Faithfulness (deletion/insertion AUC) is
-    computed for the model-based methods only, and skipped entirely when steps is None.
+    computed for every map, the baselines included, which gives the methods' AUCs their
+    reference point; it is skipped entirely when steps is None.
 
     Args:
         model: a classifier following the model contract (see `brainmri.explain`).
@@ -88,10 +93,13 @@ def localisation_report(
         layer_name: the 4-D feature-map layer explained; None finds it (`find_target_layer`).
         batch_size: images per forward (and backward) pass.
         tolerance: the pointing game's slack in pixels.
+        max_channels: Score-CAM's channel cap (None: every channel); a capped Score-CAM is
+            labelled as such (`method_label`).
 
     Returns:
-        A DataFrame with columns image, label, method, the `METRICS` and mask_area (the mask's
-        area fraction); the AUCs are NaN where not computed.
+        A DataFrame with columns image, label, method, the `METRICS`, mask_area (the mask's
+        area fraction) and tolerant_area (the area fraction within `tolerance` of the mask);
+        the AUCs are NaN where not computed.
     """
     x = _as_batch(images, model)
     n, height, width = x.shape[:3]
@@ -106,6 +114,15 @@ def localisation_report(
     if unknown:
         raise ValueError(f"methods: {unknown} unknown; expected from {list(config.CAM_METHODS)}")
     all_methods = list(dict.fromkeys([*methods, *BASELINES]))
+    tolerant = [
+        float(
+            (
+                cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+                <= tolerance
+            ).mean()
+        )
+        for m in mask_arr
+    ]
     rows = []
     for method in all_methods:
         if method == "centre":
@@ -119,12 +136,13 @@ def localisation_report(
                 layer_name=layer_name,
                 batch_size=batch_size,
                 seed=seed,
+                max_channels=max_channels,
             )
         for i in range(n):
             row: dict[str, Any] = {
                 "image": i,
                 "label": config.CLASS_NAMES[label_idx[i]],
-                "method": method,
+                "method": method_label(method, max_channels),
                 "pointing": pointing_game(maps[i], mask_arr[i], tolerance),
                 "pointing_strict": pointing_game(maps[i], mask_arr[i]),
                 "energy": energy_pointing(maps[i], mask_arr[i]),
@@ -133,8 +151,9 @@ def localisation_report(
                 "deletion_auc": np.nan,
                 "insertion_auc": np.nan,
                 "mask_area": float(mask_arr[i].mean()),
+                "tolerant_area": tolerant[i],
             }
-            if steps is not None and method in REAL_METHODS:
+            if steps is not None:
                 faith = deletion_insertion(
                     model, x[i], maps[i], class_index=int(label_idx[i]), steps=steps
                 )
@@ -166,10 +185,11 @@ def summarise_localisation(df: pd.DataFrame) -> dict[str, Any]:
 
     Returns:
         {"methods": [names in table order], "classes": {class: block}, "overall": block}, each
-        block {"n_images", "mask_area_fraction", "methods": {method: {metric mean, with
+        block {"n_images", "mask_area_fraction" (chance of the strict pointing game),
+        "tolerant_area_fraction" (chance of the tolerant one), "methods": {method: {metric mean, with
         pointing as "pointing_rate" and "pointing_rate_strict"}}}; None where a mean is NaN.
     """
-    needed = ["image", "label", "method", *METRICS, "mask_area"]
+    needed = ["image", "label", "method", *METRICS, "mask_area", "tolerant_area"]
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise ValueError(f"localisation table: missing column(s) {missing}; expected {needed}")
@@ -179,6 +199,7 @@ def summarise_localisation(df: pd.DataFrame) -> dict[str, Any]:
         return {
             "n_images": int(len(per_image)),
             "mask_area_fraction": _nan_to_none(float(per_image["mask_area"].mean())),
+            "tolerant_area_fraction": _nan_to_none(float(per_image["tolerant_area"].mean())),
             "methods": _method_means(part),
         }
 

@@ -196,18 +196,20 @@ def plot_methods_side_by_side(
 
 
 def plot_localisation_summary(summary: Mapping[str, Any]) -> Figure:
-    """Grouped bars of pointing rate and energy ratio per class and method, baselines included.
+    """Grouped bars of both pointing games and the energy ratio, each against its chance level.
 
     Args:
         summary: the output of ``summarise_localisation``: "methods" (the method names),
-            "classes" (per class: "mask_area_fraction" and per method the mean
-            "pointing_rate" and "energy_ratio") and "overall" (the same over all classes).
+            "classes" (per class: "mask_area_fraction", "tolerant_area_fraction" and per
+            method the mean "pointing_rate", "pointing_rate_strict" and "energy_ratio") and
+            "overall" (the same over all classes).
 
     Returns:
-        A figure of two panels with one group of bars per class and one for "all": the
-        pointing-game hit rate, with each group's mask area fraction marked as its chance
-        level, and the energy ratio, with chance (1) as a dashed line. Missing values leave
-        a gap.
+        A figure of three panels with one group of bars per class and one for "all": the
+        tolerant pointing-game hit rate, with the area fraction within the tolerance of the
+        mask as its chance level; the strict one, with the mask's area fraction as its chance
+        level; and the energy ratio, with chance (1) as a dashed line. Missing values leave a
+        gap.
 
     Raises:
         ValueError: summary lacks "classes", "overall" or "methods".
@@ -219,11 +221,15 @@ def plot_localisation_summary(summary: Mapping[str, Any]) -> Figure:
             )
     groups = {**summary["classes"], "all": summary["overall"]}
     methods = list(summary["methods"])
+    # (metric, title, chance per group or a constant): a random point hits the mask with
+    # probability equal to its area, and lands within the tolerance of it with probability
+    # equal to the area of the mask grown by the tolerance.
     panels = [
-        ("pointing_rate", "Pointing-game hit rate", None),
+        ("pointing_rate", "Pointing game (standard tolerance)", "tolerant_area_fraction"),
+        ("pointing_rate_strict", "Pointing game (strict: inside the mask)", "mask_area_fraction"),
         ("energy_ratio", "Energy ratio (1 = chance)", 1.0),
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2), constrained_layout=True)
     positions = np.arange(len(groups))
     width = 0.8 / max(len(methods), 1)
     for ax, (metric, title, chance) in zip(axes, panels, strict=True):
@@ -231,23 +237,64 @@ def plot_localisation_summary(summary: Mapping[str, Any]) -> Figure:
             values = [groups[g]["methods"].get(method, {}).get(metric) for g in groups]
             heights = [np.nan if v is None else v for v in values]
             ax.bar(positions + (j - (len(methods) - 1) / 2) * width, heights, width, label=method)
-        if chance is not None:
-            ax.axhline(chance, color="black", linestyle="--", linewidth=1)
-        if metric == "pointing_rate":
-            # A random point hits the mask with probability equal to its area fraction.
-            areas = [groups[g].get("mask_area_fraction") or np.nan for g in groups]
+        if isinstance(chance, float):
+            ax.axhline(chance, color="black", linestyle="--", linewidth=1, label="chance")
+        else:
+            levels = [groups[g].get(chance) for g in groups]
             ax.scatter(
                 positions,
-                areas,
+                [np.nan if v is None else v for v in levels],
                 marker="_",
-                s=400,
+                s=500,
+                linewidths=2,
                 color="black",
                 zorder=3,
-                label="mask area (chance)",
+                label="chance",
             )
             ax.set_ylim(0, 1)
         ax.set_xticks(positions, list(groups))
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
+    return fig
+
+
+def plot_randomization_curve(result: Mapping[str, Any]) -> Figure:
+    """The cascading and independent randomisation tests as curves (Adebayo et al. 2018, Fig. 2).
+
+    Args:
+        result: the output of ``cascading_randomization``: "steps" (top layer first), each
+            with "layer", "cascading", "independent" and the flat-map counts, plus
+            "n_images", "max_correlation" and "method".
+
+    Returns:
+        A figure with the mean rank correlation between the trained model's maps and the
+        randomised model's per step, for both tests, the verdict's threshold as a dashed line,
+        and a cross where every map of a step was flat (no correlation defined).
+    """
+    steps = result.get("steps") or []
+    if not steps:
+        raise ValueError("result: no steps; expected the output of cascading_randomization")
+    x = np.arange(len(steps))
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.32 * len(steps) + 3), 4.2), constrained_layout=True)
+    for key, label, colour in (
+        ("cascading", "cascading (top down, cumulative)", "tab:red"),
+        ("independent", "independent (one group at a time)", "tab:blue"),
+    ):
+        values = np.array([np.nan if s[key] is None else s[key] for s in steps], dtype=float)
+        ax.plot(x, values, marker="o", color=colour, label=label)
+        flat = [i for i, s in enumerate(steps) if s[key] is None]
+        if flat:
+            ax.scatter(flat, np.zeros(len(flat)), marker="x", s=60, color=colour, zorder=3)
+    ax.axhline(result.get("max_correlation", 0.5), color="black", linestyle="--", linewidth=1)
+    ax.set_xticks(x, [s["layer"] for s in steps], rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(-0.2, 1.05)
+    ax.set_xlabel("layer group re-initialised (from the output towards the input)")
+    ax.set_ylabel("mean Spearman correlation with the trained map")
+    ax.set_title(
+        f"Model-parameter randomisation of {result.get('method', 'the method')} over "
+        f"{result.get('n_images', '?')} images (x: every map flat)"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return fig

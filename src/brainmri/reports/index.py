@@ -113,10 +113,22 @@ def results_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
 
 
 def localisation_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
-    """Pointing game, energy ratio and faithfulness per class and method, baselines included."""
+    """Pointing game, energy ratio and faithfulness per class and method, with a "chance" row
+    per class (a random point's hit rate for each pointing game, 1 for the energy ratio) and
+    the baselines."""
     classes = _dig(metrics, "gradcam", "localisation", "classes") or {}
     rows = []
     for label, entry in classes.items():
+        rows.append(
+            {
+                "class": label,
+                "method": "chance",
+                "images": entry.get("n_images"),
+                "pointing": entry.get("tolerant_area_fraction"),
+                "pointing (strict)": entry.get("mask_area_fraction"),
+                "energy / area": 1.0,
+            }
+        )
         for method, scores in (entry.get("methods") or {}).items():
             rows.append(
                 {
@@ -142,8 +154,8 @@ def sanity_verdict(metrics: Mapping[str, Any]) -> str:
     rho = check.get("spearman_mean")
     if rho is None:
         return (
-            f"Randomisation check: no verdict. The re-initialised model's maps are flat on all "
-            f"{n} images, so no correlation can be computed."
+            f"Randomisation check FAILED: the fully re-initialised model's maps are flat on all "
+            f"{n} images, so the check cannot show that the maps depend on the weights."
         )
     verdict = "passed" if check.get("passed") else "FAILED"
     return (
