@@ -3,9 +3,10 @@
 Grad-CAM's pointing rate on small lesions varies a lot between training runs, so one run proves
 little. This trains the model once per seed on the pipeline's own subsets (the same manifest and
 validation split as 01_download; only the training seed changes) and prints one JSON line per seed
-with the test accuracy and, per tumour class, Grad-CAM's pointing rate with the standard tolerance,
-the strict rate and the energy ratio, as 05_gradcam computes them. It is how the
-README's comparison of `cnn_convs` 1 and 2 was measured, e.g.
+with the validation accuracy and, per tumour class of the validation subset, Grad-CAM's pointing
+rate with the standard tolerance, the strict rate and the energy ratio, as 05_gradcam computes
+them. Everything is scored on validation: a setting chosen with this tool is chosen without
+looking at Testing, which only 04_evaluate and 05_gradcam read. E.g.
 
     .venv/bin/python tools/localisation_study.py --seeds 42 7 1 3 --set cnn_convs=2
 
@@ -45,8 +46,7 @@ def run_seed(params: dict, root: Path, manifest: pd.DataFrame, seed: int, work: 
     cfg = {**params["run"], **params["model"], **params["train"], "seed": seed}
     size, batch = cfg["image_size"], cfg["batch_size"]
     _, train_files, train_labels = sources.subset_files(manifest, root, "train")
-    _, val_files, val_labels = sources.subset_files(manifest, root, "val")
-    test, test_files, test_labels = sources.subset_files(manifest, root, "test")
+    val, val_files, val_labels = sources.subset_files(manifest, root, "val")
     training.seed_everything(seed)
     train_ds = inputs.make_dataset(
         train_files,
@@ -71,15 +71,15 @@ def run_seed(params: dict, root: Path, manifest: pd.DataFrame, seed: int, work: 
         state_dir=out / "state",
     )
     seconds = time.perf_counter() - started
-    _, probs = mdl.predict(model, inputs.make_dataset(test_files, None, size, 64, cache="none"))
+    _, probs = mdl.predict(model, inputs.make_dataset(val_files, None, size, 64, cache="none"))
 
-    tumours = test["label"].isin(TUMOUR_CLASSES).to_numpy()
-    paths = [Path(f) for f, t in zip(test_files, tumours, strict=True) if t]
+    tumours = val["label"].isin(TUMOUR_CLASSES).to_numpy()
+    paths = [Path(f) for f, t in zip(val_files, tumours, strict=True) if t]
     report = explain.localisation_report(
         model,
         inputs.load_batch(paths, size),
         np.stack([phantom.load_mask(p, root, size) for p in paths]),
-        test["label"][tumours].tolist(),
+        val["label"][tumours].tolist(),
         methods=["gradcam"],
         seed=seed,
         steps=None,  # faithfulness is not part of this study
@@ -89,9 +89,9 @@ def run_seed(params: dict, root: Path, manifest: pd.DataFrame, seed: int, work: 
     result = {
         "seed": seed,
         "epochs": len(history),
-        "val_accuracy": [round(float(v), 3) for v in history["val_accuracy"]],
+        "val_accuracy_per_epoch": [round(float(v), 3) for v in history["val_accuracy"]],
         "train_seconds": round(seconds),
-        "accuracy": float((probs.argmax(1) == np.asarray(test_labels)).mean()),
+        "val_accuracy_best": float((probs.argmax(1) == np.asarray(val_labels)).mean()),
     }
     for label in TUMOUR_CLASSES:
         scores = classes[label]["methods"]["gradcam"]
