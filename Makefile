@@ -23,6 +23,7 @@ PROFILE_ARGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA_DIR),--data-dir
 help: ## list the targets
 	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 	@echo "  variables: PROFILE=default|demo|smoke|cpu  DATA_DIR=path/to/brain-tumor-mri-dataset"
+	@echo "             MASK_DIR=path/to/brain-tumor-masks (tumour masks for the Grad-CAM scores)"
 
 # SKIP_SETUP=1 uses $(VENV) as it is (the end-to-end tests run a copy of the project that way).
 ifdef SKIP_SETUP
@@ -46,7 +47,7 @@ $(STAMP): pyproject.toml requirements.lock
 all: ## run the five notebooks (PROFILE=..., DATA_DIR=...) into reports/<profile>/
 	@PYTHONPATH=src $(BOOT_PYTHON) -m brainmri.cli choose $(PROFILE_ARGS)
 	@$(MAKE) --no-print-directory setup
-	@$(RUN) run $(PROFILE_ARGS)
+	@$(RUN) run $(PROFILE_ARGS) $(if $(MASK_DIR),--mask-dir $(MASK_DIR))
 
 test: setup ## run the test suite (unit, pipeline end-to-end, real data where present)
 	@$(PY) -m pytest -q -ra

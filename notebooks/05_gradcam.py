@@ -3,10 +3,11 @@
 #
 # Grad-CAM weighs the last convolutional feature map by the gradient of the chosen class's
 # **pre-softmax** score. This report shows the reference view (original, heatmap, overlay, class
-# probabilities), galleries per class, the mistakes, several methods side by side, and, where the data
-# set has tumour masks (the phantom set), how well each map localises the lesion compared with random
-# and centre-prior baselines, how faithful it is (deletion/insertion), and a model-randomisation
-# sanity check.
+# probabilities), galleries per class, the mistakes and several methods side by side on Testing;
+# then, on the validation images that have tumour masks (the phantom set's, or expert masks such as
+# BRISC 2025's via `gradcam.mask_dir`), how well each map localises the lesion compared with random
+# and centre-prior baselines and how faithful it is (deletion/insertion); and the model-parameter
+# randomisation sanity checks.
 
 # %%
 from pathlib import Path
@@ -104,7 +105,9 @@ fig = xplot.plot_methods_side_by_side(
 save_figure(fig, paths.figures_dir, "cam_methods")
 
 # %% [markdown]
-# ## Localisation against the tumour masks
+# ## Localisation against the tumour masks, on validation images
+# Scored on the **validation** images that have a tumour mask (the phantom set's own, or expert masks
+# such as BRISC 2025's for the real Training images, `gradcam.mask_dir`), never on Testing.
 # Pointing game (a hit when the map's maximum lies within `pointing_tolerance` of the image side of
 # the mask, the standard 15 px at 224 px; `pointing_rate_strict` allows no slack), energy share inside
 # the mask (and its ratio to the mask's area fraction), IoU of the Otsu-thresholded map, and
@@ -115,17 +118,27 @@ save_figure(fig, paths.figures_dir, "cam_methods")
 # baselines clearly.
 
 # %%
-scored = test[test["label"].isin(TUMOUR_CLASSES)].groupby("label").head(cfg["cam_eval_images"])
-masks = [phantom.load_mask(data_root / p, data_root, image_size) for p in scored["path"]]
+val_rows, _, _ = sources.subset_files(manifest, data_root, "val")
+scored, masks = sources.images_with_masks(
+    val_rows,
+    data_root,
+    image_size,
+    mask_dir=cfg["mask_dir"],
+    project_root=paths.root,
+    per_class=cfg["cam_eval_images"],
+)
+print("validation images with a mask, per class:", scored["label"].value_counts().to_dict())
 localisation = {}
-if scored.empty or any(m is None for m in masks):
-    print("this data set has no tumour masks: localisation is not scored")
+if scored.empty:
+    print(
+        "no validation image has a tumour mask: localisation is not scored (see gradcam.mask_dir)"
+    )
 else:
     batch = inputs.load_batch([data_root / p for p in scored["path"]], image_size)
     report = explain.localisation_report(
         model,
         batch,
-        np.stack(masks),
+        masks,
         scored["label"].tolist(),
         methods=cfg["cam_methods_compare"],
         seed=cfg["seed"],

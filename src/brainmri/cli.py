@@ -86,6 +86,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     root = _root(args)
     profile, _ = choose_profile(root, args.profile, args.data_dir)
     overrides = {"data_dir": str(Path(args.data_dir).resolve())} if args.data_dir else {}
+    if args.mask_dir:
+        if not Path(args.mask_dir).is_dir():
+            print(f"error: MASK_DIR={args.mask_dir}: no such folder", file=sys.stderr)
+            return 1
+        overrides["mask_dir"] = str(Path(args.mask_dir).resolve())
     try:
         if args.data_dir:
             _check_data_dir_is_used(root, profile, args.data_dir)
@@ -198,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help=cmd_run.__doc__)
     p.add_argument("--profile", default=None)
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--mask-dir", default=None, help="tumour masks (gradcam.mask_dir)")
     p.add_argument("--force", action="store_true", help="rerun every stage")
     p.add_argument("--quiet", action="store_true", help="do not stream notebook output")
     p.set_defaults(func=cmd_run)

@@ -287,6 +287,11 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "cam_method": Spec("choice", "explanation method of the galleries", choices=CAM_METHODS),
         "cam_methods_compare": Spec("str_list", "methods compared side by side and scored"),
         "cam_layer": Spec("str", "layer to explain (null = last conv activation)", nullable=True),
+        "mask_dir": Spec(
+            "str",
+            "tumour masks as <split>/<class>/<stem>.png (null = <data>/masks; MASK_DIR overrides)",
+            nullable=True,
+        ),
         "interpolant": Spec("float", "overlay transparency (0 = image only)", 0.0, 1.0),
         "cam_images_per_class": Spec("int", "images per class in the galleries", 1, 64),
         "cam_eval_images": Spec(

@@ -445,8 +445,13 @@ def _swap_in(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def mask_path(image_path: Path, data_root: Path) -> Path:
-    """Return the path of the lesion mask of an image in the data set's parallel masks tree."""
+def mask_path(image_path: Path, data_root: Path, mask_root: Path | None = None) -> Path:
+    """Return the path of the lesion mask of an image in a masks tree parallel to the data set.
+
+    The tree is ``mask_root`` (``<data_root>/masks`` when None, the phantom set's) holding
+    ``<split>/<class>/<image stem>.png``, as the phantom set and BRISC 2025's masks for the
+    Kaggle images are laid out.
+    """
     image_path, data_root = Path(image_path), Path(data_root)
     try:
         relative = image_path.relative_to(data_root)
@@ -458,18 +463,26 @@ def mask_path(image_path: Path, data_root: Path) -> Path:
                 f"{image_path}: not inside the data root {data_root}; expected "
                 f"<data_root>/<split>/<class>/<image>"
             ) from None
-    return data_root / MASKS_DIR / relative.with_suffix(".png")
+    root = Path(mask_root) if mask_root is not None else data_root / MASKS_DIR
+    return root / relative.with_suffix(".png")
 
 
-def load_mask(image_path: Path, data_root: Path, size: int | None = None) -> np.ndarray | None:
+def load_mask(
+    image_path: Path,
+    data_root: Path,
+    size: int | None = None,
+    *,
+    mask_root: Path | None = None,
+) -> np.ndarray | None:
     """Return the bool lesion mask of an image (optionally size x size), or None if it has none.
 
     Args:
         image_path: the image, inside data_root as ``<data_root>/<split>/<class>/<image>``;
-            its mask is the PNG of the same stem under ``<data_root>/masks/``.
+            its mask is the PNG of the same stem under ``mask_root`` (see :func:`mask_path`).
         data_root: the root of the data set.
         size: the side the mask is resized to (nearest neighbour), a positive integer;
             None keeps the mask file's size.
+        mask_root: the masks tree; None is ``<data_root>/masks``.
 
     Returns:
         The mask, True where the tumour is, of shape (size, size) or the file's; None when
@@ -479,7 +492,7 @@ def load_mask(image_path: Path, data_root: Path, size: int | None = None) -> np.
         ValueError: image_path is not inside data_root, the mask file cannot be read, or
             size is not a positive integer.
     """
-    path = mask_path(image_path, data_root)
+    path = mask_path(image_path, data_root, mask_root)
     if not path.is_file():
         return None
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from brainmri import data, phantom
-from brainmri.config import CLASS_NAMES, Paths
+from brainmri.config import CLASS_NAMES, TUMOUR_CLASSES, Paths
 from brainmri.io import read_json
 
 
@@ -225,3 +225,51 @@ def data_record(
         "warnings": data_warnings(manifest),
         "audit": data.audit_summary(manifest, min_correlation=min_correlation),
     }
+
+
+def images_with_masks(
+    rows: pd.DataFrame,
+    data_root: str | Path,
+    size: int,
+    *,
+    mask_dir: str | Path | None,
+    project_root: Path,
+    per_class: int,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The tumour images of some manifest rows that have a mask, up to per_class per class.
+
+    Args:
+        rows: manifest rows (e.g. the validation subset).
+        data_root: the data root their paths are relative to.
+        size: the side the masks are resized to.
+        mask_dir: the masks tree (``<split>/<class>/<stem>.png``; a relative path is resolved
+            against the project root), or None for the data set's own ``masks/`` (phantoms).
+        project_root: the project root.
+        per_class: the most images kept per class, in manifest order.
+
+    Returns:
+        ``(rows, masks)``: the kept rows and their bool masks (N, size, size); no rows when
+        no image has a mask.
+
+    Raises:
+        FileNotFoundError: mask_dir is given but is not a folder.
+    """
+    mask_root = None
+    if mask_dir:
+        mask_root = Path(mask_dir).expanduser()
+        if not mask_root.is_absolute():
+            mask_root = (project_root / mask_root).resolve()
+        if not mask_root.is_dir():
+            raise FileNotFoundError(
+                f"gradcam.mask_dir = {mask_dir}: no such folder (expected masks laid out as "
+                "<split>/<class>/<image stem>.png)"
+            )
+    tumours = rows[rows["label"].isin(TUMOUR_CLASSES)]
+    found = {
+        path: phantom.load_mask(Path(data_root) / path, data_root, size, mask_root=mask_root)
+        for path in tumours["path"]
+    }
+    kept = tumours[[found[p] is not None for p in tumours["path"]]]
+    kept = kept.groupby("label", sort=False).head(per_class)
+    masks = np.stack([found[p] for p in kept["path"]]) if len(kept) else np.zeros((0, size, size))
+    return kept, masks.astype(bool)
