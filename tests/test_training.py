@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -156,7 +157,12 @@ def test_changed_params_or_data_do_not_resume_stale_state(tmp_path):
     assert not (state / "backup-main").exists()
     (state / "backup-main").mkdir()
     assert prepare(other, "m2") == "fresh"
-    # A finished run is reused only while its model is there.
+    # A finished run is reused only while its model is there, and is the model it produced.
+    model.write_bytes(b"the trained model")
+    (state / training.COMPLETE).write_text(hashlib.sha256(b"the trained model").hexdigest())
+    assert prepare(other, "m2") == "complete"
+    model.write_bytes(b"the trained model, truncated")
+    assert prepare(other, "m2") == "fresh" and not model.exists()
     (state / training.COMPLETE).write_text("complete")
     assert prepare(other, "m2") == "fresh"
 

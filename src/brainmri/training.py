@@ -184,7 +184,9 @@ def fit(
     # Finished: the warm-up weights are no longer a resume point, and a rerun of the stage with
     # the same parameters and data can reuse the result instead of training again.
     warm_done.unlink(missing_ok=True)
-    (state_dir / COMPLETE).write_text("complete\n")
+    # The finished state names the model it produced, so a model file changed since (truncated,
+    # replaced) is never taken for the result of this training.
+    (state_dir / COMPLETE).write_text(_file_sha256(model_path) + "\n")
     return read_history(history_path)
 
 
@@ -277,6 +279,10 @@ def state_key(cfg: Mapping[str, Any], manifest_sha256: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def prepare_state(
     state_dir: Path,
     cfg: Mapping[str, Any],
@@ -287,15 +293,19 @@ def prepare_state(
 ) -> str:
     """Decide how training starts: 'complete', 'resume' (after a kill) or 'fresh'.
 
-    A state is reused only when it belongs to the same parameters, data and training code;
-    anything else is wiped, with the previous model and history.
+    A state is reused only when it belongs to the same parameters, data and training code, and
+    a finished one only while the model file is the one it produced; anything else is wiped,
+    with the previous model and history.
     """
     state_dir = Path(state_dir)
     key = state_key(cfg, manifest_sha256)
     key_file = state_dir / "key.txt"
     same = key_file.is_file() and key_file.read_text().strip() == key
-    if same and (state_dir / COMPLETE).is_file() and Path(model_path).is_file():
-        return "complete"
+    done = state_dir / COMPLETE
+    if same and done.is_file() and Path(model_path).is_file():
+        if done.read_text().strip() == _file_sha256(model_path):
+            return "complete"
+        print(f"{model_path} is not the model this training produced: training again")
     if same and has_resumable_state(state_dir):
         return "resume"
     if state_dir.exists():
