@@ -18,7 +18,7 @@ STAMP := $(VENV)/.brainmri-setup
 RUN := $(PY) -m brainmri.cli
 PROFILE_ARGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: help setup all test lab html screenshots clean compare bench lint notebooks
+.PHONY: help setup all test lab html screenshots predict export clean compare bench lint notebooks
 
 help: ## list the targets
 	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -60,6 +60,13 @@ html: setup ## re-render the HTML reports of PROFILE (default: demo); SHOW_CODE=
 
 screenshots: setup ## check PROFILE's HTML reports in headless Chromium (offline), save screenshots
 	@$(RUN) screenshots --profile $(or $(PROFILE),demo)
+
+predict: setup ## predict new scans: make predict IMAGES=<file|folder|glob> [PROFILE=cpu] [OUT=dir]
+	@test -n "$(IMAGES)" || { echo "error: give IMAGES=<file, folder or glob>"; exit 2; }
+	@$(RUN) predict "$(IMAGES)" --profile $(or $(PROFILE),default) $(if $(OUT),--out $(OUT))
+
+export: setup ## export PROFILE's model as a TensorFlow SavedModel (uint8 images in) [OUT=dir]
+	@$(RUN) export --profile $(or $(PROFILE),demo) $(if $(OUT),--out $(OUT))
 
 clean: ## delete one profile's reports (PROFILE, default: demo); never downloaded data
 	@PYTHONPATH=src $(BOOT_PYTHON) -m brainmri.cli clean --profile $(or $(PROFILE),demo)

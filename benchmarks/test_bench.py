@@ -66,3 +66,26 @@ def test_bootstrap_speed(benchmark):
     ci = benchmark(lambda: evaluation.bootstrap_ci(y, pred, 10_000, seed=0))
     assert ci["accuracy"]["low"] < ci["accuracy"]["point"] < ci["accuracy"]["high"]
     assert benchmark.stats.stats.median < 3.0
+
+
+def test_predict_throughput_with_and_without_overlays(benchmark, phantoms, demo_model, tmp_path):
+    """`brainmri predict` on 40 phantom scans; the Grad-CAM views cost at most 10x the plain run."""
+    import time
+
+    from brainmri import predict
+
+    model, _ = demo_model
+    files = sorted((phantoms / "Testing").glob("*/*.jpg"))
+    info = predict.RunInfo(tmp_path / "model.keras", "0" * 64)
+    seconds = {}
+    for overlays in (False, True):
+        start = time.perf_counter()
+        predict.predict_scans(
+            files, model, info, tmp_path / f"run-{overlays}", overlays=overlays, echo=lambda _: None
+        )
+        seconds[overlays] = time.perf_counter() - start
+    benchmark.extra_info.update(
+        {f"images_per_s_overlays_{k}": round(len(files) / v, 1) for k, v in seconds.items()}
+    )
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    assert seconds[True] < 10 * seconds[False]

@@ -107,6 +107,7 @@ run = training.run_metadata(
     root=paths.root,
     started=started,
     status=status,
+    model_path=paths.model,
 )
 write_json(paths.run_json, run)
 write_json(paths.stage_metrics(STAGE), run["summary"])

@@ -1,4 +1,4 @@
-"""Command line: choose a profile, run the pipeline, re-render reports, clean, compare runs."""
+"""Command line: choose a profile, run the pipeline, re-render reports, predict, clean, compare."""
 
 # Only the standard library is imported at module level: `make all` calls `choose` with the
 # system Python before the environment exists, so its first output line can name the profile.
@@ -154,6 +154,56 @@ def cmd_screenshots(args: argparse.Namespace) -> int:
     return 0 if all(check.ok for check in checks) else 1
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict new scans (JPEG, PNG, BMP, TIFF, DICOM) with a trained model."""
+    from datetime import datetime
+
+    from brainmri import predict
+    from brainmri.config import Paths
+    from brainmri.model import load_model
+
+    root = _root(args)
+    paths = Paths(root, args.profile)
+    model_path = Path(args.model) if args.model else paths.model
+    try:
+        files = predict.find_scans(args.images)
+        model = load_model(model_path)  # Keras safe mode: a model carrying code is refused
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    info = predict.run_info(model_path, None if args.model else paths.run_dir)
+    for warning in info.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else root / "predictions" / f"{args.profile}-{stamp}"
+    try:
+        table = predict.predict_scans(files, model, info, out, overlays=not args.no_overlays)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    counts = table[table["status"] == "ok"]["predicted"].value_counts().to_dict()
+    print(f"predicted: {counts}; skipped: {int((table['status'] != 'ok').sum())}")
+    print(f"report: {out / 'index.html'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a profile's model as a TensorFlow SavedModel taking uint8 images."""
+    from brainmri import predict
+    from brainmri.config import Paths
+    from brainmri.model import load_model
+
+    paths = Paths(_root(args), args.profile)
+    target = Path(args.out) if args.out else paths.run_dir / "savedmodel"
+    try:
+        predict.export_savedmodel(load_model(paths.model), target)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"SavedModel (signature 'serve': uint8 images -> probabilities): {target}")
+    return 0
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     """Delete one profile's reports (never downloaded data)."""
     from brainmri.config import Paths
@@ -214,6 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("screenshots", help=cmd_screenshots.__doc__)
     p.add_argument("--profile", required=True)
     p.set_defaults(func=cmd_screenshots)
+    p = sub.add_parser("predict", help=cmd_predict.__doc__)
+    p.add_argument("images", help="an image or DICOM file, a folder (recursive) or a glob")
+    p.add_argument("--profile", default="default", help="use reports/<profile>/model.keras")
+    p.add_argument("--model", default=None, help="another model.keras instead")
+    p.add_argument(
+        "--out", default=None, help="a new folder (default predictions/<profile>-<time>)"
+    )
+    p.add_argument("--no-overlays", action="store_true", help="skip the Grad-CAM views (faster)")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("export", help=cmd_export.__doc__)
+    p.add_argument("--profile", required=True)
+    p.add_argument(
+        "--out", default=None, help="the SavedModel folder (default reports/<profile>/savedmodel)"
+    )
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("clean", help=cmd_clean.__doc__)
     p.add_argument("--profile", required=True)
     p.set_defaults(func=cmd_clean)

@@ -210,3 +210,29 @@ def plot_ci_forest(ci: Mapping[str, Mapping[str, float | None]]) -> Figure:
     ax.set_xlabel("Estimate with bootstrap interval")
     ax.grid(axis="x", alpha=0.3)
     return fig
+
+
+def plot_ood_scores(scores: Mapping[str, np.ndarray], threshold: float) -> Figure:
+    """Histograms of the energy score of each group of images, with the flagging threshold.
+
+    Args:
+        scores: group name (e.g. "validation", "rotated 90 degrees") mapped to its scores.
+        threshold: the score below which an image is flagged out of distribution.
+
+    Returns:
+        A figure of overlaid histograms and the threshold as a dashed line, with each group's
+        flagged share in the legend.
+    """
+    fig, ax = plt.subplots(figsize=(9, 4), constrained_layout=True)
+    values = np.concatenate([np.asarray(v, dtype=float) for v in scores.values()])
+    bins = np.linspace(values.min(), values.max(), 40)
+    for name, group in scores.items():
+        group = np.asarray(group, dtype=float)
+        flagged = float((group < threshold).mean()) if group.size else float("nan")
+        ax.hist(group, bins=bins, alpha=0.5, label=f"{name} ({flagged:.0%} flagged)", density=True)
+    ax.axvline(threshold, color="black", linestyle="--", label="threshold (95% of validation kept)")
+    ax.set_xlabel("energy score (higher: more like the training data)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title("Out-of-distribution flag: where foreign images fall")
+    return fig

@@ -1,0 +1,172 @@
+"""brainmri.predict: scans of every supported kind, skipped files with reasons, calibrated
+probabilities, the out-of-distribution score, the written report, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from brainmri import cli, config, predict
+from brainmri import model as mdl
+
+
+def _dicom(path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", **extra) -> Path:
+    """Write a single- or multi-frame grey DICOM file with pydicom."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR image storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    frames = pixels if pixels.ndim == 3 else pixels[None]
+    ds.Rows, ds.Columns = frames.shape[1:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    bits = 16 if pixels.dtype == np.uint16 else 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+    ds.PixelRepresentation = 0
+    if len(frames) > 1:
+        ds.NumberOfFrames = len(frames)
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.PixelData = frames.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """The smoke profile's tiny CNN, untrained, saved as a model.keras file."""
+    params = config.flat_params(config.load_profile("smoke"))
+    model = mdl.build_model({**params, "image_size": 32})
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    model.save(path)
+    return path
+
+
+def test_dicom_luts_window_and_monochrome1(tmp_path):
+    ramp = np.tile(np.arange(0, 4000, 62.5, dtype=np.uint16), (64, 1))  # 0..3937 across
+    plain = predict.read_dicom(_dicom(tmp_path / "a.dcm", ramp))
+    assert plain.shape == (64, 64, 3) and plain.dtype == np.uint8
+    assert plain[0, 0, 0] == 0 and plain[0, -1, 0] == 255  # min-max without a window
+    windowed = predict.read_dicom(
+        _dicom(tmp_path / "b.dcm", ramp, WindowCenter=1000, WindowWidth=400)
+    )
+    # outside the window [800, 1200] every value saturates; inside it the ramp is kept
+    assert (windowed[0, :12, 0] == 0).all() and (windowed[0, 20:, 0] == 255).all()
+    assert 0 < windowed[0, 16, 0] < 255
+    inverted = predict.read_dicom(
+        _dicom(tmp_path / "c.dcm", (ramp // 16).astype(np.uint8), photometric="MONOCHROME1")
+    )
+    assert inverted[0, 0, 0] == 255 and inverted[0, -1, 0] == 0  # high values are dark
+
+
+def test_unusable_files_are_skipped_with_a_reason(tmp_path, tiny_model):
+    ramp = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    files = {
+        "two_frames.dcm": _dicom(tmp_path / "two_frames.dcm", np.stack([ramp, ramp])),
+        "notes.txt": tmp_path / "notes.txt",
+        "broken.jpg": tmp_path / "broken.jpg",
+        "slice.png": tmp_path / "slice.png",
+    }
+    files["notes.txt"].write_text("not an image")
+    files["broken.jpg"].write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    cv2.imwrite(str(files["slice.png"]), ramp)
+    model = mdl.load_model(tiny_model)
+    info = predict.run_info(tiny_model, None)
+    table = predict.predict_scans(
+        predict.find_scans(tmp_path), model, info, tmp_path / "out", echo=lambda _: None
+    ).set_index("file")
+    reasons = {Path(f).name: r for f, r in table["reason"].items()}
+    assert reasons["two_frames.dcm"].startswith("multi-frame DICOM (2 frames)")
+    assert reasons["notes.txt"].startswith("unsupported file type '.txt'")
+    assert reasons["broken.jpg"].startswith("truncated or corrupt")
+    assert table.loc[str(files["slice.png"]), "status"] == "ok"
+
+
+def test_a_folder_is_predicted_like_the_pipeline_and_reported_offline(
+    tmp_path, tiny_model, phantom_set
+):
+    folder = phantom_set / "Testing" / "glioma"
+    model = mdl.load_model(tiny_model)
+    info = predict.RunInfo(tiny_model, "0" * 64, temperature=2.0, ood_threshold=0.0)
+    out = tmp_path / "run"
+    table = predict.predict_scans(predict.find_scans(folder), model, info, out, echo=lambda _: None)
+    files = sorted(str(p) for p in folder.glob("*.jpg"))
+    assert table["file"].tolist() == files and (table["status"] == "ok").all()
+    # The same decoding and model as 04_evaluate: the same logits, so the same classes.
+    logits, _ = mdl.predict_files(model, files)
+    classes = [config.CLASS_NAMES[k] for k in logits.argmax(axis=1)]
+    assert table["predicted"].tolist() == classes
+    calibrated = table[[f"p_{c}_calibrated" for c in config.CLASS_NAMES]].to_numpy()
+    expected = np.exp(logits / 2.0) / np.exp(logits / 2.0).sum(axis=1, keepdims=True)
+    assert np.allclose(calibrated, expected, atol=1e-5)
+    assert np.allclose(table["ood_score"], logsumexp(logits, axis=1), atol=1e-4)
+    assert (table["ood_flag"] == (table["ood_score"] < 0.0)).all()
+    saved = json.loads((out / "predictions.json").read_text())
+    assert saved["temperature"] == 2.0 and len(saved["predictions"]) == len(files)
+    assert len(list((out / "overlays").glob("*.png"))) == len(files)
+    page = (out / "index.html").read_text()
+    assert page.count("<img ") == len(files) and "not a medical device" in page
+    assert not re.search(r"""(src|href)=["']https?://""", page)
+    with pytest.raises(FileExistsError, match="never overwrite"):
+        predict.predict_scans(files, model, info, out)
+
+
+def test_the_ood_threshold_keeps_the_validation_share():
+    logits = np.random.default_rng(0).normal(0, 3, (1000, 4))
+    threshold = predict.ood_threshold(logits, keep=0.95)
+    assert (predict.energy_score(logits) >= threshold).mean() == pytest.approx(0.95, abs=0.002)
+    foreign = predict.foreign_images(np.full((2, 32, 32, 3), 100.0, np.float32))
+    assert set(foreign) == {"rotated 90 degrees", "inverted contrast", "photograph"}
+    assert foreign["photograph"].shape[1:] == (32, 32, 3)
+
+
+def test_a_model_carrying_code_is_refused(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ValueError, match="(?i)lambda"):
+        mdl.load_model(path)
+
+
+def test_the_cli_predicts_a_glob_and_warns_of_a_foreign_model(tmp_path, tiny_model, capsys):
+    root = tmp_path / "repo"
+    run = root / "reports" / "smoke"
+    run.mkdir(parents=True)
+    (run / "model.keras").write_bytes(tiny_model.read_bytes())
+    (run / "run.json").write_text(json.dumps({"model_sha256": "f" * 64}))
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"scan{i}.png"), np.full((40, 40), 60 * i, np.uint8))
+    out = tmp_path / "predicted"
+    argv = ["--root", str(root), "predict", str(tmp_path / "scan*.png"), "--profile", "smoke"]
+    assert cli.main([*argv, "--out", str(out), "--no-overlays"]) == 0
+    captured = capsys.readouterr()
+    assert "differs from the ffffffffffff" in captured.err
+    assert "skipped: 0" in captured.out and (out / "predictions.csv").is_file()
+    assert cli.main([*argv, "--out", str(out)]) == 1  # never over an earlier run
+    assert cli.main(["--root", str(root), "predict", str(tmp_path / "none*.png")]) == 1
+
+
+def test_the_exported_savedmodel_serves_uint8_images_like_the_keras_model(tmp_path, tiny_model):
+    import tensorflow as tf
+
+    model = mdl.load_model(tiny_model)
+    target = predict.export_savedmodel(model, tmp_path / "savedmodel")
+    images = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    loaded = tf.saved_model.load(str(target))  # kept: its variables live as long as it does
+    served = loaded.serve(tf.constant(images))["probabilities"]
+    expected = model(images.astype(np.float32), training=False)
+    assert np.allclose(served.numpy(), keras.ops.convert_to_numpy(expected), atol=1e-6)
+    with pytest.raises(FileExistsError):
+        predict.export_savedmodel(model, target)
