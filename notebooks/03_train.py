@@ -10,7 +10,7 @@
 # %%
 from brainmri import config, inputs, sources, training
 from brainmri import model as mdl
-from brainmri.io import write_json
+from brainmri.io import file_sha256, write_json
 from brainmri.plotting.common import plot_training_curves, save_figure
 
 # %% tags=["parameters"]
@@ -107,8 +107,8 @@ run = training.run_metadata(
     root=paths.root,
     started=started,
     status=status,
-    model_path=paths.model,
 )
+run["model_sha256"] = file_sha256(paths.model)  # `brainmri predict` checks the model against it
 write_json(paths.run_json, run)
 write_json(paths.stage_metrics(STAGE), run["summary"])
 run["summary"]

@@ -9,6 +9,7 @@ earlier version of the target untouched.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -71,6 +72,11 @@ def write_json(path: Path | str, payload: Mapping[str, Any] | list[Any]) -> Path
         The path written.
     """
     return atomic_write(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def file_sha256(path: Path | str) -> str:
+    """The SHA-256 of a file's bytes, as hex (how the project names an artefact's content)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_json(path: Path | str) -> Any:

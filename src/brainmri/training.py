@@ -375,7 +375,6 @@ def run_metadata(
     root: Path,
     started: str,
     status: str,
-    model_path: Path | None = None,
 ) -> dict[str, Any]:
     """run.json: git commit, environment, params, data hash, times, best epoch; plus a summary.
 
@@ -387,7 +386,6 @@ def run_metadata(
         root: the project root (for the git commit).
         started: when the stage started (ISO 8601, :func:`now`).
         status: what :func:`train_or_resume` reported ('fresh', 'resume' or 'complete').
-        model_path: the saved model, whose SHA-256 is recorded (prediction checks it).
 
     Returns:
         The run record, whose "summary" is the train section of metrics.json.
@@ -413,7 +411,6 @@ def run_metadata(
         "summary": summary,
         "params": dict(cfg),
         "manifest_sha256": manifest_sha256,
-        "model_sha256": _file_sha256(model_path) if model_path else None,
         "environment": environment_info(),
         "git": git,
         "started": started,
