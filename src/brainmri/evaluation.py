@@ -28,6 +28,7 @@ from sklearn.metrics import (
 )
 
 from brainmri.config import CLASS_NAMES
+from brainmri.io import dig
 
 __all__ = [
     "METRICS_SCHEMA",
@@ -687,7 +688,7 @@ def headline_table(blocks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 def format_interval(entry: Any, digits: int = 3) -> str:
     """An interval of :func:`bootstrap_ci` as "point (low-high)"; "-" when it is missing."""
-    point, low, high = (_dig(entry, key) for key in ("point", "low", "high"))
+    point, low, high = (dig(entry, key) for key in ("point", "low", "high"))
     if not isinstance(point, int | float):
         return "-"
     if isinstance(low, int | float) and isinstance(high, int | float):
@@ -707,7 +708,7 @@ def interval_table(blocks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         "specificity") column pair.
     """
     columns = {
-        (split, kind): [format_interval(_dig(b, "ci", f"{kind}/{name}")) for name in CLASS_NAMES]
+        (split, kind): [format_interval(dig(b, "ci", f"{kind}/{name}")) for name in CLASS_NAMES]
         for split, b in blocks.items()
         for kind in ("sensitivity", "specificity")
     }
@@ -913,27 +914,18 @@ def validate_metrics_block(block: Mapping[str, Any]) -> None:
 _SPLIT_ORDER = ("clean", "official")
 
 
-def _dig(obj: Any, *keys: str) -> Any:
-    """Return obj[k1][k2]... or None when any level is missing."""
-    for key in keys:
-        if not isinstance(obj, Mapping) or key not in obj:
-            return None
-        obj = obj[key]
-    return obj
-
-
 def _block_headline(block: Any, class_names: Sequence[str]) -> dict[str, float | None]:
     """The headline numbers of one evaluation block (None where missing)."""
     rows = {
-        "accuracy": _dig(block, "summary", "accuracy"),
-        "macro F1": _dig(block, "summary", "macro", "f1"),
-        "Cohen kappa": _dig(block, "summary", "cohen_kappa"),
-        "MCC": _dig(block, "summary", "mcc"),
-        "ECE": _dig(block, "calibration", "ece"),
-        "ECE (T-scaled)": _dig(block, "calibration", "scaled", "ece"),
+        "accuracy": dig(block, "summary", "accuracy"),
+        "macro F1": dig(block, "summary", "macro", "f1"),
+        "Cohen kappa": dig(block, "summary", "cohen_kappa"),
+        "MCC": dig(block, "summary", "mcc"),
+        "ECE": dig(block, "calibration", "ece"),
+        "ECE (T-scaled)": dig(block, "calibration", "scaled", "ece"),
     }
     for name in class_names:
-        rows[f"sensitivity {name}"] = _dig(block, "summary", "per_class", name, "recall")
+        rows[f"sensitivity {name}"] = dig(block, "summary", "per_class", name, "recall")
     return {
         k: (v if isinstance(v, int | float) and math.isfinite(v) else None) for k, v in rows.items()
     }
@@ -966,8 +958,8 @@ def compare_table(
         runs and b - a to four decimals; "-" where a value is missing.
     """
     # Only the per-split blocks (they hold a "summary"); temperature, TTA and errors are not splits.
-    eval_a = {k: v for k, v in (_dig(a, "evaluate") or {}).items() if _dig(v, "summary")}
-    eval_b = {k: v for k, v in (_dig(b, "evaluate") or {}).items() if _dig(v, "summary")}
+    eval_a = {k: v for k, v in (dig(a, "evaluate") or {}).items() if dig(v, "summary")}
+    eval_b = {k: v for k, v in (dig(b, "evaluate") or {}).items() if dig(v, "summary")}
     splits = [s for s in _SPLIT_ORDER if s in eval_a or s in eval_b]
     splits += sorted((set(eval_a) | set(eval_b)) - set(splits))
     if not splits:
@@ -976,7 +968,7 @@ def compare_table(
         c
         for ev in (eval_a, eval_b)
         for block in ev.values()
-        for c in (_dig(block, "summary", "per_class") or {})
+        for c in (dig(block, "summary", "per_class") or {})
     }
     class_names = [c for c in CLASS_NAMES if c in found] + sorted(found - set(CLASS_NAMES))
     if not class_names:

@@ -74,6 +74,15 @@ def write_json(path: Path | str, payload: Mapping[str, Any] | list[Any]) -> Path
     return atomic_write(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def dig(obj: Any, *keys: str) -> Any:
+    """obj[k1][k2]... of nested JSON-like mappings, or None when any level is missing."""
+    for key in keys:
+        if not isinstance(obj, Mapping) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
 def file_sha256(path: Path | str) -> str:
     """The SHA-256 of a file's bytes, as hex (how the project names an artefact's content)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

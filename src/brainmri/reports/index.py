@@ -15,7 +15,7 @@ import pandas as pd
 
 from brainmri import evaluation
 from brainmri.config import PIPELINE, Paths
-from brainmri.io import atomic_write, read_json
+from brainmri.io import atomic_write, dig, read_json
 
 SPLIT_LABELS = {"clean": "clean Testing", "official": "official Testing"}
 """How the report names the Testing splits of metrics.json's "evaluate" section, headline first:
@@ -23,14 +23,6 @@ SPLIT_LABELS = {"clean": "clean Testing", "official": "official Testing"}
 
 BASELINES = ("random", "centre")
 """The localisation baselines every explanation method is compared with."""
-
-
-def _dig(obj: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(obj, Mapping) or key not in obj:
-            return None
-        obj = obj[key]
-    return obj
 
 
 def _flat(params: Any) -> dict[str, Any]:
@@ -48,8 +40,8 @@ def _table(frame: pd.DataFrame, *, index: bool = True) -> str:
 
 def _splits(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """The evaluation blocks of metrics.json (those with a summary), official first."""
-    evaluate = _dig(metrics, "evaluate") or {}
-    blocks = {k: v for k, v in evaluate.items() if _dig(v, "summary")}
+    evaluate = dig(metrics, "evaluate") or {}
+    blocks = {k: v for k, v in evaluate.items() if dig(v, "summary")}
     order = [s for s in SPLIT_LABELS if s in blocks] + sorted(set(blocks) - set(SPLIT_LABELS))
     return {s: blocks[s] for s in order}
 
@@ -63,7 +55,7 @@ def facts(metrics: Mapping[str, Any]) -> dict[str, str]:
     if git.get("dirty"):
         commit += " (with uncommitted changes)"
     return {
-        "Profile": f"{metrics.get('profile', '?')}: {_dig(metrics, 'params', 'description') or ''}",
+        "Profile": f"{metrics.get('profile', '?')}: {dig(metrics, 'params', 'description') or ''}",
         "Data": f"{data.get('source', '?')}: {data.get('detail', '')}",
         "Model": str(train.get("model", "not trained")),
         "Finished": str(train.get("finished") or ""),
@@ -80,13 +72,13 @@ def alerts(metrics: Mapping[str, Any]) -> list[str]:
             f"The last run failed at stage {failed} (its partly executed notebook is in "
             "failed/); the results below are those of the last successful runs."
         )
-    out += [w[0].upper() + w[1:] + "." for w in _dig(metrics, "data", "warnings") or []]
+    out += [w[0].upper() + w[1:] + "." for w in dig(metrics, "data", "warnings") or []]
     return out
 
 
 def split_label(split: str, block: Mapping[str, Any]) -> str:
     """A split's name for readers, with its number of images."""
-    return f"{SPLIT_LABELS.get(split, split)} (n={_dig(block, 'summary', 'n')})"
+    return f"{SPLIT_LABELS.get(split, split)} (n={dig(block, 'summary', 'n')})"
 
 
 def accuracy_line(metrics: Mapping[str, Any]) -> str:
@@ -95,7 +87,7 @@ def accuracy_line(metrics: Mapping[str, Any]) -> str:
     if not blocks:
         return "Not evaluated yet."
     return " · ".join(
-        f"{split_label(s, b)}: {evaluation.format_interval(_dig(b, 'ci', 'accuracy'), 4)}"
+        f"{split_label(s, b)}: {evaluation.format_interval(dig(b, 'ci', 'accuracy'), 4)}"
         for s, b in blocks.items()
     )
 
@@ -116,7 +108,7 @@ def localisation_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     """Pointing game, energy ratio and faithfulness per class and method, with a "chance" row
     per class (a random point's hit rate for each pointing game, 1 for the energy ratio) and
     the baselines."""
-    classes = _dig(metrics, "gradcam", "localisation", "classes") or {}
+    classes = dig(metrics, "gradcam", "localisation", "classes") or {}
     rows = []
     for label, entry in classes.items():
         rows.append(
@@ -147,7 +139,7 @@ def localisation_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
 
 def sanity_verdict(metrics: Mapping[str, Any]) -> str:
     """One sentence on the model-parameter randomisation check (Adebayo et al. 2018)."""
-    check = _dig(metrics, "gradcam", "randomization")
+    check = dig(metrics, "gradcam", "randomization")
     if not check:
         return "Randomisation check: not run."
     n, undefined = check.get("n_images", 0), check.get("n_undefined", 0)
@@ -209,7 +201,7 @@ def changes(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> s
     table = table[table["metric"].isin(["accuracy", "macro F1", "ECE"])]
     if not table.empty:
         out.append(_table(table, index=False))
-    when = _dig(previous, "train", "finished") or "unknown date"
+    when = dig(previous, "train", "finished") or "unknown date"
     return f"<p>Compared with the previous run (finished {html.escape(str(when))}).</p>" + "".join(
         out
     )
@@ -265,7 +257,7 @@ def write_index(paths: Paths) -> str:
     results = results_table(metrics)
     localisation = localisation_table(metrics)
     timing = timing_table(metrics)
-    method = _dig(metrics, "gradcam", "method")
+    method = dig(metrics, "gradcam", "method")
     explanation = (
         _table(localisation, index=False)
         if localisation is not None

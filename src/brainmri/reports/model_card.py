@@ -14,7 +14,7 @@ import pandas as pd
 
 from brainmri import evaluation
 from brainmri.config import CLASS_NAMES, Paths
-from brainmri.io import atomic_write, read_json
+from brainmri.io import atomic_write, dig, read_json
 from brainmri.reports.index import (
     SPLIT_LABELS,
     localisation_table,
@@ -27,14 +27,6 @@ _NOT_A_DEVICE = (
     "Research software for reproducing and auditing a published result. **It is not a medical "
     "device and must not be used for diagnosis, triage or any clinical decision.**"
 )
-
-
-def _dig(obj: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(obj, Mapping) or key not in obj:
-            return None
-        obj = obj[key]
-    return obj
 
 
 def _md_table(frame: pd.DataFrame, *, index: bool = True) -> str:
@@ -69,10 +61,10 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
     summary = run.get("summary") or metrics.get("train") or {}
     env = run.get("environment") or {}
     packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
-    commit = _dig(summary, "git", "commit") or "unknown"
+    commit = dig(summary, "git", "commit") or "unknown"
 
     blocks = {
-        s: b for s, b in (metrics.get("evaluate") or {}).items() if _dig(b, "summary") is not None
+        s: b for s, b in (metrics.get("evaluate") or {}).items() if dig(b, "summary") is not None
     }
     lines = [
         f"# Model card: brainmri, profile `{profile}`",
@@ -92,8 +84,8 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         f"{train_p.get('batch_size', '?')}, up to {train_p.get('epochs', '?')} epochs after "
         f"{train_p.get('warmup_epochs', 0)} warm-up epochs; early stopping and the checkpoint "
         "watch validation accuracy.",
-        f"- Parameters: {_dig(summary, 'parameters', 'total') or '?'} in all, "
-        f"{_dig(summary, 'parameters', 'trainable') or '?'} trained.",
+        f"- Parameters: {dig(summary, 'parameters', 'total') or '?'} in all, "
+        f"{dig(summary, 'parameters', 'trainable') or '?'} trained.",
         f"- Code: git commit `{commit}`; trained {summary.get('started', '?')} to "
         f"{summary.get('finished', '?')}.",
         f"- Software: Python {env.get('python', '?')}; {packages or 'versions not recorded'}.",
@@ -111,7 +103,7 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         f"{data.get('files', '?')} image files, manifest SHA-256 "
         f"`{data.get('manifest_sha256', '?')}`.",
         f"- Validation: {data_p.get('val_fraction', '?')} of Training, stratified "
-        f"(seed {_dig(params, 'run', 'seed')}); training-side de-duplication: "
+        f"(seed {dig(params, 'run', 'seed')}); training-side de-duplication: "
         f"`{data_p.get('dedup', '?')}`.",
     ]
     if counts:
@@ -119,12 +111,12 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         lines += ["", _md_table(table)]
     audit = data.get("audit") or {}
     if audit:
-        clean = _dig(audit, "clean_testing", "per_class") or {}
+        clean = dig(audit, "clean_testing", "per_class") or {}
         lines += [
             "",
             "Audit of the data set (see 02_eda): "
-            f"{_dig(audit, 'test_in_training', 'exact', 'total')} Testing images are exact "
-            f"copies of Training images and {_dig(audit, 'test_in_training', 'near', 'total')} "
+            f"{dig(audit, 'test_in_training', 'exact', 'total')} Testing images are exact "
+            f"copies of Training images and {dig(audit, 'test_in_training', 'near', 'total')} "
             "are exact or pixel-confirmed near copies (rank correlation of 64x64 thumbnails "
             f">= {audit.get('min_correlation', '?')}). The clean Testing split leaves them out: "
             + ", ".join(f"{c} {n}" for c, n in clean.items())
@@ -135,12 +127,12 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         first = next(iter(blocks.values()))
         lines += [
             "Testing, read once by 04_evaluate. Point estimates with 95% percentile-bootstrap "
-            f"intervals ({_dig(first, 'bootstrap', 'n_resamples')} resamples; each draws "
-            f"{_dig(first, 'bootstrap', 'unit') or 'image'}s).",
+            f"intervals ({dig(first, 'bootstrap', 'n_resamples')} resamples; each draws "
+            f"{dig(first, 'bootstrap', 'unit') or 'image'}s).",
             "",
         ]
         accuracy = {
-            split_label(s, b): evaluation.format_interval(_dig(b, "ci", "accuracy"), 4)
+            split_label(s, b): evaluation.format_interval(dig(b, "ci", "accuracy"), 4)
             for s, b in blocks.items()
         }
         lines += [_md_table(pd.DataFrame(accuracy, index=["accuracy"])), ""]
@@ -149,16 +141,16 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         lines.append(_md_table(table))
         cal = {
             SPLIT_LABELS.get(s, s): {
-                "ECE": _fmt(_dig(b, "calibration", "ece")),
-                "ECE after temperature scaling": _fmt(_dig(b, "calibration", "scaled", "ece")),
-                "Brier": _fmt(_dig(b, "calibration", "brier")),
+                "ECE": _fmt(dig(b, "calibration", "ece")),
+                "ECE after temperature scaling": _fmt(dig(b, "calibration", "scaled", "ece")),
+                "Brier": _fmt(dig(b, "calibration", "brier")),
             }
             for s, b in blocks.items()
         }
         lines += [
             "",
             "Calibration (temperature fitted on the validation split, "
-            f"T = {_fmt(_dig(metrics, 'evaluate', 'temperature'), 2)}):",
+            f"T = {_fmt(dig(metrics, 'evaluate', 'temperature'), 2)}):",
             "",
             _md_table(pd.DataFrame(cal)),
         ]
@@ -202,7 +194,7 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         "- The intervals resample near-copy clusters within Testing (a cluster bootstrap); "
         "slices of one patient that are not copies still count as independent.",
         f"- Grad-CAM maps are coarse (they have the resolution of the target layer "
-        f"`{_dig(metrics, 'gradcam', 'layer') or '?'}`, 1/32 of the input side on an "
+        f"`{dig(metrics, 'gradcam', 'layer') or '?'}`, 1/32 of the input side on an "
         "EfficientNet) and are a view of the model, not a segmentation.",
         "",
         "## How to reproduce",
