@@ -45,7 +45,9 @@ def test_reference_recipe_trains_evaluates_and_explains_with_a_local_weights_fil
     tmp_path, real_data, project_root, b1_weights
 ):
     p = load_profile("default", root=project_root)
+    # XLA compiling B1's training step takes a minute here and is no part of the code path under test.
     cfg = {**p["run"], **p["model"], **p["train"], "weights": str(b1_weights), "epochs": 1}
+    cfg["jit_compile"] = "never"
     model = mdl.build_model(cfg, project_root)
     assert model.input_shape == (None, 240, 240, 3)
     np.testing.assert_allclose(model.get_layer("stem_conv").get_weights()[0], 0.01)

@@ -259,6 +259,11 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "epochs": Spec("int", "maximum epochs (fine-tuning phase)", 1, 1000),
         "learning_rate": Spec("float", "Adam learning rate", 1e-7, 1.0),
         "label_smoothing": Spec("float", "categorical cross-entropy label smoothing", 0.0, 0.5),
+        "jit_compile": Spec(
+            "choice",
+            "XLA-compile the training step (auto: Keras decides; always; never)",
+            choices=("auto", "always", "never"),
+        ),
         "warmup_epochs": Spec("int", "head-only epochs before fine-tuning (0 = one phase)", 0, 100),
         "warmup_learning_rate": Spec("float", "learning rate of the warm-up phase", 1e-7, 1.0),
         "early_stopping_patience": Spec("int", "epochs without val gain before stopping", 1, 1000),

@@ -58,12 +58,22 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def compile_model(model: keras.Model, learning_rate: float, label_smoothing: float) -> None:
-    """Compile with Adam and categorical cross-entropy on the softmax output."""
+def compile_model(
+    model: keras.Model, learning_rate: float, label_smoothing: float, jit_compile: str = "auto"
+) -> None:
+    """Compile with Adam and categorical cross-entropy on the softmax output.
+
+    Args:
+        model: the model to compile.
+        learning_rate: Adam's learning rate.
+        label_smoothing: the cross-entropy's label smoothing.
+        jit_compile: "auto" (Keras: XLA where the model allows it), "always" or "never".
+    """
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
+        jit_compile={"auto": "auto", "always": True, "never": False}[jit_compile],
     )
 
 
@@ -160,7 +170,12 @@ def fit(
             model.load_weights(warm_done)
         else:
             set_trainable(model, "freeze")
-            compile_model(model, params["warmup_learning_rate"], params["label_smoothing"])
+            compile_model(
+                model,
+                params["warmup_learning_rate"],
+                params["label_smoothing"],
+                params["jit_compile"],
+            )
             model.fit(
                 train_ds,
                 validation_data=val_ds,
@@ -171,7 +186,7 @@ def fit(
             )
             model.save_weights(warm_done)
     set_trainable(model, params["trainable"], params["finetune_top_n"])
-    compile_model(model, params["learning_rate"], params["label_smoothing"])
+    compile_model(model, params["learning_rate"], params["label_smoothing"], params["jit_compile"])
     model.fit(
         train_ds,
         validation_data=val_ds,
