@@ -112,6 +112,31 @@ def is_up_to_date(paths: Paths, stage: str, key: str) -> bool:
     return None not in current.values() and stamp.get("outputs") == current
 
 
+def _kernel_manager_logging_to(log: Path) -> type:
+    """A kernel manager whose kernel process writes its own stderr to log, not to the console.
+
+    What a notebook prints, warnings included, reaches the executed notebook through Jupyter's
+    messages either way. The kernel process's own stderr carries TensorFlow's C++ start-up
+    lines, ipykernel's transport warning and, when a run is interrupted, the kernel's ZMQ
+    tracebacks: a per-stage log file (reports/<profile>/.state/<stage>.kernel.log) keeps them
+    for whoever needs them, and the console shows one line per event.
+    """
+    from jupyter_client import AsyncKernelManager
+
+    class StageKernelManager(AsyncKernelManager):
+        async def _async_pre_start_kernel(self, **kw):
+            cmd, kw = await super()._async_pre_start_kernel(**kw)
+            with open(log, "ab") as handle:  # the kernel process inherits its own copy
+                self._stage_stderr = kw["stderr"] = os.dup(handle.fileno())
+            return cmd, kw
+
+        async def _async_post_start_kernel(self, **kw):
+            await super()._async_post_start_kernel(**kw)
+            os.close(self._stage_stderr)  # the kernel holds its own; ours is not needed
+
+    return StageKernelManager
+
+
 def _execute(stage: str, params: Mapping[str, Any], paths: Paths, log_output: bool) -> None:
     """Run one notebook with papermill; on success move it into place, else keep it in failed/."""
     import papermill as pm
@@ -139,6 +164,9 @@ def _execute(stage: str, params: Mapping[str, Any], paths: Paths, log_output: bo
             stdout_file=sys.stdout if log_output else None,
             progress_bar=False,
             report_mode=False,
+            kernel_manager_class=_kernel_manager_logging_to(
+                paths.state_dir / f"{stage}.kernel.log"
+            ),
         )
     except (Exception, KeyboardInterrupt) as exc:
         paths.failed_dir.mkdir(parents=True, exist_ok=True)

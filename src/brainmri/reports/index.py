@@ -301,7 +301,7 @@ def write_index(paths: Paths) -> str:
 {_table(timing, index=False) if timing is not None else "<p>No stage has finished.</p>"}
 <p>{html.escape(training_summary(metrics))}</p></section>
 </div>
-<h2>Explanations: {html.escape(str(method or "Grad-CAM"))} against the tumour masks</h2>
+<h2>Explanations: {html.escape(str(method or "Grad-CAM"))} against the tumour masks of validation images</h2>
 <p class="verdict">{html.escape(sanity_verdict(metrics))}</p>
 {explanation}
 <h2>What changed since the previous run</h2>
