@@ -134,6 +134,17 @@ def rank_correlation(maps_a: ArrayLike, maps_b: ArrayLike) -> np.ndarray:
     return out
 
 
+def _trained_prediction(
+    model: keras.Model, images: ArrayLike, method: str, layer_name: str | None, batch_size: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The batch, and the explain() options that make every map explain the trained prediction."""
+    if method not in REAL_METHODS:
+        raise ValueError(f"method={method!r}: expected one of {list(REAL_METHODS)}")
+    x = _as_batch(images, model)
+    predicted = _probabilities(model, x, batch_size).argmax(axis=1)
+    return x, {"class_index": predicted, "layer_name": layer_name, "batch_size": batch_size}
+
+
 def randomization_maps(
     model: keras.Model,
     images: ArrayLike,
@@ -157,11 +168,7 @@ def randomization_maps(
         (trained maps, randomised maps), each float32 (N, H, W) in [0, 1]; both explain the
         class the trained model predicts.
     """
-    if method not in REAL_METHODS:
-        raise ValueError(f"method={method!r}: expected one of {list(REAL_METHODS)}")
-    x = _as_batch(images, model)
-    predicted = _probabilities(model, x, batch_size).argmax(axis=1)
-    kw = {"class_index": predicted, "layer_name": layer_name, "batch_size": batch_size}
+    x, kw = _trained_prediction(model, images, method, layer_name, batch_size)
     return explain(method, model, x, **kw), explain(method, randomize_weights(model, seed), x, **kw)
 
 
@@ -230,11 +237,7 @@ def cascading_randomization(
         "independent" (mean Spearman correlation, None when every map is flat) and
         "cascading_flat" / "independent_flat" (how many maps were flat).
     """
-    if method not in REAL_METHODS:
-        raise ValueError(f"method={method!r}: expected one of {list(REAL_METHODS)}")
-    x = _as_batch(images, model)
-    predicted = _probabilities(model, x, batch_size).argmax(axis=1)
-    kw = {"class_index": predicted, "layer_name": layer_name, "batch_size": batch_size}
+    x, kw = _trained_prediction(model, images, method, layer_name, batch_size)
     trained = explain(method, model, x, **kw)
     work = keras.models.clone_model(model)  # one clone, reset to the trained weights per map
 
