@@ -152,15 +152,10 @@ else:
 # classified silently.
 
 # %%
-ood = {"score": "energy", "keep": 0.95, "threshold": predict.ood_threshold(val_logits, keep=0.95)}
 val_images = inputs.load_batch(val_files[:64], image_size)
-groups = {
-    "validation": predict.energy_score(val_logits),
-    "clean Testing": predict.energy_score(results["clean"][1]),
-}
-for name, images in predict.foreign_images(val_images).items():
-    groups[name] = predict.energy_score(mdl.predict(model, images)[0])
-ood["flagged"] = {name: float((g < ood["threshold"]).mean()) for name, g in groups.items()}
+ood, groups = predict.ood_summary(
+    model, val_logits, val_images, {"clean Testing": results["clean"][1]}, keep=0.95
+)
 fig = eplot.plot_ood_scores(groups, ood["threshold"])
 save_figure(fig, paths.figures_dir, "eval_ood")
 pd.Series(ood["flagged"], name="share flagged").round(3)

@@ -170,3 +170,16 @@ def test_the_exported_savedmodel_serves_uint8_images_like_the_keras_model(tmp_pa
     assert np.allclose(served.numpy(), keras.ops.convert_to_numpy(expected), atol=1e-6)
     with pytest.raises(FileExistsError):
         predict.export_savedmodel(model, target)
+
+
+def test_ood_summary_keeps_the_validation_share_and_scores_every_group(tiny_model):
+    model = mdl.load_model(tiny_model)
+    val = np.random.default_rng(2).uniform(0, 255, (20, 32, 32, 3)).astype(np.float32)
+    val_logits, _ = mdl.predict(model, val)
+    ood, scores = predict.ood_summary(model, val_logits, val[:4], {"other": val_logits[:5]})
+    assert list(scores) == [
+        "validation", "other", "rotated 90 degrees", "inverted contrast", "photograph"
+    ]  # fmt: skip
+    assert ood["threshold"] == predict.ood_threshold(val_logits, keep=0.95)
+    assert ood["flagged"]["validation"] == pytest.approx(0.05)
+    assert set(ood["flagged"]) == set(scores) and ood["score"] == "energy"

@@ -183,6 +183,40 @@ def foreign_images(images: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def ood_summary(
+    model: Any,
+    val_logits: np.ndarray,
+    val_images: np.ndarray,
+    known: dict[str, np.ndarray],
+    *,
+    keep: float = 0.95,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The OOD threshold chosen on validation, and the share it flags in each group of images.
+
+    Args:
+        model: the trained classifier.
+        val_logits: logits of the validation images (the threshold keeps `keep` of them).
+        val_images: some validation images (0..255 floats), turned into foreign ones
+            (:func:`foreign_images`).
+        known: further groups of logits to score, e.g. {"clean Testing": logits}.
+        keep: the share of validation images kept below the flag.
+
+    Returns:
+        ``(ood, scores)``: the record for metrics.json ("score", "keep", "threshold",
+        "flagged" per group) and the energy scores per group (validation first).
+    """
+    from brainmri.model import predict
+
+    threshold = ood_threshold(val_logits, keep=keep)
+    scores = {"validation": energy_score(val_logits)}
+    scores.update({name: energy_score(logits) for name, logits in known.items()})
+    for name, images in foreign_images(val_images).items():
+        scores[name] = energy_score(predict(model, images)[0])
+    flagged = {name: float((group < threshold).mean()) for name, group in scores.items()}
+    ood = {"score": "energy", "keep": keep, "threshold": threshold, "flagged": flagged}
+    return ood, scores
+
+
 # --- the prediction run ---------------------------------------------------------------------
 
 
