@@ -74,8 +74,9 @@ clean: ## delete one profile's reports (PROFILE, default: demo); never downloade
 compare: setup ## compare two runs' headline metrics: make compare A=demo B=cpu
 	@$(RUN) compare $(A) $(B)
 
-bench: setup ## speed benchmarks (not part of make test)
+bench: setup ## speed benchmarks and ratios against the reference pipeline -> reports/bench/bench.json
 	@$(PY) -m pytest -q benchmarks --benchmark-disable-gc -p no:cacheprovider
+	@$(PY) benchmarks/ratios.py
 
 lint: setup ## ruff format check and lint
 	@$(PY) -m ruff format --check . && $(PY) -m ruff check .

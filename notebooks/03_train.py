@@ -8,7 +8,7 @@
 # last finished epoch when the pipeline runs again.
 
 # %%
-from brainmri import config, inputs, sources, training
+from brainmri import config, devices, inputs, sources, training
 from brainmri import model as mdl
 from brainmri.io import file_sha256, write_json
 from brainmri.plotting.common import plot_training_curves, save_figure
@@ -20,6 +20,10 @@ profile = "default"
 # %%
 cfg = config.notebook_config(STAGE, globals())  # validates the injected parameters
 paths = config.paths(profile)
+# The strategy first: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
+strategy = devices.make_strategy(cfg["distribute"])
+policy = devices.set_precision(cfg["mixed_precision"])
+print(devices.describe(strategy, policy))
 record, manifest = sources.load_run_data(paths)
 data_root = record["root"]
 started = training.now()
@@ -31,7 +35,8 @@ training.seed_everything(cfg["seed"], cfg["deterministic"])
 # parameters as non-trainable.
 
 # %%
-model = mdl.build_model(cfg, paths.root)
+with strategy.scope():  # the variables live on every replica
+    model = mdl.build_model(cfg, paths.root)
 counts = mdl.parameter_counts(model)
 print(f"{model.name}: {counts['total']:,} parameters ({counts['trainable']:,} trainable)")
 model.summary(line_length=110, expand_nested=False, show_trainable=True)
@@ -39,12 +44,14 @@ model.summary(line_length=110, expand_nested=False, show_trainable=True)
 # %% [markdown]
 # ## Input pipeline
 # Images are decoded once and cached; augmentation (rotation, shifts, shear, zoom, flips) is applied
-# to the training batches only.
+# to the training batches only. `batch_size` is per replica: a batch of the pipeline holds one
+# batch for each replica of the strategy, which splits it.
 
 # %%
 _, train_files, train_labels = sources.subset_files(manifest, data_root, "train")
 _, val_files, val_labels = sources.subset_files(manifest, data_root, "val")
 print(f"train: {len(train_files)} images, validation: {len(val_files)} images")
+global_batch = cfg["batch_size"] * strategy.num_replicas_in_sync
 cache_args = {
     "cache": cfg["cache"],
     "cache_dir": paths.cache_dir,
@@ -54,19 +61,18 @@ train_ds = inputs.make_dataset(
     train_files,
     train_labels,
     cfg["image_size"],
-    cfg["batch_size"],
+    global_batch,
     shuffle=True,
     seed=cfg["seed"],
     augment=inputs.augmentation(cfg, cfg["seed"]),
     **cache_args,
 )
-val_ds = inputs.make_dataset(
-    val_files, val_labels, cfg["image_size"], cfg["batch_size"], **cache_args
-)
+val_ds = inputs.make_dataset(val_files, val_labels, cfg["image_size"], global_batch, **cache_args)
 
 # %% [markdown]
 # ## Training (one line per epoch)
-# Early stopping watches validation accuracy; the model kept is the best epoch's, not the last.
+# Early stopping watches validation accuracy; the model kept is the best epoch's, not the last. On a
+# cluster (`train.distribute: multi_worker`) every worker runs this; only the chief writes the model.
 
 # %%
 model, history, status = training.train_or_resume(
@@ -108,7 +114,8 @@ run = training.run_metadata(
     started=started,
     status=status,
 )
-run["model_sha256"] = file_sha256(paths.model)  # `brainmri predict` checks the model against it
+# `brainmri predict` checks the model against this; a cluster's other workers write no model
+run["model_sha256"] = file_sha256(paths.model) if devices.is_chief() else None
 write_json(paths.run_json, run)
 write_json(paths.stage_metrics(STAGE), run["summary"])
 run["summary"]

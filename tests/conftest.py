@@ -177,3 +177,15 @@ def planted_key() -> str:
 def edit_param():
     """set_param(root, profile, section, key, value): edit a copy's params/<profile>.yaml."""
     return set_param
+
+
+@pytest.fixture(scope="session")
+def fresh_copy():
+    """copy_project(target): the tracked project files copied to target (one more "machine")."""
+    return copy_project
+
+
+@pytest.fixture(scope="session")
+def make_command():
+    """make_command(*args) -> (argv, env): a make run in a copy, for tests that start it themselves."""
+    return lambda *args: (make_args(*args), make_env())

@@ -62,6 +62,10 @@ PIPELINE: tuple[Stage, ...] = (
 STAGES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
 """The stage names in the order they run."""
 
+WORKER_STAGES: tuple[str, ...] = ("01_download", "03_train")
+"""What a cluster's other workers run (train.distribute: multi_worker): the data and the training
+they take part in; the chief alone evaluates, explains and publishes."""
+
 
 def get_stage(name: str) -> Stage:
     """Return the declaration of one stage.
@@ -186,6 +190,10 @@ BACKBONES = (
     "compact_cnn",
 )
 CAM_METHODS = ("gradcam", "gradcampp", "scorecam", "random")
+STRATEGIES = ("none", "mirrored", "multi_worker")
+"""The ``train.distribute`` settings (brainmri.devices.make_strategy)."""
+PRECISIONS = ("auto", "float32", "mixed_float16")
+"""The ``train.mixed_precision`` settings (brainmri.devices.resolve_precision)."""
 
 SCHEMA: dict[str, dict[str, Spec]] = {
     "run": {
@@ -263,6 +271,16 @@ SCHEMA: dict[str, dict[str, Spec]] = {
             "choice",
             "XLA-compile the training step (auto: Keras decides; always; never)",
             choices=("auto", "always", "never"),
+        ),
+        "distribute": Spec(
+            "choice",
+            "tf.distribute strategy: none, mirrored (local GPUs) or multi_worker (TF_CONFIG)",
+            choices=STRATEGIES,
+        ),
+        "mixed_precision": Spec(
+            "choice",
+            "dtype policy: auto (mixed_float16 on capable GPUs), float32 or mixed_float16",
+            choices=PRECISIONS,
         ),
         "warmup_epochs": Spec("int", "head-only epochs before fine-tuning (0 = one phase)", 0, 100),
         "warmup_learning_rate": Spec("float", "learning rate of the warm-up phase", 1e-7, 1.0),

@@ -210,8 +210,10 @@ def build_model(params: Mapping[str, Any], root: Path | None = None) -> keras.Mo
     for i, units in enumerate(params["dense_units"], start=1):
         x = layers.Dense(int(units), activation="relu", name=f"head_dense{i}")(x)
         x = layers.Dropout(float(params["dropout"]), name=f"head_dropout{i}")(x)
-    logits = layers.Dense(len(CLASS_NAMES), name=LOGITS_LAYER)(x)
-    probs = layers.Activation("softmax", name=PROBS_LAYER)(logits)
+    # float32 logits and softmax under any dtype policy (Keras' mixed-precision guide): under
+    # mixed_float16 the rest computes in float16, and Grad-CAM and calibration read these two.
+    logits = layers.Dense(len(CLASS_NAMES), name=LOGITS_LAYER, dtype="float32")(x)
+    probs = layers.Activation("softmax", name=PROBS_LAYER, dtype="float32")(logits)
     model = keras.Model(inputs, probs, name=f"brainmri_{backbone_name}")
     return model
 

@@ -13,8 +13,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from brainmri import reports
-from brainmri.config import PIPELINE, STAGES, Paths, get_stage, load_profile, stage_params
+from brainmri import devices, reports
+from brainmri.config import (
+    PIPELINE,
+    STAGES,
+    WORKER_STAGES,
+    Paths,
+    get_stage,
+    load_profile,
+    stage_params,
+)
 from brainmri.io import atomic_write, read_json, write_json
 from brainmri.lock import profile_lock
 
@@ -256,8 +264,14 @@ def _run_stages(
     ran: list[str] = []
     timings: dict[str, float] = {}
     failed: str | None = None
+    stages = STAGES
+    if params["train"]["distribute"] == "multi_worker" and not devices.is_chief():
+        stages = WORKER_STAGES
+        echo(
+            f"{devices.task_name()} of a cluster: running {', '.join(stages)}; the chief does the rest"
+        )
     try:
-        for stage in STAGES:
+        for stage in stages:
             key = stage_key(stage, params, paths, src)
             if not force and is_up_to_date(paths, stage, key):
                 echo(f"[{stage}] up to date")
@@ -298,6 +312,6 @@ def _run_stages(
             reports.write_model_card(paths)
             reports.write_index(paths)
     if not ran:
-        echo(f"nothing to do: all {len(STAGES)} stages of profile '{profile}' are up to date")
+        echo(f"nothing to do: all {len(stages)} stages of profile '{profile}' are up to date")
     echo(f"report: {paths.index_html.relative_to(root)}")
     return {"ran": ran, "seconds": timings}

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from brainmri import devices
 from brainmri.model import set_trainable
 
 COMPLETE = "complete"
@@ -137,6 +138,124 @@ def _callbacks(
     ]
 
 
+class _Steps:
+    """The compiled training and validation steps of one phase, for any tf.distribute strategy.
+
+    Why not ``model.fit``: under MultiWorkerMirroredStrategy, Keras 3.15's fit fails
+    ("unsupported type PerReplica", keras-team/keras#20585), and two training paths, fit for
+    one machine and a custom step for clusters, would drift apart. This is the step of the
+    TensorFlow guide "Custom training with tf.distribute.Strategy": ``strategy.run`` of a
+    GradientTape step per replica, the loss averaged over the *global* batch
+    (``tf.nn.compute_average_loss``) so that the all-reduced gradients are those of one big
+    batch, and the sums of loss, correct predictions and images reduced across replicas, so
+    every worker sees the same epoch metrics and the callbacks decide the same on all of them.
+    """
+
+    def __init__(self, model: keras.Model, label_smoothing: float, jit_compile: bool) -> None:
+        self.model = model
+        self.strategy = model.distribute_strategy
+        self.loss = keras.losses.CategoricalCrossentropy(
+            label_smoothing=label_smoothing, reduction=None
+        )
+
+        def train_one(images, labels):
+            with tf.GradientTape() as tape:
+                probs = model(images, training=True)
+                per_image = self.loss(labels, probs)
+                loss = tf.nn.compute_average_loss(per_image)
+                if model.losses:  # the compact CNN's activity penalty
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+                # mixed_float16: scale the loss so small float16 gradients do not vanish
+                scaled = model.optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return self._sums(per_image, labels, probs)
+
+        def eval_one(images, labels):
+            probs = model(images, training=False)
+            return self._sums(self.loss(labels, probs), labels, probs)
+
+        # Keras compiles the per-replica step with XLA in the same way (jit_compile=True).
+        train_one = tf.function(train_one, jit_compile=jit_compile, reduce_retracing=True)
+        eval_one = tf.function(eval_one, jit_compile=jit_compile, reduce_retracing=True)
+        self.train_step = tf.function(lambda batch: self._reduce(train_one, batch))
+        self.eval_step = tf.function(lambda batch: self._reduce(eval_one, batch))
+
+    @staticmethod
+    def _sums(per_image, labels, probs):
+        correct = tf.cast(tf.equal(tf.argmax(probs, -1), tf.argmax(labels, -1)), tf.float32)
+        count = tf.cast(tf.shape(labels)[0], tf.float32)
+        return tf.reduce_sum(tf.cast(per_image, tf.float32)), tf.reduce_sum(correct), count
+
+    def _reduce(self, step, batch):
+        sums = self.strategy.run(step, args=batch)
+        return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums]
+
+    def run_epoch(self, dataset, step) -> dict[str, float]:
+        """Run a step over every batch; return the epoch's mean loss and accuracy."""
+        loss = correct = count = 0.0
+        for batch in dataset:
+            sums = [float(s) for s in step(batch)]
+            loss, correct, count = loss + sums[0], correct + sums[1], count + sums[2]
+        count = max(count, 1.0)
+        return {"accuracy": correct / count, "loss": loss / count}
+
+
+def run_epochs(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    *,
+    initial_epoch: int,
+    epochs: int,
+    callbacks: list[keras.callbacks.Callback],
+    label_smoothing: float,
+    jit_compile: bool,
+) -> None:
+    """Train a compiled model for epochs ``initial_epoch .. epochs - 1``, driving the callbacks.
+
+    The callbacks see what ``model.fit`` gives them (``on_train_begin``, ``on_epoch_begin``,
+    ``on_epoch_end`` with loss, accuracy, val_loss and val_accuracy, ``on_train_end``), so
+    ModelCheckpoint, EarlyStopping, ReduceLROnPlateau, CSVLogger and BackupAndRestore work
+    unchanged, resume included. One line per epoch is printed.
+
+    Args:
+        model: a model built and compiled (for its optimizer) in its strategy's scope.
+        train_ds: batches of the global batch size (per-replica batch x replicas).
+        val_ds: validation batches, the same batch size.
+        initial_epoch: the first epoch (0-based); a backup found by BackupAndRestore wins.
+        epochs: the epoch to stop before.
+        callbacks: the phase's callbacks.
+        label_smoothing: the cross-entropy's label smoothing.
+        jit_compile: XLA-compile the per-replica steps.
+    """
+    steps = _Steps(model, label_smoothing, jit_compile)
+    strategy = steps.strategy
+    train_dist = devices.distribute_dataset(strategy, train_ds)
+    val_dist = devices.distribute_dataset(strategy, val_ds)
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs)
+    model.stop_training = False
+    callback_list.on_train_begin()
+    # BackupAndRestore sets the epoch to resume from, as model.fit reads it
+    initial_epoch = getattr(model, "_initial_epoch", None) or initial_epoch
+    logs: dict[str, float] = {}
+    for epoch in range(initial_epoch, epochs):
+        callback_list.on_epoch_begin(epoch)
+        start = time.perf_counter()
+        logs = steps.run_epoch(train_dist, steps.train_step)
+        val = steps.run_epoch(val_dist, steps.eval_step)
+        logs.update({f"val_{k}": v for k, v in val.items()})
+        callback_list.on_epoch_end(epoch, logs)
+        print(
+            f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.0f}s - "
+            + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "epoch_seconds"),
+            flush=True,
+        )
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
+
+
 def fit(
     model: keras.Model,
     train_ds: tf.data.Dataset,
@@ -149,9 +268,15 @@ def fit(
 ) -> pd.DataFrame:
     """Train (optionally head warm-up, then fine-tuning), resuming after a kill.
 
+    The same loop runs on one device and under any tf.distribute strategy (:func:`run_epochs`);
+    the strategy is the one the model was built in. On a cluster, only the chief writes
+    ``model_path`` and ``history_path``; every other worker writes its checkpoints into its
+    own folder of ``state_dir`` (they must all save: saving reads variables collectively).
+
     Args:
-        model: the compiled-or-not model to train (it is compiled here).
-        train_ds: batches of (images, one-hot labels), augmented and shuffled.
+        model: the model to train (it is compiled here), built in its strategy's scope.
+        train_ds: batches of (images, one-hot labels), augmented and shuffled, of the global
+            batch size.
         val_ds: validation batches; the best epoch by validation accuracy is kept.
         params: the run, model and train parameters.
         model_path: where the best model is saved (ModelCheckpoint).
@@ -162,40 +287,37 @@ def fit(
         The history, one row per epoch.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
+    model_path, history_path = worker_outputs(model_path, history_path, state_dir)
+    if model.distribute_strategy.num_replicas_in_sync > 1:
+        devices.synchronize_batch_norm(model)  # one model, however the batch is split
     warmup = int(params["warmup_epochs"])
     warm_done = state_dir / "warmup.weights.h5"
+    smoothing = params["label_smoothing"]
+
+    def phase(name: str, learning_rate: float, first: int, last: int) -> None:
+        with model.distribute_strategy.scope():
+            compile_model(model, learning_rate, smoothing, params["jit_compile"])
+        run_epochs(
+            model,
+            train_ds,
+            val_ds,
+            initial_epoch=first,
+            epochs=last,
+            callbacks=_callbacks(name, params, model_path, history_path, state_dir),
+            label_smoothing=smoothing,
+            jit_compile=bool(model.jit_compile),  # "auto" resolved by Keras' compile
+        )
+
     if warmup > 0:
         if warm_done.is_file():
             print(f"warm-up phase already finished: loading {warm_done.name}")
             model.load_weights(warm_done)
         else:
             set_trainable(model, "freeze")
-            compile_model(
-                model,
-                params["warmup_learning_rate"],
-                params["label_smoothing"],
-                params["jit_compile"],
-            )
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=warmup,
-                verbose=2,
-                shuffle=False,  # the dataset shuffles itself (inputs.make_dataset)
-                callbacks=_callbacks("warmup", params, model_path, history_path, state_dir),
-            )
+            phase("warmup", params["warmup_learning_rate"], 0, warmup)
             model.save_weights(warm_done)
     set_trainable(model, params["trainable"], params["finetune_top_n"])
-    compile_model(model, params["learning_rate"], params["label_smoothing"], params["jit_compile"])
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        initial_epoch=warmup,
-        epochs=warmup + int(params["epochs"]),
-        verbose=2,
-        shuffle=False,
-        callbacks=_callbacks("main", params, model_path, history_path, state_dir),
-    )
+    phase("main", params["learning_rate"], warmup, warmup + int(params["epochs"]))
     # Finished: the warm-up weights are no longer a resume point, and a rerun of the stage with
     # the same parameters and data can reuse the result instead of training again.
     warm_done.unlink(missing_ok=True)
@@ -203,6 +325,20 @@ def fit(
     # replaced) is never taken for the result of this training.
     (state_dir / COMPLETE).write_text(_file_sha256(model_path) + "\n")
     return read_history(history_path)
+
+
+def worker_outputs(model_path: Path, history_path: Path, state_dir: Path) -> tuple[Path, Path]:
+    """Where this process writes the model and history: the given paths on the chief (and
+    without a cluster), a folder of its own under ``state_dir`` on any other worker.
+
+    Returns:
+        ``(model_path, history_path)`` of this process.
+    """
+    if devices.is_chief():
+        return Path(model_path), Path(history_path)
+    own = Path(state_dir) / devices.task_name()
+    own.mkdir(parents=True, exist_ok=True)
+    return own / Path(model_path).name, own / Path(history_path).name
 
 
 def has_resumable_state(state_dir: Path) -> bool:
@@ -360,6 +496,7 @@ def train_or_resume(
     """
     from brainmri.model import load_model
 
+    model_path, history_path = worker_outputs(model_path, history_path, state_dir)
     status = prepare_state(
         state_dir,
         cfg,

@@ -1,0 +1,265 @@
+"""The project against what a user would otherwise run, as ratios measured in one run.
+
+`make bench` runs this after the pytest benchmarks. Each line compares two ways of doing the
+same work on the same files, in the same process, one after the other, so machine speed and
+load cancel out in the ratio:
+
+1. input pipeline: the project's training input (decode once, cache, shuffle, augment, batch,
+   prefetch) against the reference's ``ImageDataGenerator(...).flow_from_directory`` with the
+   same augmentation, 240 px, batch 32;
+2. training step: EfficientNetB1 at 240 px (random weights, the reference head) trained by the
+   project's loop on the project's pipeline against ``model.fit`` on the reference generator,
+   with and without XLA;
+3. inference and Grad-CAM images per second for B1 at 240 px and the `cpu` model (Lite1).
+
+It reads up to ``--per-class`` Training images per class of the real data set where present
+(``../shared/data/brain-tumor-mri-dataset``), otherwise a phantom set made for the purpose, and
+writes ``reports/bench/bench.json``. E.g. ``.venv/bin/python benchmarks/ratios.py --per-class 50``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from brainmri import explain, inputs, training  # noqa: E402
+from brainmri import model as mdl  # noqa: E402
+from brainmri.config import CLASS_NAMES, load_profile  # noqa: E402
+
+REAL_DATA = ROOT.parent / "shared" / "data" / "brain-tumor-mri-dataset"
+SIZE, BATCH = 240, 32
+
+
+def image_folder(work: Path, per_class: int) -> tuple[Path, str]:
+    """A Training-layout folder of symlinks to per_class images of each class (no copies)."""
+    if (REAL_DATA / "Training").is_dir():
+        source, name = REAL_DATA / "Training", "real data (Training)"
+    else:
+        from brainmri.phantom import generate_phantom_dataset
+
+        made = generate_phantom_dataset(work / "phantom", per_class, 1, 256, seed=0)
+        source, name = made / "Training", "phantom set (no real data here)"
+    folder = work / "images"
+    for label in CLASS_NAMES:
+        (folder / label).mkdir(parents=True)
+        for file in sorted((source / label).iterdir())[:per_class]:
+            (folder / label / file.name).symlink_to(file.resolve())
+    return folder, name
+
+
+def reference_generator(folder: Path, *, shuffle: bool = True):
+    """The reference notebook's generator: ImageDataGenerator with its augmentation."""
+    generator = keras.preprocessing.image.ImageDataGenerator(
+        rotation_range=10,
+        width_shift_range=0.1,
+        height_shift_range=0.1,
+        shear_range=0.1,
+        zoom_range=0.1,
+        horizontal_flip=True,
+        fill_mode="nearest",
+    )
+    return generator.flow_from_directory(
+        str(folder), target_size=(SIZE, SIZE), batch_size=BATCH, shuffle=shuffle, seed=0
+    )
+
+
+def project_dataset(folder: Path):
+    """The project's training input on the same files (the reference augmentation)."""
+    files = sorted(folder.glob("*/*"))
+    labels = [CLASS_NAMES.index(f.parent.name) for f in files]
+    params = load_profile("default")["train"]
+    return inputs.make_dataset(
+        files,
+        labels,
+        SIZE,
+        BATCH,
+        shuffle=True,
+        seed=0,
+        augment=inputs.augmentation(params, 0),
+    ), len(files)
+
+
+def images_per_second(batches, limit: int) -> float:
+    """Images per second of iterating ``limit`` batches (at least one image each)."""
+    count, start = 0, time.perf_counter()
+    for i, batch in enumerate(batches):
+        count += len(batch[0])
+        if i + 1 >= limit:
+            break
+    return count / (time.perf_counter() - start)
+
+
+def measure_input(folder: Path) -> dict:
+    """Input pipeline: the project's first (decoding) and later (cached) epochs vs the reference."""
+    dataset, n = project_dataset(folder)
+    steps = -(-n // BATCH)
+    first = images_per_second(dataset, steps)
+    cached = images_per_second(dataset, steps)
+    reference = images_per_second(reference_generator(folder), steps)
+    return {
+        "images": n,
+        "project_first_epoch": first,
+        "project_cached_epoch": cached,
+        "reference_imagedatagenerator": reference,
+        "ratio_cached": cached / reference,
+        "ratio_first_epoch": first / reference,
+        "goal": ">= 5x (cached epochs, the ones training repeats)",
+    }
+
+
+def b1_model() -> keras.Model:
+    """The reference classifier with random weights (no download)."""
+    params = {**load_profile("default")["model"], "weights": "none"}
+    return mdl.build_model(params)
+
+
+def measure_training(folder: Path, steps: int) -> dict:
+    """One epoch of ``steps`` batches of B1 at 240 px: project loop + pipeline vs fit + generator."""
+    dataset, _ = project_dataset(folder)
+    for _ in dataset:  # the cache is filled by the first epoch of training; fill it first
+        pass
+    dataset = dataset.take(steps)
+    result: dict = {"steps": steps, "batch": BATCH}
+    for jit in (False, True):
+        tag = "xla" if jit else "no_xla"
+        model = b1_model()
+        training.compile_model(model, 1e-4, 0.0, "always" if jit else "never")
+        # the project: its own loop (training.run_epochs) on its own pipeline; epoch 1 traces
+        # and compiles, epoch 2 is timed (with one validation batch: a bias against the project)
+        training.run_epochs(
+            model,
+            dataset,
+            dataset.take(1),
+            initial_epoch=0,
+            epochs=2,
+            callbacks=[_Record(result, f"project_{tag}", steps * BATCH)],
+            label_smoothing=0.0,
+            jit_compile=jit,
+        )
+        # the reference: model.fit on ImageDataGenerator, first epoch to trace, second timed
+        model = b1_model()
+        training.compile_model(model, 1e-4, 0.0, "always" if jit else "never")
+        model.fit(
+            reference_generator(folder),
+            steps_per_epoch=steps,
+            epochs=2,
+            verbose=0,
+            callbacks=[_Record(result, f"reference_{tag}", steps * BATCH)],
+        )
+        result[f"ratio_{tag}"] = result[f"project_{tag}"] / result[f"reference_{tag}"]
+    result["goal"] = ">= 1.2x"
+    return result
+
+
+class _Record(keras.callbacks.Callback):
+    """Keeps the images per second of the last epoch (the first one traces and compiles)."""
+
+    def __init__(self, result: dict, key: str, images: int) -> None:
+        super().__init__()
+        self.result, self.key, self.images = result, key, images
+
+    def on_epoch_begin(self, epoch, logs=None):  # noqa: D102
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):  # noqa: D102
+        self.result[self.key] = self.images / (time.perf_counter() - self.start)
+
+
+def measure_inference(folder: Path) -> dict:
+    """Prediction and Grad-CAM images per second of B1 (240 px) and the cpu model."""
+    files = sorted(folder.glob("*/*"))[:64]
+    result = {}
+    cpu = load_profile("cpu")["model"]
+    for name, model, size in (
+        ("b1_240", b1_model(), SIZE),
+        ("cpu_lite1", mdl.build_model({**cpu, "weights": "none"}), cpu["image_size"]),
+    ):
+        images = inputs.load_batch(files, size)
+        mdl.predict(model, images[:BATCH])  # trace
+        start = time.perf_counter()
+        mdl.predict(model, images)
+        result[f"{name}_predict"] = len(images) / (time.perf_counter() - start)
+        explain.gradcam(model, images[:2])  # trace
+        start = time.perf_counter()
+        explain.gradcam(model, images[:BATCH])
+        result[f"{name}_gradcam"] = BATCH / (time.perf_counter() - start)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print a table and write reports/bench/bench.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", type=int, default=100, help="images per class")
+    parser.add_argument("--train-steps", type=int, default=6, help="batches per timed epoch")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "bench.json")
+    args = parser.parse_args(argv)
+    keras.utils.set_random_seed(0)
+    with tempfile.TemporaryDirectory(prefix="brainmri-bench-") as work:
+        folder, data = image_folder(Path(work), args.per_class)
+        results = {
+            "data": data,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "gpus": len(tf.config.list_physical_devices("GPU")),
+                "load_average_1min": os.getloadavg()[0],
+            },
+            "command": "make bench",
+            "input_pipeline": measure_input(folder),
+            "training_step": measure_training(folder, args.train_steps),
+            "inference": measure_inference(folder),
+        }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"written: {args.out}")
+    return 0
+
+
+def table(results: dict) -> str:
+    """The ratios as a plain-text table."""
+    ip, ts, inf = results["input_pipeline"], results["training_step"], results["inference"]
+    rows = [
+        (
+            "input pipeline, cached epoch (img/s)",
+            ip["project_cached_epoch"],
+            ip["reference_imagedatagenerator"],
+            ip["ratio_cached"],
+            ip["goal"],
+        ),
+        (
+            "input pipeline, first epoch (img/s)",
+            ip["project_first_epoch"],
+            ip["reference_imagedatagenerator"],
+            ip["ratio_first_epoch"],
+            "(decodes every file)",
+        ),
+    ]
+    for tag, label in (("no_xla", "without XLA"), ("xla", "with XLA")):
+        rows.append((f"B1 training step {label} (img/s)", ts[f"project_{tag}"],
+                     ts[f"reference_{tag}"], ts[f"ratio_{tag}"], ts["goal"]))  # fmt: skip
+    lines = [
+        f"data: {results['data']}; load {results['machine']['load_average_1min']:.1f} "
+        f"on {results['machine']['cpus']} CPUs",
+        f"{'':42} {'project':>9} {'reference':>10} {'ratio':>7}  goal",
+    ]
+    lines += [f"{r[0]:42} {r[1]:9.1f} {r[2]:10.1f} {r[3]:6.2f}x  {r[4]}" for r in rows]
+    lines += [f"{k:42} {v:9.1f} img/s" for k, v in inf.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
