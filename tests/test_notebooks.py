@@ -70,3 +70,21 @@ def test_generator_names_a_source_without_one_parameters_cell(generator, tmp_pat
     monkeypatch.setattr(generator, "NOTEBOOKS", tmp_path)
     with pytest.raises(ValueError, match=r"02_eda.py: expected exactly one cell marked .*found 0"):
         generator.build("02_eda")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_notebook_name_is_shadowed_by_a_parameter(stage, project_root):
+    """papermill injects each parameter as a global after the parameters cell: a module or
+    variable of the same name (say `import distribute` beside `train.distribute`) would be
+    silently replaced by the parameter's value."""
+    tree = ast.parse((project_root / "notebooks" / f"{stage}.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    params = set(stage_params(load_profile("default", root=project_root), stage))
+    injected = {"STAGE", "profile"}
+    clashes = (names & params) - injected
+    assert not clashes, f"notebooks/{stage}.py uses parameter names as variables: {clashes}"

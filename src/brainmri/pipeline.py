@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,27 @@ def _kernel_manager_logging_to(log: Path) -> type:
     return StageKernelManager
 
 
+@contextlib.contextmanager
+def _library_logs_to(log: Path) -> Iterator[None]:
+    """Send papermill's, nbclient's and asyncio's log records to the stage's log, not the console.
+
+    The console shows the notebook's own output and one line per outcome; e.g. nbclient's
+    "Kernel died while waiting for execute reply" after a Ctrl-C belongs in the log.
+    """
+    handler = logging.FileHandler(log, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    loggers = [logging.getLogger(n) for n in ("papermill", "nbclient", "traitlets", "asyncio")]
+    saved = [(lg.handlers[:], lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.handlers, lg.propagate = [handler], False
+    try:
+        yield
+    finally:
+        for lg, (handlers, propagate) in zip(loggers, saved, strict=True):
+            lg.handlers, lg.propagate = handlers, propagate
+        handler.close()
+
+
 def _execute(stage: str, params: Mapping[str, Any], paths: Paths, log_output: bool) -> None:
     """Run one notebook with papermill; on success move it into place, else keep it in failed/."""
     import papermill as pm
@@ -160,23 +182,29 @@ def _execute(stage: str, params: Mapping[str, Any], paths: Paths, log_output: bo
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        pm.execute_notebook(
-            str(paths.notebook(stage)),
-            str(running),
-            parameters=injected,
-            kernel_name=KERNEL_NAME,
-            cwd=str(paths.notebooks_dir),
-            log_output=False,
-            # Stream the notebook's printed output (one line per training epoch) to the console;
-            # its stderr (library warnings) stays in the executed notebook.
-            stdout_file=sys.stdout if log_output else None,
-            progress_bar=False,
-            report_mode=False,
-            kernel_manager_class=_kernel_manager_logging_to(
-                paths.state_dir / f"{stage}.kernel.log"
-            ),
-        )
+        with _library_logs_to(paths.state_dir / f"{stage}.kernel.log"):
+            pm.execute_notebook(
+                str(paths.notebook(stage)),
+                str(running),
+                parameters=injected,
+                kernel_name=KERNEL_NAME,
+                cwd=str(paths.notebooks_dir),
+                log_output=False,
+                # Stream the notebook's printed output (one line per training epoch) to the console;
+                # its stderr (library warnings) stays in the executed notebook.
+                stdout_file=sys.stdout if log_output else None,
+                progress_bar=False,
+                report_mode=False,
+                kernel_manager_class=_kernel_manager_logging_to(
+                    paths.state_dir / f"{stage}.kernel.log"
+                ),
+            )
     except (Exception, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            # The interrupted kernel's tasks are collected later, when asyncio would print
+            # "Task exception was never retrieved" with a traceback: the run is over, and
+            # Ctrl-C gets one line.
+            logging.getLogger("asyncio").disabled = True
         paths.failed_dir.mkdir(parents=True, exist_ok=True)
         kept = paths.failed_dir / f"{stage}.ipynb"
         if running.exists():
