@@ -18,10 +18,10 @@ STAMP := $(VENV)/.brainmri-setup
 RUN := $(PY) -m brainmri.cli
 PROFILE_ARGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: help setup all test lab html screenshots predict export clean compare bench lint notebooks
+.PHONY: help setup all test test-fast lab html screenshots predict export clean compare bench lint notebooks
 
 help: ## list the targets
-	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 	@echo "  variables: PROFILE=default|demo|smoke|cpu  DATA_DIR=path/to/brain-tumor-mri-dataset"
 	@echo "             MASK_DIR=path/to/brain-tumor-masks (tumour masks for the Grad-CAM scores)"
 
@@ -49,8 +49,14 @@ all: ## run the five notebooks (PROFILE=..., DATA_DIR=...) into reports/<profile
 	@$(MAKE) --no-print-directory setup
 	@$(RUN) run $(PROFILE_ARGS) $(if $(MASK_DIR),--mask-dir $(MASK_DIR))
 
+# Two pytest-xdist workers: the end-to-end runs spend much of their time starting processes on
+# one core; tests/conftest.py keeps each module, and the tests of the trained fixture, together.
+TEST_WORKERS ?= 2
 test: setup ## run the test suite (unit, pipeline end-to-end, real data where present)
-	@$(PY) -m pytest -q -ra
+	@$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup
+
+test-fast: setup ## unit tests only, no end-to-end runs or long training: the edit-run loop
+	@$(PY) -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
 
 lab: setup ## open JupyterLab on the project kernel in notebooks/
 	@$(PY) -m jupyterlab --notebook-dir=notebooks

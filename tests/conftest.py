@@ -189,3 +189,18 @@ def fresh_copy():
 def make_command():
     """make_command(*args) -> (argv, env): a make run in a copy, for tests that start it themselves."""
     return lambda *args: (make_args(*args), make_env())
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist (`make test` runs two workers with ``--dist loadgroup``).
+
+    A module's tests stay together on one worker, in order, because they share module fixtures
+    (a project copy whose first run later tests build on); every test of the trained phantom
+    model runs on one worker, because a session fixture is built once per worker and that one
+    trains for two minutes.
+    """
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        group = "trained_phantom" if "trained_phantom" in fixtures else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))

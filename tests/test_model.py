@@ -140,6 +140,7 @@ def test_saved_model_round_trips(tmp_path):
         mdl.load_model(tmp_path / "absent.keras")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_every_backbone_trains_a_step(backbone, phantom_set):
     from brainmri import inputs, training

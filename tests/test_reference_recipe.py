@@ -41,6 +41,7 @@ def b1_weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_reference_recipe_trains_evaluates_and_explains_with_a_local_weights_file(
     tmp_path, real_data, project_root, b1_weights
 ):

@@ -18,6 +18,7 @@ def _load(project_root, name):
     return module
 
 
+@pytest.mark.slow
 def test_localisation_study_trains_and_scores_each_seed(project_root, capsys):
     study = _load(project_root, "localisation_study")
     assert study.main(["--profile", "smoke", "--seeds", "0", "1", "--set", "cnn_convs=1"]) == 0

@@ -71,6 +71,7 @@ def train_once(root: Path, out: Path, cfg: dict) -> pd.DataFrame:
     return training.fit(model, ds, vds, cfg, state_dir=out / "state", **files)
 
 
+@pytest.mark.slow
 def test_short_run_on_phantoms_beats_chance(trained_phantom):
     model, root, size, history = trained_phantom
     # Four balanced classes: chance is 0.25.
@@ -92,6 +93,7 @@ def test_two_phase_training_warms_up_the_head_then_fine_tunes(tmp_path, phantom_
     )
 
 
+@pytest.mark.slow
 def test_two_seeded_runs_are_identical(tmp_path, phantom_set):
     cfg = smoke_cfg(epochs=2, deterministic=True)
     h1 = train_once(phantom_set, tmp_path / "a", cfg)
@@ -105,6 +107,7 @@ def test_two_seeded_runs_are_identical(tmp_path, phantom_set):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_from_last_finished_epoch(tmp_path, phantom_set, project_root):
     out = tmp_path / "run"
     out.mkdir()

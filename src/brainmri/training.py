@@ -361,7 +361,7 @@ def git_info(root: Path) -> dict[str, Any]:
 
 
 def environment_info() -> dict[str, Any]:
-    """Python, platform, package versions and TensorFlow devices."""
+    """Python, platform, package versions, TensorFlow devices, dtype policy and cluster task."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -373,6 +373,8 @@ def environment_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": versions,
         "devices": [d.name for d in tf.config.list_logical_devices()],
+        "dtype_policy": keras.config.dtype_policy().name,  # train.mixed_precision, resolved
+        "cluster_task": devices.task_name(),  # "local", or e.g. "worker-0" on a cluster
     }
 
 

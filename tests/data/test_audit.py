@@ -158,6 +158,7 @@ def test_figures_are_built(planted):
         plt.close("all")
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_dataset_audit_and_the_clean_split_has_no_copy_in_training(real_manifest, real_data):
     params = config.load_profile("default")["data"]

@@ -60,6 +60,7 @@ def test_energy_and_iou_on_hand_made_maps():
         ex.energy_pointing(-cam, mask)
 
 
+@pytest.mark.slow
 def test_gradcam_points_at_the_lesion_of_a_model_trained_on_phantoms(trained_phantom):
     """Grad-CAM's maximum lies inside the lesion for 90% or more of the tumour test images, and
     within the standard tolerance (15 px at 224 px) for 90% or more of each tumour class."""

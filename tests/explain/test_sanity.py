@@ -89,6 +89,7 @@ def test_cascading_randomization_ends_in_the_full_check(make_cnn, square_data):
     assert result["steps"][0]["independent"] == pytest.approx(result["steps"][0]["cascading"])
 
 
+@pytest.mark.slow
 def test_randomisation_lowers_the_map_correlation(trained_phantom):
     """Maps of a model trained on phantoms do not survive re-initialising its weights."""
     from brainmri import inputs as inp
