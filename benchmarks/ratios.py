@@ -61,8 +61,11 @@ def image_folder(work: Path, per_class: int) -> tuple[Path, str]:
 
 
 def reference_generator(folder: Path, *, shuffle: bool = True):
-    """The reference notebook's generator: ImageDataGenerator with its augmentation."""
-    generator = keras.preprocessing.image.ImageDataGenerator(
+    """The reference notebook's generator: ImageDataGenerator with its augmentation.
+
+    Keras 3 keeps it only under TensorFlow's namespace (keras.src.legacy), as tf.keras.
+    """
+    generator = tf.keras.preprocessing.image.ImageDataGenerator(
         rotation_range=10,
         width_shift_range=0.1,
         height_shift_range=0.1,
@@ -207,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "bench.json")
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="brainmri-bench-") as work:
         folder, data = image_folder(Path(work), args.per_class)
         results = {
@@ -218,12 +222,15 @@ def main(argv: list[str] | None = None) -> int:
                 "load_average_1min": os.getloadavg()[0],
             },
             "command": "make bench",
-            "input_pipeline": measure_input(folder),
-            "training_step": measure_training(folder, args.train_steps),
-            "inference": measure_inference(folder),
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+        # written after each part, so a long run interrupted keeps what it measured
+        for key, measure in (
+            ("input_pipeline", lambda: measure_input(folder)),
+            ("training_step", lambda: measure_training(folder, args.train_steps)),
+            ("inference", lambda: measure_inference(folder)),
+        ):
+            results[key] = measure()
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"written: {args.out}")
     return 0
