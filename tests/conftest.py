@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,9 @@ def start_make(root: Path, *args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, so a test can Ctrl-C all of it
+        # pytest-xdist's workers ignore SIGINT, and an ignored signal stays ignored across exec:
+        # give the run the default disposition, as in a terminal, so Ctrl-C reaches it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
