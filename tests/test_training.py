@@ -180,58 +180,6 @@ def test_read_history_keeps_last_row_of_a_repeated_epoch(tmp_path):
     assert training.best_epoch(h) == {"epoch": 3, "val_accuracy": 0.8, "val_loss": 1.2}
 
 
-def test_augmentation_changes_training_batches_only(phantom_set):
-    cfg = smoke_cfg()
-    files, labels = files_labels(phantom_set, "Training")
-    aug = inputs.augmentation(cfg, 0)
-    assert {type(layer).__name__ for layer in aug.layers} == {
-        "RandomFlip",
-        "RandomRotation",
-        "RandomTranslation",
-        "RandomShear",
-        "RandomZoom",
-    }
-    plain = next(iter(inputs.make_dataset(files, labels, 48, 64)))[0].numpy()
-    augmented = next(iter(inputs.make_dataset(files, labels, 48, 64, augment=aug)))[0].numpy()
-    assert plain.shape == augmented.shape
-    assert np.abs(plain - augmented).mean() > 1.0
-    assert augmented.min() >= 0 and augmented.max() <= 255.5
-    none = inputs.augmentation(
-        {
-            **cfg,
-            "aug_horizontal_flip": False,
-            "aug_rotation": 0.0,
-            "aug_width_shift": 0.0,
-            "aug_height_shift": 0.0,
-            "aug_shear": 0.0,
-            "aug_zoom": 0.0,
-        },
-        0,
-    )
-    assert len(none.layers) == 0
-
-
-def test_disk_cache_is_keyed_and_survives_a_stale_lock(tmp_path, phantom_set):
-    files, labels = files_labels(phantom_set, "Testing")
-    key = inputs.cache_key([str(f) for f in files], 48)
-    (tmp_path / f"images-{key}.lockfile").write_text("stale")
-    first = np.concatenate(
-        [
-            b[0].numpy()
-            for b in inputs.make_dataset(files, labels, 48, 8, cache="disk", cache_dir=tmp_path)
-        ]
-    )
-    again = np.concatenate(
-        [
-            b[0].numpy()
-            for b in inputs.make_dataset(files, labels, 48, 8, cache="disk", cache_dir=tmp_path)
-        ]
-    )
-    np.testing.assert_array_equal(first, again)
-    assert any(p.name.startswith(f"images-{key}") for p in tmp_path.iterdir())
-    assert inputs.cache_key([str(f) for f in files], 64) != key
-
-
 def test_training_state_covers_the_decoding_code_of_the_data_package(project_root):
     """A resumed state must not mix code versions: the image decoder is in data/images.py."""
     src = project_root / "src" / "brainmri"
