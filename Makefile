@@ -44,16 +44,16 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 	@echo "environment ready: $(VENV)"
 
-all: ## run the five notebooks (PROFILE=..., DATA_DIR=...) into reports/<profile>/
+all: ## run the five notebooks (PROFILE=..., DATA_DIR=..., UNTIL=03_train) into reports/<profile>/
 	@PYTHONPATH=src $(BOOT_PYTHON) -m brainmri.cli choose $(PROFILE_ARGS)
 	@$(MAKE) --no-print-directory setup
-	@$(RUN) run $(PROFILE_ARGS) $(if $(MASK_DIR),--mask-dir $(MASK_DIR))
+	@$(RUN) run $(PROFILE_ARGS) $(if $(MASK_DIR),--mask-dir $(MASK_DIR)) $(if $(UNTIL),--until $(UNTIL))
 
 # TEST_WORKERS=2 runs two pytest-xdist workers (tests/conftest.py groups each module's tests);
 # off by default: in a fresh clone a module's order-dependent tests still ended up on two workers.
 TEST_WORKERS ?= 0
 test: setup ## run the test suite (unit, pipeline end-to-end, real data where present)
-	@$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup
+	@$(PY) -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: setup ## unit tests only, no end-to-end runs or long training: the edit-run loop
 	@$(PY) -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadgroup

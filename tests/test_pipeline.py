@@ -68,6 +68,9 @@ def test_make_all_smoke_produces_every_output(copy, first_run):
     acc = metrics["evaluate"]["official"]["summary"]["accuracy"]
     assert 0.0 <= acc <= 1.0 and metrics["evaluate"]["official"]["summary"]["n"] == 16
     assert metrics["data"]["source"] == "phantom" and metrics["train"]["epochs_run"] >= 1
+    assert list(metrics["stage_runs"]) == list(STAGES)
+    assert all(re.fullmatch(r"20\d\d-\d\d-\d\d \d\d:\d\d", r["finished_utc"])
+               for r in metrics["stage_runs"].values())  # fmt: skip
     assert metrics["gradcam"]["localisation"], "phantoms have masks: localisation must be scored"
     sanity = metrics["gradcam"]["randomization"]
     assert sanity["n_images"] == 16 and isinstance(sanity["passed"], bool)
@@ -159,6 +162,11 @@ def test_gradcam_param_reruns_only_gradcam(copy, first_run, make, edit_param):
     run = copy / "reports" / "smoke"
     before = stage_mtimes(run)
     edit_param(copy, "smoke", "gradcam", "interpolant", "0.4")
+    # UNTIL stops before the stage that is out of date: nothing runs, nothing changes
+    partial = make(copy, "all", "PROFILE=smoke", "UNTIL=04_evaluate")
+    assert partial.returncode == 0, partial.stderr[-3000:]
+    assert "until 04_evaluate: 05_gradcam not run" in partial.stdout
+    assert "running" not in partial.stdout and stage_mtimes(run) == before
     result = make(copy, "all", "PROFILE=smoke")
     assert result.returncode == 0, result.stderr[-3000:]
     ran = re.findall(r"\[(\d\d_\w+)\] running", result.stdout)
@@ -214,6 +222,15 @@ def test_clean_removes_only_the_profile_reports(copy, first_run, make):
     result = make(copy, "clean", "PROFILE=other")
     assert result.returncode == 0 and not (copy / "reports" / "other").exists()
     assert (copy / "reports" / "smoke").is_dir() and (copy / "data").is_dir()
+
+
+def test_until_must_name_a_stage(tmp_path):
+    from brainmri.config import ParamError
+    from brainmri.pipeline import run_pipeline
+
+    with pytest.raises(ParamError, match="until = '03_training': expected one of the stages 01"):
+        run_pipeline("smoke", tmp_path, until="03_training")
+    assert list(tmp_path.iterdir()) == []  # refused before any work
 
 
 def test_help_is_the_default_goal(copy, make):

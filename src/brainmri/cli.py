@@ -94,7 +94,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.data_dir:
             _check_data_dir_is_used(root, profile, args.data_dir)
-        run_pipeline(profile, root, overrides, force=args.force, log_output=not args.quiet)
+        run_pipeline(
+            profile,
+            root,
+            overrides,
+            force=args.force,
+            until=args.until,
+            log_output=not args.quiet,
+        )
     except (ParamError, StageFailed, ProfileBusy, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 130 if "interrupted" in str(exc) else 1
@@ -255,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--mask-dir", default=None, help="tumour masks (gradcam.mask_dir)")
     p.add_argument("--force", action="store_true", help="rerun every stage")
+    p.add_argument(
+        "--until",
+        default=None,
+        metavar="STAGE",
+        help="the last stage to run, e.g. 03_train: study a setting on validation, Testing unread",
+    )
     p.add_argument("--quiet", action="store_true", help="do not stream notebook output")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("html", help=cmd_html.__doc__)

@@ -19,6 +19,7 @@ from brainmri.config import (
     PIPELINE,
     STAGES,
     WORKER_STAGES,
+    ParamError,
     Paths,
     get_stage,
     load_profile,
@@ -235,14 +236,30 @@ def _papermill_error_summary(exc: Exception) -> str:
 
 def stage_seconds(paths: Paths) -> dict[str, float]:
     """Wall time of each stage's last completed run, in seconds (from the stage stamps)."""
-    seconds = {}
+    return {stage: run["seconds"] for stage, run in stage_runs(paths).items()}
+
+
+def stage_runs(paths: Paths) -> dict[str, dict[str, Any]]:
+    """Each stage's last completed run: its wall time in seconds and when it finished (UTC).
+
+    A stage that was up to date keeps the time of the run that produced its outputs, so the
+    stages of one report can come from different runs; the finishing times say which.
+    """
+    runs = {}
     for stage in STAGES:
-        stamp = stamp_path(paths, stage)
         try:
-            seconds[stage] = float(read_json(stamp)["seconds"])
+            stamp = read_json(stamp_path(paths, stage))
+            seconds = float(stamp["seconds"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not completed (or an unreadable stamp): no time to report
-    return seconds
+        finished = stamp.get("finished")
+        when = (
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(finished))
+            if isinstance(finished, int | float)
+            else None
+        )
+        runs[stage] = {"seconds": seconds, "finished_utc": when}
+    return runs
 
 
 def merge_metrics(paths: Paths, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,20 +279,39 @@ def run_pipeline(
     overrides: Mapping[str, Any] | None = None,
     *,
     force: bool = False,
+    until: str | None = None,
     log_output: bool = True,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Validate the profile, run the stages that are out of date, then publish HTML and index.
+
+    Args:
+        profile: the profile's name (``params/<profile>.yaml``).
+        root: the project folder.
+        overrides: parameter values that replace the profile's (``data_dir``, ``mask_dir``).
+        force: rerun every stage, up to date or not.
+        until: the last stage to run; the later ones are left as they are. ``"03_train"`` is
+            how to study a setting on the validation split without reading Testing, which only
+            04_evaluate and 05_gradcam read.
+        log_output: stream each notebook's output.
+        echo: where progress lines go.
+
+    Returns:
+        ``{"ran": stages run, "seconds": their wall times}``.
 
     Raises:
         ParamError: the profile is invalid (before any work).
         ProfileBusy: another process runs this profile.
         StageFailed: a stage raised or was interrupted; what finished is published.
     """
+    if until is not None and until not in STAGES:
+        raise ParamError(f"until = {until!r}: expected one of the stages {', '.join(STAGES)}")
     paths = Paths(root=root, profile=profile)
     params = load_profile(profile, root=root, overrides=overrides)  # validates before any work
     with profile_lock(paths):
-        return _run_stages(paths, params, force=force, log_output=log_output, echo=echo)
+        return _run_stages(
+            paths, params, force=force, until=until, log_output=log_output, echo=echo
+        )
 
 
 def _run_stages(
@@ -283,6 +319,7 @@ def _run_stages(
     params: Mapping[str, Any],
     *,
     force: bool,
+    until: str | None,
     log_output: bool,
     echo: Callable[[str], None],
 ) -> dict[str, Any]:
@@ -298,6 +335,12 @@ def _run_stages(
         echo(
             f"{devices.task_name()} of a cluster: running {', '.join(stages)}; the chief does the rest"
         )
+    if until is not None and until in stages:
+        last = STAGES.index(until)
+        left = [stage for stage in stages if STAGES.index(stage) > last]
+        stages = tuple(stage for stage in stages if STAGES.index(stage) <= last)
+        if left:
+            echo(f"until {until}: {', '.join(left)} not run")
     try:
         for stage in stages:
             key = stage_key(stage, params, paths, src)
@@ -328,7 +371,12 @@ def _run_stages(
         if ran or failed or not paths.index_html.is_file():
             if ran and paths.metrics.is_file():  # what the index compares this run with
                 atomic_write(paths.previous_metrics, paths.metrics.read_bytes())
-            extra = {"profile": profile, "params": params, "stage_seconds": stage_seconds(paths)}
+            extra = {
+                "profile": profile,
+                "params": params,
+                "stage_seconds": stage_seconds(paths),
+                "stage_runs": stage_runs(paths),
+            }
             if failed and paths.metrics.is_file():
                 # The results on disk are the last successful runs': keep their parameters,
                 # not the failed run's, and say which stage failed.

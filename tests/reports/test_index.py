@@ -45,6 +45,10 @@ def metrics() -> dict:
         "profile": "demo",
         "params": params,
         "stage_seconds": {"01_download": 12.0, "03_train": 600.0},
+        "stage_runs": {  # 03 reused from an earlier run: its own finishing time shows it
+            "01_download": {"seconds": 12.0, "finished_utc": "2026-11-30 10:00"},
+            "03_train": {"seconds": 600.0, "finished_utc": "2026-11-29 09:00"},
+        },
         "data": {"source": "phantom", "detail": "synthetic", "files": 1200},
         "train": {"model": "cnn", "epochs_run": 7, "best": {"epoch": 5, "val_accuracy": 0.97}},
         "evaluate": {"official": _block(400, 0.1, 1), "clean": _block(300, 0.1, 2)},
@@ -96,6 +100,7 @@ def test_index_answers_first_then_links(tmp_path, metrics):
                                      "random (baseline)", "Notebook reports", "Figures")]  # fmt: skip
     assert order == sorted(order)
     assert "10.2" in page  # minutes of all stages: (12 + 600) / 60
+    assert "2026-11-29 09:00" in page and "sum of each stage's last run" in page
     assert "not a medical device" in page
 
 

@@ -157,12 +157,27 @@ def sanity_verdict(metrics: Mapping[str, Any]) -> str:
 
 
 def timing_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
-    """Wall time of each stage's last run, and the training summary."""
+    """Wall time of each stage's last run and when it finished; their sum."""
     seconds = metrics.get("stage_seconds") or {}
     if not seconds:
         return None
-    rows = [{"stage": s, "minutes": round(t / 60, 1)} for s, t in seconds.items()]
-    rows.append({"stage": "all stages", "minutes": round(sum(seconds.values()) / 60, 1)})
+    runs = metrics.get("stage_runs") or {}
+    rows = [
+        {
+            "stage": s,
+            "minutes": round(t / 60, 1),
+            "finished (UTC)": (runs.get(s) or {}).get("finished_utc") or "-",
+        }
+        for s, t in seconds.items()
+    ]
+    rows.append(
+        {
+            "stage": "all stages",
+            "minutes": round(sum(seconds.values()) / 60, 1),
+            # stages that were up to date keep the time of the run that made their outputs
+            "finished (UTC)": "sum of each stage's last run",
+        }
+    )
     return pd.DataFrame(rows)
 
 
