@@ -160,3 +160,73 @@ def test_two_loopback_workers_train_one_model(tmp_path, fresh_copy, make_command
     probs = model.predict(images, verbose=0)
     assert probs.shape == (3, 4) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert "MultiWorkerMirroredStrategy: 2 replica(s)" in logs[0]
+
+
+MIRRORED_SCRIPT = """
+import json, sys
+from pathlib import Path
+import numpy as np
+import tensorflow as tf
+
+# Two logical CPUs stand in for two GPUs; they must be set before TensorFlow starts its devices.
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+from brainmri import devices, inputs, training, model as mdl
+from brainmri.config import CLASS_NAMES, load_profile
+
+root, out = Path(sys.argv[1]), Path(sys.argv[2])
+p = load_profile("smoke")
+cfg = {**p["run"], **p["model"], **p["train"], "dropout": 0.0, "epochs": 2}
+files = sorted((root / "Training").glob("*/*.jpg"))
+labels = [CLASS_NAMES.index(f.parent.name) for f in files]
+weights = {}
+for name, strategy in (
+    ("none", devices.make_strategy("none")),
+    ("mirrored", devices.make_strategy("mirrored", mirror_over=["/cpu:0", "/cpu:1"])),
+):
+    training.seed_everything(cfg["seed"], True)
+    with strategy.scope():
+        model = mdl.build_model(cfg)
+    if name == "none":
+        model.save_weights(out / "start.weights.h5")
+    else:
+        model.load_weights(out / "start.weights.h5")  # the same starting point
+    # 16 images per global batch either way: 8 on each of the two replicas when mirrored
+    ds = inputs.make_dataset(files, labels, cfg["image_size"], 16)
+    paths = {"model_path": out / name / "model.keras", "history_path": out / name / "h.csv"}
+    training.prepare_state(out / name / "state", cfg, manifest_sha256="m", **paths)
+    training.fit(model, ds, ds, cfg, state_dir=out / name / "state", **paths)
+    weights[name] = model.get_weights()
+    print(name, strategy.num_replicas_in_sync, flush=True)
+diffs = [float(np.max(np.abs(a - b))) for a, b in zip(weights["none"], weights["mirrored"])]
+moved = [float(np.max(np.abs(a))) for a in weights["none"]]
+print("RESULT", json.dumps({"diffs": diffs, "scale": moved}))
+"""
+
+
+def test_mirrored_over_two_devices_trains_like_one_device_on_the_same_global_batch(
+    tmp_path, phantom_set
+):
+    """The mirrored path without a GPU: two logical CPUs, global batch split 8 + 8.
+
+    Averaging the loss over the global batch, all-reducing the gradients and synchronising the
+    batch-norm statistics make two replicas take the steps one device takes on the whole batch,
+    so the weights after two epochs agree. (Per-replica batch norm would not: its statistics
+    over 8 images differ from those over 16.)
+    """
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(phantom_set), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "none 1" in result.stdout and "mirrored 2" in result.stdout
+    line = next(li for li in result.stdout.splitlines() if li.startswith("RESULT "))
+    found = json.loads(line.removeprefix("RESULT "))
+    assert max(found["scale"]) > 0.1
+    assert max(found["diffs"]) < 1e-4, found["diffs"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from brainmri.config import PRECISIONS, STRATEGIES
@@ -104,7 +104,7 @@ def task_name(env: Mapping[str, str] | None = None) -> str:
     return f"{task['type']}-{task['index']}"
 
 
-def make_strategy(kind: str) -> tf.distribute.Strategy:
+def make_strategy(kind: str, *, mirror_over: Sequence[str] | None = None) -> tf.distribute.Strategy:
     """The tf.distribute strategy for the ``train.distribute`` setting.
 
     Create it before any other TensorFlow work of the process (MultiWorkerMirroredStrategy
@@ -112,6 +112,8 @@ def make_strategy(kind: str) -> tf.distribute.Strategy:
 
     Args:
         kind: "none", "mirrored" or "multi_worker".
+        mirror_over: for "mirrored", the devices to mirror over instead of every local GPU
+            (e.g. two logical CPUs, as the tests do to run the mirrored path without a GPU).
 
     Returns:
         The strategy; ``strategy.num_replicas_in_sync`` is the number of replicas in the
@@ -126,6 +128,8 @@ def make_strategy(kind: str) -> tf.distribute.Strategy:
     if kind == "none":
         return tf.distribute.get_strategy()
     if kind == "mirrored":
+        if mirror_over:
+            return tf.distribute.MirroredStrategy(list(mirror_over))
         if not tf.config.list_physical_devices("GPU"):
             raise DistributeError(
                 "train.distribute = mirrored splits batches over the local GPUs, and TensorFlow "

@@ -154,6 +154,13 @@ class _Steps:
     def __init__(self, model: keras.Model, label_smoothing: float, jit_compile: bool) -> None:
         self.model = model
         self.strategy = model.distribute_strategy
+        if not model.optimizer.built:
+            # Create the optimizer's slots now, in the strategy's scope, as model.fit does before
+            # its first step. Left to the first apply_gradients, they are created inside the
+            # replicated step, which MirroredStrategy cannot run ("You must feed a value for
+            # placeholder tensor"; found by the two-logical-CPU test).
+            with self.strategy.scope():
+                model.optimizer.build(model.trainable_variables)
         self.loss = keras.losses.CategoricalCrossentropy(
             label_smoothing=label_smoothing, reduction=None
         )
