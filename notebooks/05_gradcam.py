@@ -13,6 +13,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from IPython.display import display
 
 from brainmri import config, explain, inputs, phantom, sources
@@ -155,6 +156,27 @@ else:
     display(scores.mean(numeric_only=True).round(3))
 
 # %% [markdown]
+# ## Does the model use the lesion? The erasure test
+# A map that misses the tumour may be a wrong explanation or a model that decides from something
+# else. This asks the model directly, with no explanation method: each masked validation image is
+# shown with its lesion inpainted away, and with a control region of the same shape and area
+# inpainted elsewhere in the brain (the lesion mirrored to the other hemisphere where it fits). A
+# model that uses the lesion loses far more confidence in the true class (`drop_lesion`) than when
+# the control is erased (`drop_control`); `lesion_costs_more` is the share of images where it does.
+
+# %%
+erasure = {}
+if not scored.empty:
+    erased_table, erased = explain.erasure_test(
+        model, batch, masks, scored["label_index"].tolist(), seed=cfg["seed"]
+    )
+    erasure = explain.summarise_erasure(erased_table)
+    display(pd.DataFrame(erasure).T.round(3))
+    first = np.flatnonzero(~erased_table["label"].duplicated().to_numpy())  # one per class
+    fig = xplot.plot_erasure_examples(batch, erased, erased_table, first)
+    save_figure(fig, paths.figures_dir, "cam_erasure")
+
+# %% [markdown]
 # ## Sanity check: model-parameter randomisation
 # Maps of a trained model should change when its weights are re-initialised (Adebayo et al. 2018).
 # The cascading test re-initialises the layers from the output down, one block more at each step;
@@ -190,6 +212,12 @@ fig = xplot.plot_methods_side_by_side(
 save_figure(fig, paths.figures_dir, "cam_randomization")
 write_json(
     paths.stage_metrics(STAGE),
-    {"layer": layer, "method": method, "localisation": localisation, "randomization": sanity},
+    {
+        "layer": layer,
+        "method": method,
+        "localisation": localisation,
+        "erasure": erasure,
+        "randomization": sanity,
+    },
 )
 print(f"Grad-CAM metrics written to {paths.stage_metrics(STAGE).relative_to(paths.root)}")

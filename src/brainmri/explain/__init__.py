@@ -8,6 +8,8 @@ Submodules:
 - `metrics`: localisation metrics (pointing game, energy, Otsu IoU) and deletion/insertion
   faithfulness.
 - `sanity`: the model-parameter randomisation check (Adebayo et al. 2018).
+- `erasure`: does the model use the lesion? Its answer with the lesion, or an equal area of
+  brain elsewhere, inpainted away.
 - `report`: localisation tables against tumour masks and their JSON summary.
 - `_plumbing`: target-layer discovery, the cached cam model and its compiled steps, input checks
   and map normalisation.
@@ -19,6 +21,7 @@ float32 (N, H, W) in [0, 1] at the input resolution; masks are boolean (H, W).
 """
 
 from brainmri.explain._plumbing import CamOptions, cam_model, find_target_layer
+from brainmri.explain.erasure import erasure_test, summarise_erasure
 from brainmri.explain.methods import (
     METHODS,
     REAL_METHODS,
@@ -69,6 +72,7 @@ __all__ = [
     "deletion_insertion",
     "energy_pointing",
     "energy_ratio",
+    "erasure_test",
     "explain",
     "find_target_layer",
     "gradcam",
@@ -89,5 +93,6 @@ __all__ = [
     "randomize_weights",
     "rank_correlation",
     "scorecam",
+    "summarise_erasure",
     "summarise_localisation",
 ]

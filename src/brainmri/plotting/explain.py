@@ -298,3 +298,39 @@ def plot_randomization_curve(result: Mapping[str, Any]) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def plot_erasure_examples(
+    images: Sequence[np.ndarray],
+    erased: Mapping[str, Sequence[np.ndarray]],
+    table: Any,
+    picks: Sequence[int],
+) -> Figure:
+    """Rows of images: as given, lesion erased, control erased, each titled with p(true class).
+
+    Args:
+        images: the original images (H, W, 3), 0..255.
+        erased: {"lesion": images, "control": images} from ``explain.erasure.erasure_test``.
+        table: its per-image table (``label``, ``p_original``, ``p_lesion_erased``,
+            ``p_control_erased``).
+        picks: the row indices to draw.
+
+    Returns:
+        A figure with one row per pick and three columns.
+    """
+    if len(picks) == 0:
+        raise ValueError("picks: expected at least one image index")
+    fig, axes = plt.subplots(
+        len(picks), 3, figsize=(7.8, 2.6 * len(picks)), squeeze=False, constrained_layout=True
+    )
+    columns = (
+        ("original", images, "p_original"),
+        ("lesion erased", erased["lesion"], "p_lesion_erased"),
+        ("control erased", erased["control"], "p_control_erased"),
+    )
+    for row, i in zip(axes, picks, strict=True):
+        for ax, (name, batch, column) in zip(row, columns, strict=True):
+            _show_image(ax, batch[i])
+            label = table["label"].iloc[i]
+            ax.set_title(f"{name}\np({label}) = {table[column].iloc[i]:.2f}", fontsize=9)
+    return fig

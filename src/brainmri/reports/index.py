@@ -156,6 +156,25 @@ def sanity_verdict(metrics: Mapping[str, Any]) -> str:
     )
 
 
+def erasure_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
+    """The lesion-erasure test per class: the fall of the true class's probability when the
+    lesion, or a control region of the same area, is inpainted away."""
+    classes = dig(metrics, "gradcam", "erasure") or {}
+    rows = [
+        {
+            "class": label,
+            "images": entry.get("n"),
+            "drop, lesion erased": entry.get("drop_lesion"),
+            "drop, control erased": entry.get("drop_control"),
+            "prediction changed, lesion": entry.get("changed_lesion"),
+            "prediction changed, control": entry.get("changed_control"),
+            "lesion costs more": entry.get("lesion_costs_more"),
+        }
+        for label, entry in classes.items()
+    ]
+    return pd.DataFrame(rows).round(3) if rows else None
+
+
 def timing_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     """Wall time of each stage's last run and when it finished; their sum."""
     seconds = metrics.get("stage_seconds") or {}
@@ -278,6 +297,14 @@ def write_index(paths: Paths) -> str:
         if localisation is not None
         else "<p>Localisation not scored (no tumour masks for these images).</p>"
     )
+    erased = erasure_table(metrics)
+    if erased is not None:
+        explanation += (
+            "<h3>Does the model use the lesion? (erasure test, no explanation method)</h3>"
+            + _table(erased, index=False)
+            + "<p>Mean fall of the true class's probability when the lesion is inpainted away, "
+            "and when a region of the same shape and area elsewhere in the brain is.</p>"
+        )
     figures = sorted(paths.figures_dir.glob("*.png")) if paths.figures_dir.is_dir() else []
     thumbs = "".join(
         f'<figure><a href="figures/{f.name}"><img src="figures/{f.name}" alt="{f.stem}"></a>'
