@@ -208,7 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=100, help="images per class")
     parser.add_argument("--train-steps", type=int, default=6, help="batches per timed epoch")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "bench.json")
+    parser.add_argument(
+        "--parts",
+        default="input,training,inference",
+        help="comma-separated subset to measure (training compiles B1 with XLA: minutes)",
+    )
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    unknown = parts - {"input", "training", "inference"}
+    if unknown:
+        parser.error(f"--parts: unknown {sorted(unknown)}; choose from input, training, inference")
     keras.utils.set_random_seed(0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="brainmri-bench-") as work:
@@ -224,11 +233,13 @@ def main(argv: list[str] | None = None) -> int:
             "command": "make bench",
         }
         # written after each part, so a long run interrupted keeps what it measured
-        for key, measure in (
-            ("input_pipeline", lambda: measure_input(folder)),
-            ("training_step", lambda: measure_training(folder, args.train_steps)),
-            ("inference", lambda: measure_inference(folder)),
+        for part, key, measure in (
+            ("input", "input_pipeline", lambda: measure_input(folder)),
+            ("training", "training_step", lambda: measure_training(folder, args.train_steps)),
+            ("inference", "inference", lambda: measure_inference(folder)),
         ):
+            if part not in parts:
+                continue
             results[key] = measure()
             args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
@@ -238,24 +249,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(results: dict) -> str:
     """The ratios as a plain-text table."""
-    ip, ts, inf = results["input_pipeline"], results["training_step"], results["inference"]
-    rows = [
-        (
-            "input pipeline, cached epoch (img/s)",
-            ip["project_cached_epoch"],
-            ip["reference_imagedatagenerator"],
-            ip["ratio_cached"],
-            ip["goal"],
-        ),
-        (
-            "input pipeline, first epoch (img/s)",
-            ip["project_first_epoch"],
-            ip["reference_imagedatagenerator"],
-            ip["ratio_first_epoch"],
-            "(decodes every file)",
-        ),
-    ]
-    for tag, label in (("no_xla", "without XLA"), ("xla", "with XLA")):
+    ip, ts = results.get("input_pipeline"), results.get("training_step")
+    inf = results.get("inference") or {}
+    rows = []
+    if ip:
+        rows += [
+            (
+                "input pipeline, cached epoch (img/s)",
+                ip["project_cached_epoch"],
+                ip["reference_imagedatagenerator"],
+                ip["ratio_cached"],
+                ip["goal"],
+            ),
+            (
+                "input pipeline, first epoch (img/s)",
+                ip["project_first_epoch"],
+                ip["reference_imagedatagenerator"],
+                ip["ratio_first_epoch"],
+                "(decodes every file)",
+            ),
+        ]
+    for tag, label in (("no_xla", "without XLA"), ("xla", "with XLA")) if ts else ():
         rows.append((f"B1 training step {label} (img/s)", ts[f"project_{tag}"],
                      ts[f"reference_{tag}"], ts[f"ratio_{tag}"], ts["goal"]))  # fmt: skip
     lines = [
