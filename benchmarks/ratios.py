@@ -129,14 +129,15 @@ def b1_model() -> keras.Model:
     return mdl.build_model(params)
 
 
-def measure_training(folder: Path, steps: int) -> dict:
-    """One epoch of ``steps`` batches of B1 at 240 px: project loop + pipeline vs fit + generator."""
+def measure_training(folder: Path, steps: int, xla: bool = True) -> dict:
+    """One epoch of ``steps`` batches of B1 at 240 px: project loop + pipeline vs fit + generator,
+    without XLA and (``xla``) with it."""
     dataset, _ = project_dataset(folder)
     for _ in dataset:  # the cache is filled by the first epoch of training; fill it first
         pass
     dataset = dataset.take(steps)
     result: dict = {"steps": steps, "batch": BATCH}
-    for jit in (False, True):
+    for jit in (False, True) if xla else (False,):
         tag = "xla" if jit else "no_xla"
         model = b1_model()
         training.compile_model(model, 1e-4, 0.0, "always" if jit else "never")
@@ -211,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parts",
         default="input,training,inference",
-        help="comma-separated subset to measure (training compiles B1 with XLA: minutes)",
+        help="comma-separated subset to measure (input, training, inference)",
+    )
+    parser.add_argument(
+        "--no-xla", action="store_true", help="skip B1 with XLA (its compile takes minutes)"
     )
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -235,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         # written after each part, so a long run interrupted keeps what it measured
         for part, key, measure in (
             ("input", "input_pipeline", lambda: measure_input(folder)),
-            ("training", "training_step", lambda: measure_training(folder, args.train_steps)),
+            (
+                "training",
+                "training_step",
+                lambda: measure_training(folder, args.train_steps, xla=not args.no_xla),
+            ),
             ("inference", "inference", lambda: measure_inference(folder)),
         ):
             if part not in parts:
@@ -270,6 +278,8 @@ def table(results: dict) -> str:
             ),
         ]
     for tag, label in (("no_xla", "without XLA"), ("xla", "with XLA")) if ts else ():
+        if f"project_{tag}" not in ts:
+            continue
         rows.append((f"B1 training step {label} (img/s)", ts[f"project_{tag}"],
                      ts[f"reference_{tag}"], ts[f"ratio_{tag}"], ts["goal"]))  # fmt: skip
     lines = [
