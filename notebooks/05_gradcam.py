@@ -177,6 +177,25 @@ if not scored.empty:
     save_figure(fig, paths.figures_dir, "cam_erasure")
 
 # %% [markdown]
+# ## Cues outside the brain?
+# The classes of this data set come from different image collections, so margins, the head's
+# silhouette and size, text and scanner marks can tell them apart without any tissue. On validation
+# images of every class, the model sees each image as it is, the **brain only** (everything outside
+# the head's silhouette black) and the **outside only** (the silhouette filled with its own mean
+# grey). A model that reads the tissue keeps its accuracy on the brain-only view and falls to chance
+# (0.25) on the outside-only view; accuracy well above chance there is a shortcut the model uses.
+
+# %%
+context_rows = val_rows.groupby("label", sort=False).head(cfg["cam_eval_images"])
+context_table = explain.context_test(
+    model,
+    inputs.load_batch([data_root / p for p in context_rows["path"]], image_size),
+    context_rows["label_index"].tolist(),
+)
+context = explain.summarise_context(context_table)
+display(pd.DataFrame(context).T.round(3))
+
+# %% [markdown]
 # ## Sanity check: model-parameter randomisation
 # Maps of a trained model should change when its weights are re-initialised (Adebayo et al. 2018).
 # The cascading test re-initialises the layers from the output down, one block more at each step;
@@ -217,6 +236,7 @@ write_json(
         "method": method,
         "localisation": localisation,
         "erasure": erasure,
+        "context": context,
         "randomization": sanity,
     },
 )

@@ -127,3 +127,26 @@ def test_examples_figure_titles_each_panel_with_the_true_class_probability():
     assert titles[2].startswith("control erased\np(glioma) = 1.00")
     with pytest.raises(ValueError, match="at least one image"):
         pex.plot_erasure_examples(image[None], erased, table, [])
+
+
+def test_context_test_separates_a_lesion_reader_from_a_margin_reader():
+    model = bright_spot_model()  # class 0 for any pixel above 200, wherever it is
+    with_lesion, _, _ = head_image()
+    marked, _, _ = head_image(lesion=None)
+    marked[1:4, 1:12] = 255.0  # a white text mark in the black margin, outside the head
+    table = erasure.context_test(model, np.stack([with_lesion, marked]), [0, 0])
+    lesion, mark = table.iloc[0], table.iloc[1]
+    # The lesion is brain: kept by the brain-only view, gone from the outside-only view.
+    assert (lesion.pred_original, lesion.pred_brain_only, lesion.pred_outside_only) == (0, 0, 1)
+    # The mark is outside: the reverse. A class read from outside the brain is a shortcut.
+    assert (mark.pred_original, mark.pred_brain_only, mark.pred_outside_only) == (0, 1, 0)
+    assert 0.4 < lesion.brain_share < 0.6  # the head's disc: pi 26^2 / 64^2
+    summary = erasure.summarise_context(table)
+    assert summary["all"] == {
+        "n": 2,
+        "accuracy_original": 1.0,
+        "accuracy_brain_only": 0.5,
+        "accuracy_outside_only": 0.5,
+    }
+    with pytest.raises(ValueError, match="differ in length: 2, 1"):
+        erasure.context_test(model, np.stack([with_lesion, marked]), [0])

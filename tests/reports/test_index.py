@@ -60,6 +60,10 @@ def metrics() -> dict:
                            "changed_lesion": 0.6, "changed_control": 0.0,
                            "lesion_costs_more": 1.0, "no_control": 0},
             },
+            "context": {
+                "all": {"n": 8, "accuracy_original": 0.9, "accuracy_brain_only": 0.85,
+                        "accuracy_outside_only": 0.625},
+            },
             "randomization": {
                 "n_images": 8, "n_undefined": 2, "spearman_mean": 0.21,
                 "max_correlation": 0.5, "passed": True,
@@ -107,6 +111,7 @@ def test_index_answers_first_then_links(tmp_path, metrics):
     assert "10.2" in page  # minutes of all stages: (12 + 600) / 60
     assert "2026-11-29 09:00" in page and "sum of each stage's last run" in page
     assert "Does the model use the lesion?" in page and "0.61" in page
+    assert "Cues outside the brain?" in page and "0.625" in page
     assert "not a medical device" in page
 
 

@@ -9,7 +9,7 @@ Submodules:
   faithfulness.
 - `sanity`: the model-parameter randomisation check (Adebayo et al. 2018).
 - `erasure`: does the model use the lesion? Its answer with the lesion, or an equal area of
-  brain elsewhere, inpainted away.
+  brain elsewhere, inpainted away; and with the brain alone, or everything but the brain.
 - `report`: localisation tables against tumour masks and their JSON summary.
 - `_plumbing`: target-layer discovery, the cached cam model and its compiled steps, input checks
   and map normalisation.
@@ -21,7 +21,12 @@ float32 (N, H, W) in [0, 1] at the input resolution; masks are boolean (H, W).
 """
 
 from brainmri.explain._plumbing import CamOptions, cam_model, find_target_layer
-from brainmri.explain.erasure import erasure_test, summarise_erasure
+from brainmri.explain.erasure import (
+    context_test,
+    erasure_test,
+    summarise_context,
+    summarise_erasure,
+)
 from brainmri.explain.methods import (
     METHODS,
     REAL_METHODS,
@@ -69,6 +74,7 @@ __all__ = [
     "cam_gallery",
     "cam_model",
     "centre_prior",
+    "context_test",
     "deletion_insertion",
     "energy_pointing",
     "energy_ratio",
@@ -93,6 +99,7 @@ __all__ = [
     "randomize_weights",
     "rank_correlation",
     "scorecam",
+    "summarise_context",
     "summarise_erasure",
     "summarise_localisation",
 ]

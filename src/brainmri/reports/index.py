@@ -175,6 +175,22 @@ def erasure_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     return pd.DataFrame(rows).round(3) if rows else None
 
 
+def context_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
+    """Validation accuracy per class on the image, the brain alone and everything but the brain."""
+    classes = dig(metrics, "gradcam", "context") or {}
+    rows = [
+        {
+            "class": label,
+            "images": entry.get("n"),
+            "as given": entry.get("accuracy_original"),
+            "brain only": entry.get("accuracy_brain_only"),
+            "outside the brain only (chance 0.25)": entry.get("accuracy_outside_only"),
+        }
+        for label, entry in classes.items()
+    ]
+    return pd.DataFrame(rows).round(3) if rows else None
+
+
 def timing_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     """Wall time of each stage's last run and when it finished; their sum."""
     seconds = metrics.get("stage_seconds") or {}
@@ -304,6 +320,12 @@ def write_index(paths: Paths) -> str:
             + _table(erased, index=False)
             + "<p>Mean fall of the true class's probability when the lesion is inpainted away, "
             "and when a region of the same shape and area elsewhere in the brain is.</p>"
+        )
+    context = context_table(metrics)
+    if context is not None:
+        explanation += (
+            "<h3>Cues outside the brain? (validation accuracy on three views)</h3>"
+            + _table(context, index=False)
         )
     figures = sorted(paths.figures_dir.glob("*.png")) if paths.figures_dir.is_dir() else []
     thumbs = "".join(
