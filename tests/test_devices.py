@@ -207,6 +207,7 @@ print("RESULT", json.dumps({"diffs": diffs, "scale": moved}))
 """
 
 
+@pytest.mark.slow  # two trainings in a subprocess: 15 s
 def test_mirrored_over_two_devices_trains_like_one_device_on_the_same_global_batch(
     tmp_path, phantom_set
 ):
