@@ -156,39 +156,42 @@ def sanity_verdict(metrics: Mapping[str, Any]) -> str:
     )
 
 
-def erasure_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
-    """The lesion-erasure test per class: the fall of the true class's probability when the
-    lesion, or a control region of the same area, is inpainted away."""
-    classes = dig(metrics, "gradcam", "erasure") or {}
+def _per_class(classes: Mapping[str, Any], columns: Mapping[str, str]) -> pd.DataFrame | None:
+    """One row per class of a ``{class: {key: value}}`` block, columns renamed from the keys."""
     rows = [
-        {
-            "class": label,
-            "images": entry.get("n"),
-            "drop, lesion erased": entry.get("drop_lesion"),
-            "drop, control erased": entry.get("drop_control"),
-            "prediction changed, lesion": entry.get("changed_lesion"),
-            "prediction changed, control": entry.get("changed_control"),
-            "lesion costs more": entry.get("lesion_costs_more"),
-        }
+        {"class": label, **{column: entry.get(key) for column, key in columns.items()}}
         for label, entry in classes.items()
     ]
     return pd.DataFrame(rows).round(3) if rows else None
+
+
+def erasure_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
+    """The lesion-erasure test per class: the fall of the true class's probability when the
+    lesion, or a control region of the same area, is inpainted away."""
+    return _per_class(
+        dig(metrics, "gradcam", "erasure") or {},
+        {
+            "images": "n",
+            "drop, lesion erased": "drop_lesion",
+            "drop, control erased": "drop_control",
+            "prediction changed, lesion": "changed_lesion",
+            "prediction changed, control": "changed_control",
+            "lesion costs more": "lesion_costs_more",
+        },
+    )
 
 
 def context_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     """Validation accuracy per class on the image, the brain alone and everything but the brain."""
-    classes = dig(metrics, "gradcam", "context") or {}
-    rows = [
+    return _per_class(
+        dig(metrics, "gradcam", "context") or {},
         {
-            "class": label,
-            "images": entry.get("n"),
-            "as given": entry.get("accuracy_original"),
-            "brain only": entry.get("accuracy_brain_only"),
-            "outside the brain only (chance 0.25)": entry.get("accuracy_outside_only"),
-        }
-        for label, entry in classes.items()
-    ]
-    return pd.DataFrame(rows).round(3) if rows else None
+            "images": "n",
+            "as given": "accuracy_original",
+            "brain only": "accuracy_brain_only",
+            "outside the brain only (chance 0.25)": "accuracy_outside_only",
+        },
+    )
 
 
 def timing_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
