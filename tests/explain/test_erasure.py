@@ -150,3 +150,12 @@ def test_context_test_separates_a_lesion_reader_from_a_margin_reader():
     }
     with pytest.raises(ValueError, match="differ in length: 2, 1"):
         erasure.context_test(model, np.stack([with_lesion, marked]), [0])
+
+
+def test_a_class_without_any_control_region_has_undefined_means():
+    image, mask, _ = head_image(lesion=(slice(8, 56), slice(8, 56)))  # fills the head
+    table, _ = erasure.erasure_test(bright_spot_model(), image[None], [mask], [0])
+    assert not table["control"].any()
+    summary = erasure.summarise_erasure(table)["glioma"]
+    assert summary["n"] == 0 and summary["no_control"] == 1
+    assert summary["drop_lesion"] is None and summary["lesion_costs_more"] is None

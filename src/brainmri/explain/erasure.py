@@ -201,21 +201,17 @@ def summarise_erasure(table: pd.DataFrame) -> dict[str, dict[str, float | int | 
         n = len(usable)
         drop_lesion = usable["p_original"] - usable["p_lesion_erased"]
         drop_control = usable["p_original"] - usable["p_control_erased"]
+        means = {
+            "drop_lesion": drop_lesion.mean(),
+            "drop_control": drop_control.mean(),
+            "changed_lesion": (usable["pred_lesion_erased"] != usable["pred_original"]).mean(),
+            "changed_control": (usable["pred_control_erased"] != usable["pred_original"]).mean(),
+            "lesion_costs_more": (drop_lesion > drop_control).mean(),
+        }
+        # no image with a control: every mean is undefined (null in metrics.json)
         out[str(name)] = {
             "n": n,
-            "drop_lesion": float(drop_lesion.mean()) if n else None,
-            "drop_control": float(drop_control.mean()) if n else None,
-            "changed_lesion": float(
-                (usable["pred_lesion_erased"] != usable["pred_original"]).mean()
-            )
-            if n
-            else None,
-            "changed_control": float(
-                (usable["pred_control_erased"] != usable["pred_original"]).mean()
-            )
-            if n
-            else None,
-            "lesion_costs_more": float((drop_lesion > drop_control).mean()) if n else None,
+            **{key: float(value) if n else None for key, value in means.items()},
             "no_control": int((~group["control"]).sum()),
         }
     return out
