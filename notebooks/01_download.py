@@ -61,8 +61,13 @@ excluded
 record = sources.data_record(
     source, manifest, paths.manifest, min_correlation=cfg["near_dup_correlation"]
 )
+# Tumour masks (data.mask_dir): where 03 (lesion guidance) and 05 (localisation) find them
+mask_root = sources.resolve_mask_root(cfg["mask_dir"], paths.root)
+record["mask_root"] = None if mask_root is None else str(mask_root)
+record["masks"] = sources.mask_counts(manifest, source["root"], mask_root)
 write_json(paths.data_json, record)
 write_json(paths.stage_metrics(STAGE), record)
 for warning in record["warnings"]:  # also at the top of index.html
     print(f"WARNING: {warning}")
+print("tumour images with a mask, per subset:", record["masks"])
 {k: v for k, v in record["audit"].items() if k != "threshold_pairs"}

@@ -47,10 +47,21 @@ model.summary(line_length=110, expand_nested=False, show_trainable=True)
 # to the training batches only. `batch_size` is per replica: a batch of the pipeline holds one
 # batch for each replica of the strategy, which splits it.
 
+#
+# With `train.lesion_guidance` on, each training image also carries its expert tumour mask (the
+# fourth channel of the cache, moved by the same augmentation), and the loss gains the share of
+# its Grad-CAM energy outside the lesion (`brainmri.guidance`). Only **training** images lend
+# their masks: the validation masks stay unseen, for 05's localisation scores.
+
 # %%
-_, train_files, train_labels = sources.subset_files(manifest, data_root, "train")
+train_rows, train_files, train_labels = sources.subset_files(manifest, data_root, "train")
 _, val_files, val_labels = sources.subset_files(manifest, data_root, "val")
 print(f"train: {len(train_files)} images, validation: {len(val_files)} images")
+guide_masks = sources.guidance_masks(train_rows, record, cfg["lesion_guidance"])
+if guide_masks is None:
+    cfg["lesion_guidance"] = 0.0  # off, or no masks (warned above): run.json records 0
+else:
+    print(f"lesion guidance: {sum(map(bool, guide_masks))} training images with a mask")
 global_batch = cfg["batch_size"] * strategy.num_replicas_in_sync
 cache_args = {
     "cache": cfg["cache"],
@@ -65,6 +76,7 @@ train_ds = inputs.make_dataset(
     shuffle=True,
     seed=cfg["seed"],
     augment=inputs.augmentation(cfg, cfg["seed"]),
+    masks=guide_masks,
     **cache_args,
 )
 val_ds = inputs.make_dataset(val_files, val_labels, cfg["image_size"], global_batch, **cache_args)

@@ -5,7 +5,7 @@
 # **pre-softmax** score. This report shows the reference view (original, heatmap, overlay, class
 # probabilities), galleries per class, the mistakes and several methods side by side on Testing;
 # then, on the validation images that have tumour masks (the phantom set's, or expert masks such as
-# BRISC 2025's via `gradcam.mask_dir`), how well each map localises the lesion compared with random
+# BRISC 2025's via `data.mask_dir`), how well each map localises the lesion compared with random
 # and centre-prior baselines and how faithful it is (deletion/insertion); and the model-parameter
 # randomisation sanity checks.
 
@@ -108,7 +108,7 @@ save_figure(fig, paths.figures_dir, "cam_methods")
 # %% [markdown]
 # ## Localisation against the tumour masks, on validation images
 # Scored on the **validation** images that have a tumour mask (the phantom set's own, or expert masks
-# such as BRISC 2025's for the real Training images, `gradcam.mask_dir`), never on Testing.
+# such as BRISC 2025's for the real Training images, `data.mask_dir`), never on Testing.
 # Pointing game (a hit when the map's maximum lies within `pointing_tolerance` of the image side of
 # the mask, the standard 15 px at 224 px; `pointing_rate_strict` allows no slack), energy share inside
 # the mask (and its ratio to the mask's area fraction), IoU of the Otsu-thresholded map, and
@@ -124,16 +124,13 @@ scored, masks = sources.images_with_masks(
     val_rows,
     data_root,
     image_size,
-    mask_dir=cfg["mask_dir"],
-    project_root=paths.root,
+    mask_root=record.get("mask_root"),
     per_class=cfg["cam_eval_images"],
 )
 print("validation images with a mask, per class:", scored["label"].value_counts().to_dict())
 localisation = {}
 if scored.empty:
-    print(
-        "no validation image has a tumour mask: localisation is not scored (see gradcam.mask_dir)"
-    )
+    print("no validation image has a tumour mask: localisation is not scored (see data.mask_dir)")
 else:
     batch = inputs.load_batch([data_root / p for p in scored["path"]], image_size)
     report = explain.localisation_report(

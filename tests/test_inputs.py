@@ -153,3 +153,34 @@ def test_disk_cache_is_keyed_and_survives_a_stale_lock(tmp_path, phantom_set):
     assert first.dtype == np.float32
     assert any(p.name.startswith(f"images-{key}") for p in tmp_path.iterdir())
     assert inputs.cache_key([str(f) for f in files], 64) != key
+
+
+def test_masks_ride_with_their_images_through_the_augmentation(tmp_path):
+    import cv2
+
+    size, files, masks = 32, [], []
+    rng = np.random.default_rng(0)
+    for i in range(6):  # an image that *is* its mask: white square on black, PNG (lossless)
+        square = np.zeros((size, size), np.uint8)
+        r, c = rng.integers(2, 18, 2)
+        square[r : r + 12, c : c + 12] = 255
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), square)
+        files.append(tmp_path / f"img{i}.png")
+        masks.append(str(tmp_path / f"img{i}.png") if i % 3 else "")  # every third: no mask
+    aug = inputs.RandomAffine(
+        rotation=20, width_shift=0.2, shear=10, zoom=0.2, horizontal_flip=True
+    )
+    ds = inputs.make_dataset(files, [0] * 6, size, 6, augment=aug, masks=masks)
+    images, labels, lesions = next(iter(ds))
+    assert images.shape == (6, size, size, 3) and lesions.shape == (6, size, size, 1)
+    assert labels.shape == (6, len(CLASS_NAMES))
+    moved = images.numpy()[..., 0] / 255.0
+    for i in range(6):
+        if masks[i]:  # the same transform, to float rounding
+            np.testing.assert_allclose(lesions[i, ..., 0], moved[i], atol=1e-4)
+            assert lesions[i].numpy().max() == pytest.approx(1.0)
+        else:
+            assert not lesions[i].numpy().any()
+    assert not np.allclose(moved[1], cv2.imread(str(files[1]), cv2.IMREAD_GRAYSCALE) / 255.0)
+    with pytest.raises(ValueError, match="one entry per file"):
+        inputs.make_dataset(files, [0] * 6, size, 6, masks=masks[:2])

@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help=cmd_run.__doc__)
     p.add_argument("--profile", default=None)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--mask-dir", default=None, help="tumour masks (gradcam.mask_dir)")
+    p.add_argument("--mask-dir", default=None, help="tumour masks (data.mask_dir)")
     p.add_argument("--force", action="store_true", help="rerun every stage")
     p.add_argument(
         "--until",

@@ -209,6 +209,11 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "data_dir": Spec(
             "str", "folder holding Training/ and Testing/ (DATA_DIR overrides)", nullable=True
         ),
+        "mask_dir": Spec(
+            "str",
+            "tumour masks as <split>/<class>/<stem>.png (null = <data>/masks; MASK_DIR overrides)",
+            nullable=True,
+        ),
         "kaggle_dataset": Spec("str", "Kaggle dataset slug to download"),
         "phantom_train_per_class": Spec("int", "phantom Training images per class", 2, 100000),
         "phantom_test_per_class": Spec("int", "phantom Testing images per class", 2, 100000),
@@ -288,6 +293,12 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "reduce_lr_factor": Spec("float", "ReduceLROnPlateau factor", 0.01, 0.99),
         "reduce_lr_patience": Spec("int", "ReduceLROnPlateau patience", 1, 1000),
         "cache": Spec("choice", "decoded-image cache", choices=("memory", "disk", "none")),
+        "lesion_guidance": Spec(
+            "float",
+            "weight of the Grad-CAM energy outside the tumour mask in the loss (0 = off)",
+            0.0,
+            100.0,
+        ),
         "aug_rotation": Spec("float", "max random rotation in degrees", 0.0, 180.0),
         "aug_width_shift": Spec("float", "max horizontal shift (fraction of width)", 0.0, 0.5),
         "aug_height_shift": Spec("float", "max vertical shift (fraction of height)", 0.0, 0.5),
@@ -310,11 +321,6 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "cam_method": Spec("choice", "explanation method of the galleries", choices=CAM_METHODS),
         "cam_methods_compare": Spec("str_list", "methods compared side by side and scored"),
         "cam_layer": Spec("str", "layer to explain (null = last conv activation)", nullable=True),
-        "mask_dir": Spec(
-            "str",
-            "tumour masks as <split>/<class>/<stem>.png (null = <data>/masks; MASK_DIR overrides)",
-            nullable=True,
-        ),
         "interpolant": Spec("float", "overlay transparency (0 = image only)", 0.0, 1.0),
         "cam_images_per_class": Spec("int", "images per class in the galleries", 1, 64),
         "cam_eval_images": Spec(

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -171,6 +172,21 @@ def _decode_path(path: bytes, size: int) -> np.ndarray:
     return load_image(Path(path.decode()), size)
 
 
+def _decode_with_mask(path: bytes, mask: bytes, size: int) -> np.ndarray:
+    """An image with its lesion mask as a fourth channel (0/255; all 0 where mask is "")."""
+    image = load_image(Path(path.decode()), size)
+    lesion = np.zeros((size, size, 1), np.uint8)
+    if mask:
+        read = cv2.imread(mask.decode(), cv2.IMREAD_GRAYSCALE)
+        if read is None:
+            raise ValueError(f"{mask.decode()}: not a readable mask image (expected a 0/255 PNG)")
+        # nearest neighbour, as phantom.load_mask: a mask stays a mask
+        lesion[..., 0] = np.where(
+            cv2.resize(read, (size, size), interpolation=cv2.INTER_NEAREST) > 127, 255, 0
+        )
+    return np.concatenate([image, lesion], axis=-1)
+
+
 def _to_float(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32)
 
@@ -194,8 +210,13 @@ def make_dataset(
     cache_dir: Path | None = None,
     cache_tag: str = "",
     augment: RandomAffine | None = None,
+    masks: Sequence[str] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float 0-255 images, one-hot labels), or images alone when labels is None.
+
+    With ``masks`` (training with lesion guidance), batches of (images, labels, masks): the
+    masks float (N, H, W, 1) in [0, 1], all 0 for an image without one. Each mask is decoded and
+    cached with its image as a fourth channel, so the augmentation moves image and mask alike.
 
     Decoded images are cached as uint8, a quarter of the memory of float32 (about 1 GB for
     Training at 240 px); batches are converted to float32 after the cache. A disk cache is keyed
@@ -214,17 +235,38 @@ def make_dataset(
         cache_tag: part of the disk cache's key.
         augment: the random transform of training batches (see :func:`augmentation`); each
             epoch draws new transforms, the same ones in every run with the same seed.
+        masks: one mask file per image ("" for none; see ``sources.mask_files``), or None.
 
     Returns:
         A prefetched ``tf.data.Dataset`` in file order unless shuffled.
     """
     files = [str(f) for f in files]
-    ds = tf.data.Dataset.from_tensor_slices(files)
+    if masks is not None:
+        masks = [str(m) for m in masks]
+        if len(masks) != len(files) or labels is None:
+            raise ValueError(
+                f"masks: expected one entry per file ({len(files)}) and labels, got {len(masks)}"
+            )
+        ds = tf.data.Dataset.from_tensor_slices((files, masks))
+        channels = 4
 
-    def decode(path):
-        image = tf.numpy_function(_decode_path, [path, image_size], tf.uint8, stateful=False)
-        image.set_shape((image_size, image_size, 3))
-        return image
+        def decode(path, mask):
+            image = tf.numpy_function(
+                _decode_with_mask, [path, mask, image_size], tf.uint8, stateful=False
+            )
+            image.set_shape((image_size, image_size, channels))
+            return image
+
+        # the masks are part of what is cached: another set of masks is another cache
+        cache_tag = f"{cache_tag}|masks:" + hashlib.sha256("\n".join(masks).encode()).hexdigest()
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(files)
+        channels = 3
+
+        def decode(path):
+            image = tf.numpy_function(_decode_path, [path, image_size], tf.uint8, stateful=False)
+            image.set_shape((image_size, image_size, channels))
+            return image
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache == "memory":
@@ -261,6 +303,10 @@ def make_dataset(
         ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda x, y: (_to_float(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if masks is not None:  # split the fourth channel off: (images, labels, masks in [0, 1])
+        ds = ds.map(
+            lambda x, y: (x[..., :3], y, x[..., 3:] / 255.0), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

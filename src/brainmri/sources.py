@@ -227,13 +227,113 @@ def data_record(
     }
 
 
+def resolve_mask_root(mask_dir: str | Path | None, project_root: Path) -> Path | None:
+    """The folder of the tumour masks that ``data.mask_dir`` names, checked.
+
+    Args:
+        mask_dir: the masks tree (``<split>/<class>/<image stem>.png``; a relative path is
+            resolved against the project root), or None for the data set's own ``masks/``
+            (the phantom set's).
+        project_root: the project root.
+
+    Returns:
+        The absolute folder, or None for the data set's own masks.
+
+    Raises:
+        FileNotFoundError: mask_dir is given but is not a folder.
+    """
+    if not mask_dir:
+        return None
+    root = Path(mask_dir).expanduser()
+    if not root.is_absolute():
+        root = (project_root / root).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data.mask_dir = {mask_dir}: no such folder (expected masks laid out as "
+            "<split>/<class>/<image stem>.png; MASK_DIR=... sets it)"
+        )
+    return root
+
+
+def mask_files(
+    rows: pd.DataFrame, data_root: str | Path, mask_root: str | Path | None
+) -> list[str]:
+    """The mask file of each manifest row, "" where it has none (no tumour, or no mask made).
+
+    Args:
+        rows: manifest rows.
+        data_root: the data root their paths are relative to.
+        mask_root: the masks tree (:func:`resolve_mask_root`; None: ``<data_root>/masks``).
+
+    Returns:
+        One path (or "") per row, in order.
+    """
+    root = None if mask_root is None else Path(mask_root)
+    found = []
+    for path, label in zip(rows["path"], rows["label"], strict=True):
+        mask = phantom.mask_path(Path(data_root) / path, Path(data_root), root)
+        found.append(str(mask) if label in TUMOUR_CLASSES and mask.is_file() else "")
+    return found
+
+
+def guidance_masks(
+    rows: pd.DataFrame, record: Mapping[str, Any], weight: float, echo=print
+) -> list[str] | None:
+    """The mask files that lesion-guided training reads (training images only), or None.
+
+    Args:
+        rows: the training subset's manifest rows.
+        record: the run's data record (data.json), holding "root" and "mask_root".
+        weight: ``train.lesion_guidance``; 0 reads no masks.
+        echo: where a warning is printed.
+
+    Returns:
+        One mask file per row ("" where it has none, see :func:`mask_files`), or None when
+        guidance is off or no training image has a mask: then training runs unguided, after a
+        warning that says how to give the masks.
+    """
+    if weight <= 0:
+        return None
+    found = mask_files(rows, record["root"], record.get("mask_root"))
+    if not any(found):
+        where = record.get("mask_root") or f"{record['root']}/{phantom.MASKS_DIR}"
+        echo(
+            f"WARNING: train.lesion_guidance = {weight} but no training image has a tumour mask "
+            f"under {where} (<split>/<class>/<image stem>.png): training WITHOUT lesion "
+            "guidance. Give the masks with MASK_DIR=... (data.mask_dir) to train the recipe."
+        )
+        return None
+    return found
+
+
+def mask_counts(
+    manifest: pd.DataFrame, data_root: str | Path, mask_root: str | Path | None
+) -> dict[str, dict[str, int]]:
+    """How many tumour images of each subset and class have a mask (for data.json).
+
+    Args:
+        manifest: the run's manifest.
+        data_root: the data root its paths are relative to.
+        mask_root: the masks tree (None: ``<data_root>/masks``).
+
+    Returns:
+        ``{subset: {class: count}}`` over the usable rows, tumour classes only.
+    """
+    rows = manifest[(manifest["status"] == "ok") & manifest["label"].isin(TUMOUR_CLASSES)]
+    has = pd.Series([bool(f) for f in mask_files(rows, data_root, mask_root)], index=rows.index)
+    table = has.groupby([rows["subset"], rows["label"]]).sum()
+    return {
+        str(s): {str(c): int(n) for c, n in group.droplevel(0).items()}
+        for s, group in table.groupby(level=0)
+    }
+
+
 def images_with_masks(
     rows: pd.DataFrame,
     data_root: str | Path,
     size: int,
     *,
-    mask_dir: str | Path | None,
-    project_root: Path,
+    mask_root: str | Path | None,
     per_class: int,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """The tumour images of some manifest rows that have a mask, up to per_class per class.
@@ -242,31 +342,18 @@ def images_with_masks(
         rows: manifest rows (e.g. the validation subset).
         data_root: the data root their paths are relative to.
         size: the side the masks are resized to.
-        mask_dir: the masks tree (``<split>/<class>/<stem>.png``; a relative path is resolved
-            against the project root), or None for the data set's own ``masks/`` (phantoms).
-        project_root: the project root.
+        mask_root: the masks tree (the data record's "mask_root", see
+            :func:`resolve_mask_root`), or None for the data set's own ``masks/`` (phantoms).
         per_class: the most images kept per class, in manifest order.
 
     Returns:
         ``(rows, masks)``: the kept rows and their bool masks (N, size, size); no rows when
         no image has a mask.
-
-    Raises:
-        FileNotFoundError: mask_dir is given but is not a folder.
     """
-    mask_root = None
-    if mask_dir:
-        mask_root = Path(mask_dir).expanduser()
-        if not mask_root.is_absolute():
-            mask_root = (project_root / mask_root).resolve()
-        if not mask_root.is_dir():
-            raise FileNotFoundError(
-                f"gradcam.mask_dir = {mask_dir}: no such folder (expected masks laid out as "
-                "<split>/<class>/<image stem>.png)"
-            )
+    root = None if mask_root is None else Path(mask_root)
     tumours = rows[rows["label"].isin(TUMOUR_CLASSES)]
     found = {
-        path: phantom.load_mask(Path(data_root) / path, data_root, size, mask_root=mask_root)
+        path: phantom.load_mask(Path(data_root) / path, data_root, size, mask_root=root)
         for path in tumours["path"]
     }
     kept = tumours[[found[p] is not None for p in tumours["path"]]]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from brainmri import devices
+from brainmri import devices, guidance
 from brainmri.model import set_trainable
 
 COMPLETE = "complete"
@@ -151,7 +151,13 @@ class _Steps:
     every worker sees the same epoch metrics and the callbacks decide the same on all of them.
     """
 
-    def __init__(self, model: keras.Model, label_smoothing: float, jit_compile: bool) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        label_smoothing: float,
+        jit_compile: bool,
+        lesion_guidance: float = 0.0,
+    ) -> None:
         self.model = model
         self.strategy = model.distribute_strategy
         if not model.optimizer.built:
@@ -164,21 +170,46 @@ class _Steps:
         self.loss = keras.losses.CategoricalCrossentropy(
             label_smoothing=label_smoothing, reduction=None
         )
+        guided = lesion_guidance > 0
+        if guided:  # the same layers, cut where Grad-CAM reads them (brainmri.guidance)
+            features, head = guidance.split_at_feature_map(model)
 
-        def train_one(images, labels):
+        def train_one(images, labels, masks=None):
+            if guided and masks is None:  # checked once, while tracing
+                raise ValueError(
+                    "train.lesion_guidance > 0: the training batches must carry the lesion "
+                    "masks, (images, labels, masks) as inputs.make_dataset(masks=...) gives them"
+                )
             with tf.GradientTape() as tape:
-                probs = model(images, training=True)
+                if guided:
+                    fmap = features(images, training=True)
+                    probs = head(fmap, training=True)[1]
+                    shares = guidance.outside_share(head, fmap, labels, masks)
+                else:
+                    probs = model(images, training=True)
                 per_image = self.loss(labels, probs)
                 loss = tf.nn.compute_average_loss(per_image)
+                if guided:
+                    # the mean over the global batch's masked images: all-reduced, so every
+                    # replica scales its share of the penalty by the same count
+                    masked = tf.reduce_sum(
+                        tf.cast(tf.reduce_max(masks, axis=(1, 2, 3)) > 0, tf.float32)
+                    )
+                    masked = tf.distribute.get_replica_context().all_reduce("sum", masked)
+                    loss += lesion_guidance * tf.reduce_sum(shares) / tf.maximum(masked, 1.0)
                 if model.losses:  # the compact CNN's activity penalty
                     loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
                 # mixed_float16: scale the loss so small float16 gradients do not vanish
                 scaled = model.optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
             model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return self._sums(per_image, labels, probs)
+            sums = self._sums(per_image, labels, probs)
+            if guided:
+                has = tf.cast(tf.reduce_max(masks, axis=(1, 2, 3)) > 0, tf.float32)
+                sums += (tf.reduce_sum(shares), tf.reduce_sum(has))
+            return sums
 
-        def eval_one(images, labels):
+        def eval_one(images, labels, masks=None):
             probs = model(images, training=False)
             return self._sums(self.loss(labels, probs), labels, probs)
 
@@ -200,12 +231,16 @@ class _Steps:
 
     def run_epoch(self, dataset, step) -> dict[str, float]:
         """Run a step over every batch; return the epoch's mean loss and accuracy."""
-        loss = correct = count = 0.0
+        totals = np.zeros(5)
         for batch in dataset:
             sums = [float(s) for s in step(batch)]
-            loss, correct, count = loss + sums[0], correct + sums[1], count + sums[2]
+            totals[: len(sums)] += sums
+        loss, correct, count, outside, masked = totals
         count = max(count, 1.0)
-        return {"accuracy": correct / count, "loss": loss / count}
+        logs = {"accuracy": correct / count, "loss": loss / count}
+        if masked:  # guided training: the mean share of Grad-CAM energy outside the lesions
+            logs["lesion_outside"] = outside / masked
+        return logs
 
 
 def run_epochs(
@@ -218,6 +253,7 @@ def run_epochs(
     callbacks: list[keras.callbacks.Callback],
     label_smoothing: float,
     jit_compile: bool,
+    lesion_guidance: float = 0.0,
 ) -> None:
     """Train a compiled model for epochs ``initial_epoch .. epochs - 1``, driving the callbacks.
 
@@ -235,8 +271,10 @@ def run_epochs(
         callbacks: the phase's callbacks.
         label_smoothing: the cross-entropy's label smoothing.
         jit_compile: XLA-compile the per-replica steps.
+        lesion_guidance: the weight of :mod:`brainmri.guidance`'s penalty (0 = off); when on,
+            train_ds yields (images, labels, masks) and the history gains "lesion_outside".
     """
-    steps = _Steps(model, label_smoothing, jit_compile)
+    steps = _Steps(model, label_smoothing, jit_compile, lesion_guidance)
     strategy = steps.strategy
     train_dist = devices.distribute_dataset(strategy, train_ds)
     val_dist = devices.distribute_dataset(strategy, val_ds)
@@ -283,7 +321,7 @@ def fit(
     Args:
         model: the model to train (it is compiled here), built in its strategy's scope.
         train_ds: batches of (images, one-hot labels), augmented and shuffled, of the global
-            batch size.
+            batch size; with ``lesion_guidance`` on, (images, labels, masks).
         val_ds: validation batches; the best epoch by validation accuracy is kept.
         params: the run, model and train parameters.
         model_path: where the best model is saved (ModelCheckpoint).
@@ -313,6 +351,7 @@ def fit(
             callbacks=_callbacks(name, params, model_path, history_path, state_dir),
             label_smoothing=smoothing,
             jit_compile=bool(model.jit_compile),  # "auto" resolved by Keras' compile
+            lesion_guidance=float(params["lesion_guidance"]),
         )
 
     if warmup > 0:
