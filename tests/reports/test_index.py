@@ -113,6 +113,20 @@ def test_index_answers_first_then_links(tmp_path, metrics):
     assert "Does the model use the lesion?" in page and "0.61" in page
     assert "Cues outside the brain?" in page and "0.625" in page
     assert "not a medical device" in page
+    assert "What the maps can and cannot show" in page
+
+
+def test_the_reading_says_which_decisions_rest_on_the_lesion_and_whether_maps_were_guided(metrics):
+    reading = idx.explanation_reading(metrics)
+    assert "shows the tumour only where the model uses the tumour" in reading
+    assert "glioma (0.610 against 0.040): there the decision rests on the lesion" in reading
+    assert "lesion guidance" not in reading  # the demo profile trains unguided
+    metrics["params"]["train"]["lesion_guidance"] = 3.0
+    metrics["gradcam"]["erasure"]["pituitary"] = {"drop_lesion": 0.015, "drop_control": 0.01}
+    reading = idx.explanation_reading(metrics)
+    assert "trained with lesion guidance (weight 3)" in reading
+    assert "For pituitary (0.015 against 0.010) it costs no more" in reading
+    assert "does not rest on the lesion" in reading
 
 
 def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):

@@ -194,6 +194,52 @@ def context_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     )
 
 
+USES_LESION = 0.05
+"""How much more the true class's probability must fall when the lesion is erased than when the
+control region is, for the index page to say that a class's decision rests on the lesion."""
+
+
+def explanation_reading(metrics: Mapping[str, Any]) -> str:
+    """A plain paragraph on what the explanations of this run can and cannot show.
+
+    Grad-CAM shows where the model looks; whether that is the tumour depends on the model. The
+    paragraph says so, whether training pulled the maps onto the masks (lesion guidance), and,
+    from the erasure test, for which classes the decision rests on the lesion.
+    """
+    parts = [
+        "Grad-CAM shows where this model looks, at the resolution of its last feature map; it "
+        "shows the tumour only where the model uses the tumour."
+    ]
+    weight = dig(metrics, "params", "train", "lesion_guidance") or 0
+    if weight > 0:
+        parts.append(
+            f"This model was trained with lesion guidance (weight {weight:g}): the Grad-CAM "
+            "energy of training images outside their expert masks was part of the loss. The "
+            "localisation scores are measured on validation images whose masks training never "
+            "saw, but they measure a property it was trained for; the erasure test, which uses "
+            "no explanation, says whether the decision rests on the lesion."
+        )
+    erasure = dig(metrics, "gradcam", "erasure") or {}
+    uses, ignores = [], []
+    for label, entry in erasure.items():
+        lesion, control = entry.get("drop_lesion"), entry.get("drop_control")
+        if lesion is None or control is None:
+            continue
+        said = f"{label} ({lesion:.3f} against {control:.3f})"
+        (uses if lesion - control >= USES_LESION else ignores).append(said)
+    if uses:
+        parts.append(
+            "Erasing the lesion costs the true class more probability than erasing a control "
+            f"region for {', '.join(uses)}: there the decision rests on the lesion."
+        )
+    if ignores:
+        parts.append(
+            f"For {', '.join(ignores)} it costs no more (within {USES_LESION}): the decision "
+            "does not rest on the lesion, whatever the maps show."
+        )
+    return "<p class='reading'>" + html.escape(" ".join(parts)) + "</p>"
+
+
 def timing_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     """Wall time of each stage's last run and when it finished; their sum."""
     seconds = metrics.get("stage_seconds") or {}
@@ -330,6 +376,8 @@ def write_index(paths: Paths) -> str:
             "<h3>Cues outside the brain? (validation accuracy on three views)</h3>"
             + _table(context, index=False)
         )
+    if localisation is not None or erased is not None:
+        explanation += "<h3>What the maps can and cannot show</h3>" + explanation_reading(metrics)
     figures = sorted(paths.figures_dir.glob("*.png")) if paths.figures_dir.is_dir() else []
     thumbs = "".join(
         f'<figure><a href="figures/{f.name}"><img src="figures/{f.name}" alt="{f.stem}"></a>'
