@@ -136,6 +136,12 @@ def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):
                     "## How to reproduce"):  # fmt: skip
         assert heading in text
     assert "not a medical device" in text and "synthetic phantoms" in text
+    assert "Lesion guidance: off" in text
+    metrics["params"]["train"]["lesion_guidance"] = 3.0
+    metrics["data"] |= {"mask_root": "/m", "masks": {"train": {"glioma": 2, "pituitary": 5}}}
+    guided = model_card_markdown(metrics, {})
+    assert "Lesion guidance: weight 3;" in guided and "(7 images; masks: /m)" in guided
+    metrics["params"]["train"]["lesion_guidance"] = 0.0
     spec = metrics["evaluate"]["clean"]["ci"]["specificity/pituitary"]
     assert f"{spec['point']:.3f} ({spec['low']:.3f}-{spec['high']:.3f})" in text
     paths = config.Paths(root=tmp_path, profile="demo")

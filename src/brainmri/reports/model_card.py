@@ -43,6 +43,20 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
 
 
+def _guidance_line(train_p: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """What the card says about lesion guidance (brainmri.guidance)."""
+    weight = train_p.get("lesion_guidance") or 0
+    if weight <= 0:
+        return "Lesion guidance: off (the loss is the cross-entropy alone)."
+    masked = sum((dig(data, "masks", "train") or {}).values())
+    where = data.get("mask_root") or "the data set's own masks/"
+    return (
+        f"Lesion guidance: weight {weight:g}; the loss adds the share of Grad-CAM energy outside "
+        f"the expert tumour mask of each training image that has one ({masked} images; masks: "
+        f"{where}). Validation masks are not used."
+    )
+
+
 def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     """The model card of one run as Markdown.
 
@@ -84,6 +98,7 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         f"{train_p.get('batch_size', '?')}, up to {train_p.get('epochs', '?')} epochs after "
         f"{train_p.get('warmup_epochs', 0)} warm-up epochs; early stopping and the checkpoint "
         "watch validation accuracy.",
+        f"- {_guidance_line(train_p, data)}",
         f"- Parameters: {dig(summary, 'parameters', 'total') or '?'} in all, "
         f"{dig(summary, 'parameters', 'trainable') or '?'} trained.",
         f"- Code: git commit `{commit}`; trained {summary.get('started', '?')} to "
