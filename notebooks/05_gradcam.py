@@ -117,6 +117,11 @@ save_figure(fig, paths.figures_dir, "cam_methods")
 # lesion), 1 for the energy ratio; a random smooth map and a centred Gaussian prior are scored on
 # every metric, deletion and insertion included. A method is only worth its name where it beats both
 # baselines clearly.
+#
+# A model trained with lesion guidance (`train.lesion_guidance`, see `run.json`) was trained to put
+# its Grad-CAM on the masks of the *training* images. These validation masks were never seen, so
+# the scores say how well that generalises; whether the decision itself rests on the lesion is for
+# the erasure test below, which uses no explanation.
 
 # %%
 val_rows, _, _ = sources.subset_files(manifest, data_root, "val")
