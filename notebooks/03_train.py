@@ -59,7 +59,7 @@ _, val_files, val_labels = sources.subset_files(manifest, data_root, "val")
 print(f"train: {len(train_files)} images, validation: {len(val_files)} images")
 guide_masks = sources.guidance_masks(train_rows, record, cfg["lesion_guidance"])
 if guide_masks is None:
-    cfg["lesion_guidance"] = 0.0  # off, or no masks (warned above): run.json records 0
+    cfg["lesion_guidance"] = cfg["guidance_epochs"] = 0  # off, or no masks (warned above)
 else:
     print(f"lesion guidance: {sum(map(bool, guide_masks))} training images with a mask")
 global_batch = cfg["batch_size"] * strategy.num_replicas_in_sync

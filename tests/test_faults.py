@@ -102,6 +102,11 @@ def test_a_profile_cannot_be_run_twice_at_once(tmp_path):
 def test_cross_field_rules_are_part_of_validation():
     with pytest.raises(ParamError, match="'model.weights' = 'imagenet' is not allowed with"):
         config.load_profile("smoke", overrides={"weights": "imagenet"})
+    for half in ({"lesion_guidance": 2.0}, {"guidance_epochs": 2}):  # a guided phase needs both
+        with pytest.raises(ParamError, match="'train.lesion_guidance' = .* do not go together"):
+            config.load_profile("smoke", overrides=half)
+    guided = config.load_profile("smoke", overrides={"lesion_guidance": 2.0, "guidance_epochs": 1})
+    assert guided["train"]["guidance_epochs"] == 1
 
 
 def test_a_data_dir_without_the_data_set_is_refused(tmp_path):

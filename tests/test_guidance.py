@@ -132,12 +132,13 @@ def test_guided_steps_move_grad_cam_onto_the_lesion_and_still_learn():
     assert acc_guided >= 0.9 and acc_unguided >= 0.9
 
 
-def test_guided_fit_logs_the_share_and_needs_masks(phantom_set, tmp_path):
+def test_the_guided_phase_follows_fine_tuning_and_its_best_epoch_is_kept(phantom_set, tmp_path):
     from brainmri import inputs, sources
     from brainmri.config import load_profile
 
     p = load_profile("smoke")
-    cfg = {**p["run"], **p["model"], **p["train"], "epochs": 1, "lesion_guidance": 1.0}
+    cfg = {**p["run"], **p["model"], **p["train"], "epochs": 1, "warmup_epochs": 0}
+    cfg |= {"lesion_guidance": 1.0, "guidance_epochs": 1, "guidance_learning_rate": 1e-4}
     files = sorted((phantom_set / "Training").glob("*/*.jpg"))
     labels = [config.CLASS_NAMES.index(f.parent.name) for f in files]
     rows = sources.pd.DataFrame(
@@ -153,9 +154,20 @@ def test_guided_fit_logs_the_share_and_needs_masks(phantom_set, tmp_path):
     val = inputs.make_dataset(files, labels, size, 8)
     model = mdl.build_model(cfg)
     out = {"model_path": tmp_path / "model.keras", "history_path": tmp_path / "history.csv"}
-    training.prepare_state(tmp_path / "state", cfg, manifest_sha256="x", **out)
-    history = training.fit(model, train, val, cfg, state_dir=tmp_path / "state", **out)
-    assert history["lesion_outside"].between(0, 1).all()
+    state = tmp_path / "state"
+    training.prepare_state(state, cfg, manifest_sha256="x", **out)
+    history = training.fit(model, train, val, cfg, state_dir=state, **out)
+    # one unguided fine-tuning epoch, then one guided: the same columns in both rows
+    assert history["epoch"].tolist() == [0, 1]
+    assert history["lesion_guidance"].tolist() == [0.0, 1.0]
+    assert np.isnan(history["lesion_outside"][0]) and 0 <= history["lesion_outside"][1] <= 1
+    assert history["learning_rate"].tolist() == pytest.approx([cfg["learning_rate"], 1e-4])
+    # the kept model is the guided epoch's, whatever the unguided one scored
+    assert training.best_epoch(history)["epoch"] == 2
+    kept = mdl.load_model(out["model_path"])
+    for a, b in zip(kept.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not list(state.glob("*.weights.h5"))  # no stale resume point once finished
     # a guided step on batches without masks is a mistake, not a silent unguided step
     run = training._Steps(model, 0.0, jit_compile=False, lesion_guidance=1.0)
     with pytest.raises(ValueError, match="must carry the lesion masks"):

@@ -295,10 +295,17 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "cache": Spec("choice", "decoded-image cache", choices=("memory", "disk", "none")),
         "lesion_guidance": Spec(
             "float",
-            "weight of the Grad-CAM energy outside the tumour mask in the loss (0 = off)",
+            "weight of the Grad-CAM energy outside the tumour mask in the guided phase (0 = off)",
             0.0,
             100.0,
         ),
+        "guidance_epochs": Spec(
+            "int",
+            "epochs of the guided phase after fine-tuning (with lesion_guidance > 0)",
+            0,
+            1000,
+        ),
+        "guidance_learning_rate": Spec("float", "learning rate of the guided phase", 1e-8, 1.0),
         "aug_rotation": Spec("float", "max random rotation in degrees", 0.0, 180.0),
         "aug_width_shift": Spec("float", "max horizontal shift (fraction of width)", 0.0, 0.5),
         "aug_height_shift": Spec("float", "max vertical shift (fraction of height)", 0.0, 0.5),
@@ -551,6 +558,13 @@ def validate(params: Mapping[str, Any], source: str) -> dict[str, Any]:
         raise ParamError(
             f"{source}: 'model.weights' = {model['weights']!r} is not allowed with "
             "'model.backbone' = 'compact_cnn': expected none (it has no pretrained weights)"
+        )
+    train = out["train"]
+    if (train["lesion_guidance"] > 0) != (train["guidance_epochs"] > 0):
+        raise ParamError(
+            f"{source}: 'train.lesion_guidance' = {train['lesion_guidance']} and "
+            f"'train.guidance_epochs' = {train['guidance_epochs']} do not go together: expected "
+            "both above 0 (a guided phase after fine-tuning) or both 0 (no guided phase)"
         )
     unknown = set(out["gradcam"]["cam_methods_compare"]) - set(CAM_METHODS)
     if unknown:
