@@ -127,6 +127,9 @@ def test_the_reading_says_which_decisions_rest_on_the_lesion_and_whether_maps_we
     assert "trained with lesion guidance (weight 3)" in reading
     assert "For pituitary (0.015 against 0.010) it costs no more" in reading
     assert "does not rest on the lesion" in reading
+    metrics["gradcam"]["erasure"]["meningioma"] = {"drop_lesion": 0.02, "drop_control": 0.0}
+    reading = idx.explanation_reading(metrics)
+    assert "For pituitary (0.015 against 0.010) and meningioma (0.020 against 0.000)" in reading
 
 
 def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):

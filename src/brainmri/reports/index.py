@@ -199,6 +199,11 @@ USES_LESION = 0.05
 control region is, for the index page to say that a class's decision rests on the lesion."""
 
 
+def _and_join(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c': a list as a sentence says it."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def explanation_reading(metrics: Mapping[str, Any]) -> str:
     """A plain paragraph on what the explanations of this run can and cannot show.
 
@@ -230,12 +235,12 @@ def explanation_reading(metrics: Mapping[str, Any]) -> str:
     if uses:
         parts.append(
             "Erasing the lesion costs the true class more probability than erasing a control "
-            f"region for {', '.join(uses)}: there the decision rests on the lesion."
+            f"region for {_and_join(uses)}: there the decision rests on the lesion."
         )
     if ignores:
         parts.append(
-            f"For {', '.join(ignores)} it costs no more (within {USES_LESION}): the decision "
-            "does not rest on the lesion, whatever the maps show."
+            f"For {_and_join(ignores)} it costs no more (within {USES_LESION}): the decision "
+            "does not rest on the lesion's pixels, whatever the maps show."
         )
     return "<p class='reading'>" + html.escape(" ".join(parts)) + "</p>"
 
