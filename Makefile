@@ -49,14 +49,15 @@ all: ## run the five notebooks (PROFILE=..., DATA_DIR=..., UNTIL=03_train) into 
 	@$(MAKE) --no-print-directory setup
 	@$(RUN) run $(PROFILE_ARGS) $(if $(MASK_DIR),--mask-dir $(MASK_DIR)) $(if $(UNTIL),--until $(UNTIL))
 
-# TEST_WORKERS=2 runs two pytest-xdist workers (tests/conftest.py groups each module's tests);
-# off by default: in a fresh clone a module's order-dependent tests still ended up on two workers.
-TEST_WORKERS ?= 0
+# Two pytest-xdist workers: the end-to-end runs spend much of their time starting processes on one
+# core. tests/conftest.py keeps each module's tests, and those of the trained fixture, on one
+# worker in order (tests/test_suite.py checks the grouping takes effect). TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test: setup ## run the test suite (unit, pipeline end-to-end, real data where present)
-	@$(PY) -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup
+	@$(PY) -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup $(if $(filter-out 0,$(TEST_WORKERS)),--no-loadscope-reorder)
 
 test-fast: setup ## unit tests only, no end-to-end runs or long training: the edit-run loop
-	@$(PY) -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
+	@$(PY) -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadgroup $(if $(filter-out 0,$(TEST_WORKERS)),--no-loadscope-reorder)
 
 lab: setup ## open JupyterLab on the project kernel in notebooks/
 	@$(PY) -m jupyterlab --notebook-dir=notebooks

@@ -203,8 +203,20 @@ def pytest_collection_modifyitems(config, items):
     (a project copy whose first run later tests build on); every test of the trained phantom
     model runs on one worker, because a session fixture is built once per worker and that one
     trains for two minutes.
+
+    The groups are then ordered longest first (the trained fixture, then by their number of
+    ``slow`` tests), and make passes ``--no-loadscope-reorder`` so xdist hands them out in this
+    order: a long group started last would leave one worker idle while the other finishes it.
     """
+    groups: dict[str, list] = {}
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         group = "trained_phantom" if "trained_phantom" in fixtures else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+        groups.setdefault(group, []).append(item)
+
+    def longest_first(name: str) -> tuple[bool, int]:
+        slow = sum(item.get_closest_marker("slow") is not None for item in groups[name])
+        return name != "trained_phantom", -slow
+
+    items[:] = [item for name in sorted(groups, key=longest_first) for item in groups[name]]
