@@ -45,8 +45,15 @@ def head_params(features: int, units: list[int]) -> int:
 
 
 # One build per backbone for all of its checks: building a deep backbone costs seconds on two
-# cores, and three tests that each built every backbone spent 110 s of the suite on it.
-@pytest.mark.parametrize("backbone", BACKBONES)
+# cores, and three tests that each built every backbone spent 110 s of the suite on it. The fast
+# tier (make test-fast) builds the backbones the shipped profiles use; the others are `slow`.
+SHIPPED = {load_profile(name)["model"]["backbone"] for name in ("default", "cpu", "demo", "smoke")}
+
+
+@pytest.mark.parametrize(
+    "backbone",
+    [b if b in SHIPPED else pytest.param(b, marks=pytest.mark.slow) for b in BACKBONES],
+)
 def test_every_backbone_builds_flat_with_logits_and_trains_a_step(backbone, phantom_set):
     from brainmri import inputs, training
 
