@@ -54,10 +54,10 @@ all: ## run the five notebooks (PROFILE=..., DATA_DIR=..., UNTIL=03_train) into 
 # worker in order (tests/test_suite.py checks the grouping takes effect). TEST_WORKERS=0: serial.
 TEST_WORKERS ?= 2
 test: setup ## run the test suite (unit, pipeline end-to-end, real data where present)
-	@$(PY) -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup $(if $(filter-out 0,$(TEST_WORKERS)),--no-loadscope-reorder)
+	@$(PY) -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test-fast: setup ## unit tests only, no end-to-end runs or long training: the edit-run loop
-	@$(PY) -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadgroup $(if $(filter-out 0,$(TEST_WORKERS)),--no-loadscope-reorder)
+	@$(PY) -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 lab: setup ## open JupyterLab on the project kernel in notebooks/
 	@$(PY) -m jupyterlab --notebook-dir=notebooks

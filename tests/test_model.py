@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -47,7 +49,8 @@ def head_params(features: int, units: list[int]) -> int:
 # One build per backbone for all of its checks: building a deep backbone costs seconds on two
 # cores, and three tests that each built every backbone spent 110 s of the suite on it. The fast
 # tier (make test-fast) builds the backbones the shipped profiles use; the others are `slow`.
-SHIPPED = {load_profile(name)["model"]["backbone"] for name in ("default", "cpu", "demo", "smoke")}
+PARAMS = Path(__file__).resolve().parents[1] / "params"
+SHIPPED = {load_profile(f.stem)["model"]["backbone"] for f in PARAMS.glob("*.yaml")}
 
 
 @pytest.mark.parametrize(

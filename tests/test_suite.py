@@ -8,6 +8,8 @@ module then ran on both workers, and a test that reads what an earlier one left 
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_every_test_carries_its_modules_group(request):
     mark = request.node.get_closest_marker("xdist_group")
@@ -16,6 +18,6 @@ def test_every_test_carries_its_modules_group(request):
 
 def test_the_group_reaches_the_scheduler_under_two_workers(request):
     if not getattr(request.config.option, "loadgroup", False):
-        return  # a serial run (TEST_WORKERS=0): no scheduler to reach
+        pytest.skip("a serial run (TEST_WORKERS=0): no scheduler to reach")
     # xdist hands the scheduler the group as a node ID suffix; without it the group is ignored
     assert request.node.nodeid.endswith(f"@{request.node.module.__name__}")
