@@ -65,6 +65,55 @@ def affine_matrices(
     return tf.stack([a0, a1, a2, b0, b1, b2, zero, zero], axis=1)
 
 
+# fill modes of keras.ops.image.affine_transform as OpenCV border modes: nearest (aaa|abcd|ddd),
+# reflect (cba|abcd|dcb), constant (000|abcd|000). Not "wrap": Keras/TensorFlow, like the
+# reference's scipy.ndimage "wrap", repeat with a period of one pixel less than the side (the last
+# and first pixels overlap), which OpenCV's BORDER_WRAP does not do; RandomAffine keeps Keras' op
+# for it.
+_BORDERS = {
+    "nearest": cv2.BORDER_REPLICATE,
+    "reflect": cv2.BORDER_REFLECT,
+    "constant": cv2.BORDER_CONSTANT,
+}
+
+
+def warp_affine(images: np.ndarray, matrices: np.ndarray, *, fill_mode: str = "nearest"):
+    """Resample each image of a batch with its own matrix of :func:`affine_matrices`, bilinearly.
+
+    The same mapping as ``keras.ops.image.affine_transform(images, matrices, "bilinear",
+    fill_mode)`` (within 0.01 of a grey level; a test checks both against the reference's
+    ``apply_affine_transform``), done by ``cv2.warpAffine``: about 5x faster on two cores, which
+    makes the resampling no longer the input pipeline's bottleneck (README, "Speed against the
+    reference pipeline"). OpenCV releases the GIL, so tf.data's parallel calls overlap.
+
+    Args:
+        images: (n, height, width, channels) float32, at most 4 channels (image + mask).
+        matrices: (n, 8) rows ``[a0, a1, a2, b0, b1, b2, 0, 0]``; an output pixel (x, y) reads
+            input (a0 x + a1 y + a2, b0 x + b1 y + b2).
+        fill_mode: how pixels from outside the image are filled: nearest, reflect or constant
+            (zeros).
+
+    Returns:
+        The warped batch, float32, the shape of ``images``.
+    """
+    if fill_mode not in _BORDERS:
+        raise ValueError(f"fill_mode: expected one of {sorted(_BORDERS)}, got {fill_mode!r}")
+    images = np.asarray(images, np.float32)
+    out = np.empty_like(images)
+    height, width = images.shape[1:3]
+    for i, (image, matrix) in enumerate(zip(images, np.asarray(matrices, np.float64), strict=True)):
+        warped = cv2.warpAffine(
+            image,
+            matrix[:6].reshape(2, 3),
+            (width, height),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=_BORDERS[fill_mode],
+            borderValue=0,
+        )
+        out[i] = warped.reshape(out[i].shape)  # OpenCV drops a single channel's axis
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class RandomAffine:
     """The reference augmentation, drawn per image and applied as one affine resampling.
@@ -73,7 +122,7 @@ class RandomAffine:
     flip for each image, composes them into one matrix and interpolates once. Keras' preprocessing
     layers (RandomRotation, RandomTranslation, RandomShear, RandomZoom) would resample the image
     four times, blurring it four times and costing four times the work; this composes the same
-    transforms and calls ``keras.ops.image.affine_transform`` once (README, "Speed against the
+    transforms and resamples once, with :func:`warp_affine` (README, "Speed against the
     reference pipeline").
 
     Draws are stateless, from ``(seed, a per-batch number)``: a run is reproducible from its seed,
@@ -138,9 +187,18 @@ class RandomAffine:
         """Augment a batch (n, height, width, channels) of float images with one draw per image."""
         shape = tf.shape(images)
         matrices = self.transforms(shape[0], shape[1], shape[2], seed)
-        return keras.ops.image.affine_transform(
-            images, matrices, interpolation="bilinear", fill_mode=self.fill_mode
+        if self.fill_mode not in _BORDERS:  # "wrap" (see _BORDERS)
+            return keras.ops.image.affine_transform(
+                images, matrices, interpolation="bilinear", fill_mode=self.fill_mode
+            )
+        warped = tf.numpy_function(
+            lambda x, m: warp_affine(x, m, fill_mode=self.fill_mode),
+            [images, matrices],
+            tf.float32,
+            stateful=False,
         )
+        warped.set_shape(images.shape)
+        return warped
 
 
 def augmentation(params: Mapping[str, Any], seed: int) -> RandomAffine:
