@@ -68,3 +68,56 @@ def test_no_tool_study_or_earlier_stage_reads_testing(project_root):
     # The pattern does find what it looks for (so the assertion above can fail).
     for stage in READS_TESTING:
         assert TESTING_ACCESS.search((project_root / "notebooks" / f"{stage}.py").read_text())
+
+
+@pytest.mark.slow
+def test_cam_layer_study_scores_the_default_and_finer_layers(project_root, trained_phantom):
+    """Each candidate is scored per tumour class; the goals verdict follows from the scores."""
+    import numpy as np
+
+    from brainmri import explain, inputs, phantom
+
+    study = _load(project_root, "cam_layer_study")
+    model, root, size, _ = trained_phantom
+    layers = study.candidate_layers(model)
+    assert layers[0] == explain.find_target_layer(model)
+    grids = [model.get_layer(name).output.shape[1] for name in layers]
+    assert grids == sorted(grids) and len(set(grids)) == len(grids) > 1  # finer and finer
+    assert grids[-1] <= 4 * grids[0]
+
+    files = [
+        f for label in TUMOUR_CLASSES for f in sorted((root / "Testing" / label).iterdir())[:3]
+    ]
+    masks = np.stack([phantom.load_mask(f, root, size) for f in files])
+    labels = [f.parent.name for f in files]
+    results = study.score_layers(
+        model, inputs.load_batch(files, size), masks, labels, layers[:2], tolerance=4.0
+    )
+    assert [r["layer"] for r in results] == layers[:2]
+    for r in results:
+        for label in TUMOUR_CLASSES:
+            s = r[label]
+            assert s["n"] == 3
+            assert 0.0 <= s["pointing_rate_strict"] <= s["pointing_rate"] <= 1.0
+            assert 0.0 <= s["centre_pointing_rate"] <= 1.0 and s["energy_ratio"] >= 0.0
+        met = all(
+            r[c]["pointing_rate"] >= study.MIN_POINTING
+            and r[c]["energy_ratio"] >= study.MIN_ENERGY_RATIO
+            and r[c]["pointing_rate"] > r[c]["centre_pointing_rate"]
+            for c in TUMOUR_CLASSES
+        )
+        assert r["meets_goals"] == met
+    text = study.table(results)
+    assert "centre prior" in text and layers[0] in text
+
+
+def test_cam_layer_study_needs_a_trained_run(project_root, tmp_path, capsys):
+    study = _load(project_root, "cam_layer_study")
+    (tmp_path / "params").mkdir()
+    for name in ("default", "cpu"):
+        (tmp_path / "params" / f"{name}.yaml").write_text(
+            (project_root / "params" / f"{name}.yaml").read_text()
+        )
+    with pytest.raises(SystemExit):
+        study.main(["--profile", "cpu", "--root", str(tmp_path)])
+    assert "no trained model; run make all PROFILE=cpu first" in capsys.readouterr().err
