@@ -40,23 +40,27 @@ MIN_POINTING, MIN_ENERGY_RATIO = 0.80, 3.0
 
 
 def candidate_layers(model: keras.Model, *, finest: int = 4) -> list[str]:
-    """The last feature map of each resolution, from Grad-CAM's default layer up to finer ones.
+    """The output of each finer grid's last block, after Grad-CAM's default layer.
 
     Args:
         model: a classifier following the model contract (see `brainmri.explain`).
         finest: how many times finer than the default layer's grid a candidate may be.
 
     Returns:
-        Layer names, the default layer (:func:`explain.find_target_layer`) first, then the last
-        4-D layer of each finer grid (e.g. a block's output), coarse to fine.
+        Layer names, the default layer (:func:`explain.find_target_layer`) first, then for each
+        finer grid, coarse to fine, its last residual sum (``keras.layers.Add``, a block's
+        output in EfficientNet) or, in a model without any, its last 4-D layer. (The last layer
+        of a grid is otherwise the expansion inside the next block, which only that block reads.)
     """
     default = explain.find_target_layer(model)
     coarsest = model.get_layer(default).output.shape[1]
+    residual = any(isinstance(layer, keras.layers.Add) for layer in model.layers)
     last_of: dict[int, str] = {}
     for layer in model.layers:
-        shape = getattr(layer, "output", None)
-        shape = getattr(shape, "shape", None)
+        shape = getattr(getattr(layer, "output", None), "shape", None)
         if shape is None or len(shape) != 4 or shape[1] is None:
+            continue
+        if residual and not isinstance(layer, keras.layers.Add):
             continue
         if coarsest < shape[1] <= coarsest * finest:
             last_of[shape[1]] = layer.name  # later layers of the same grid replace earlier ones
