@@ -96,6 +96,29 @@ def test_the_share_is_zero_without_a_mask_and_inside_a_whole_image_mask():
     np.testing.assert_allclose((share + rest)[live], 1.0, atol=1e-3)  # 1e-6 guards the division
 
 
+def test_a_margin_forgives_energy_next_to_the_mask_and_only_there():
+    model = _model()
+    features, head = guidance.split_at_feature_map(model)
+    x, y = _batch()
+    fmap = features(x)
+    # a lesion filling cell (1, 1): an 8-pixel margin grows it over its neighbours, the cells
+    # (0..2, 0..2), but not over row or column 3
+    masks = _cell_masks(8, [(1, 1)])
+    grown = _cell_masks(8, [(r, c) for r in range(3) for c in range(3)])
+    np.testing.assert_allclose(
+        guidance.outside_share(head, fmap, y, masks, margin=8),
+        guidance.outside_share(head, fmap, y, grown),
+        atol=1e-5,
+    )
+    tight = guidance.outside_share(head, fmap, y, masks).numpy()
+    loose = guidance.outside_share(head, fmap, y, masks, margin=8).numpy()
+    assert np.all(loose <= tight + 1e-6)  # growing the mask never adds energy outside it
+    assert np.sum(loose < tight - 0.1) >= 2  # and here it takes some of it in
+    # no mask stays no mask: the margin grows nothing from nothing
+    none = np.zeros_like(masks)
+    assert np.all(guidance.outside_share(head, fmap, y, none, margin=8) == 0)
+
+
 def _shortcut_data(n: int = 32, seed: int = 2):
     """Each class twice over: a lesion at the centre (the mask) and a corner mark, as bright."""
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from brainmri.cli import choose_profile
-from brainmri.config import PIPELINE, STAGES
+from brainmri.config import PIPELINE, STAGES, TUMOUR_CLASSES
 from brainmri.reports import embedded_images
 
 pytestmark = pytest.mark.slow
@@ -156,6 +156,49 @@ def test_second_run_does_nothing(copy, first_run, make):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to do" in again.stdout and "running" not in again.stdout
     assert stage_mtimes(run) == before
+
+
+def test_guidance_study_fine_tunes_the_run_under_each_variant(
+    copy, first_run, project_root, tmp_path, capsys
+):
+    """tools/guidance_study.py on the smoke run: one line per epoch, the kept epoch, a table;
+    the run's reports are left as they were."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "guidance_study", project_root / "tools" / "guidance_study.py"
+    )
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    run = copy / "reports" / "smoke"
+    before = {p: p.stat().st_mtime for p in run.rglob("*") if p.is_file()}
+    out = tmp_path / "study.jsonl"
+    variants = [
+        "lesion_guidance=1,guidance_epochs=1",
+        "lesion_guidance=2,guidance_margin=0.1,guidance_epochs=2",
+    ]
+    argv = ["--root", str(copy), "--profile", "smoke", "--out", str(out)]
+    assert study.main([*argv, *(a for v in variants for a in ("--variant", v))]) == 0
+    printed = capsys.readouterr().out
+    rows = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
+    second = {"lesion_guidance": 2, "guidance_margin": 0.1, "guidance_epochs": 2}
+    assert [(r["variant"], r["epoch"]) for r in rows] == [
+        ({}, 0),  # the run's own model, where every variant starts
+        ({"lesion_guidance": 1, "guidance_epochs": 1}, 1),
+        (second, 1),
+        (second, 2),
+    ]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == rows
+    for r in rows:
+        assert r["split"] == "val" and 0.0 <= r["val_accuracy"] <= 1.0
+        for label in TUMOUR_CLASSES:
+            s = r[label]
+            assert s["n"] >= 1 and 0.0 <= s["pointing_rate_strict"] <= s["pointing_rate"] <= 1.0
+    for r in rows[1:]:
+        assert 0.0 <= r["lesion_outside"] <= 1.0  # the guided phase's own penalty was logged
+    assert "centre prior" in printed
+    assert ("chosen on validation:" in printed) != ("no variant's kept epoch" in printed)
+    assert {p: p.stat().st_mtime for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_gradcam_param_reruns_only_gradcam(copy, first_run, make, edit_param):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import re
@@ -121,3 +122,43 @@ def test_cam_layer_study_needs_a_trained_run(project_root, tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.main(["--profile", "cpu", "--root", str(tmp_path)])
     assert "no trained model; run make all PROFILE=cpu first" in capsys.readouterr().err
+
+
+def test_guidance_study_rejects_bad_variants(project_root, tmp_path, capsys):
+    """Only the guided phase's own parameters, each a number; guidance on (the end-to-end run
+    of the tool is in test_pipeline.py, on the smoke run)."""
+    study = _load(project_root, "guidance_study")
+    assert study.parse_variant("lesion_guidance=1,guidance_margin=0.067") == {
+        "lesion_guidance": 1,
+        "guidance_margin": 0.067,
+    }
+    for bad in ("learning_rate=1e-3", "lesion_guidance"):
+        with pytest.raises(argparse.ArgumentTypeError, match="KEY one of lesion_guidance"):
+            study.parse_variant(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="seed = '1;seed=2': expected a number"):
+        study.parse_variant("seed=1;seed=2")
+    (tmp_path / "params").mkdir()
+    for name in ("default", "smoke"):
+        (tmp_path / "params" / f"{name}.yaml").write_text(
+            (project_root / "params" / f"{name}.yaml").read_text()
+        )
+    with pytest.raises(SystemExit):
+        study.main(["--profile", "smoke", "--root", str(tmp_path), "--variant", "seed=1"])
+    assert "no trained model; run make all PROFILE=smoke first" in capsys.readouterr().err
+
+
+def test_guidance_study_picks_the_most_accurate_variant_that_localises(project_root):
+    study = _load(project_root, "guidance_study")
+    rows = [
+        {"variant": {"lesion_guidance": 3}, "epoch": 1, "val_accuracy": 0.96, "meets_goals": True},
+        {"variant": {"lesion_guidance": 3}, "epoch": 2, "val_accuracy": 0.97, "meets_goals": True},
+        {"variant": {"lesion_guidance": 1}, "epoch": 1, "val_accuracy": 0.98, "meets_goals": False},
+        {"variant": {"lesion_guidance": 1}, "epoch": 2, "val_accuracy": 0.97, "meets_goals": True},
+    ]
+    assert study.kept(rows[:2])["epoch"] == 2  # the best validation accuracy, as the pipeline
+    assert study.kept([rows[0], {**rows[1], "val_accuracy": 0.96}])["epoch"] == 1  # earliest
+    best = [study.kept(rows[:2]), study.kept(rows[2:])]
+    assert best[1]["epoch"] == 1 and not best[1]["meets_goals"]
+    assert study.choose(best) is best[0]  # the only kept epoch that localises
+    assert study.choose([rows[1], rows[3]]) is rows[3]  # equal accuracy: the lower weight
+    assert study.choose([rows[2]]) is None

@@ -306,6 +306,13 @@ SCHEMA: dict[str, dict[str, Spec]] = {
             1000,
         ),
         "guidance_learning_rate": Spec("float", "learning rate of the guided phase", 1e-8, 1.0),
+        "guidance_margin": Spec(
+            "float",
+            "slack around each mask, a fraction of the image side, where Grad-CAM energy is not "
+            "penalised (15/224 = the pointing game's tolerance)",
+            0.0,
+            0.5,
+        ),
         "aug_rotation": Spec("float", "max random rotation in degrees", 0.0, 180.0),
         "aug_width_shift": Spec("float", "max horizontal shift (fraction of width)", 0.0, 0.5),
         "aug_height_shift": Spec("float", "max vertical shift (fraction of height)", 0.0, 0.5),

@@ -58,7 +58,12 @@ def split_at_feature_map(model: keras.Model) -> tuple[keras.Model, keras.Model]:
 
 
 def outside_share(
-    head: keras.Model, fmap: tf.Tensor, labels: tf.Tensor, masks: tf.Tensor
+    head: keras.Model,
+    fmap: tf.Tensor,
+    labels: tf.Tensor,
+    masks: tf.Tensor,
+    *,
+    margin: int = 0,
 ) -> tf.Tensor:
     """Each image's share of Grad-CAM energy outside its mask (0 for images without a mask).
 
@@ -68,10 +73,19 @@ def outside_share(
         labels: one-hot labels (N, K); the true class is explained.
         masks: lesion masks (N, H, W, 1) in [0, 1] at the input resolution, all zero for an
             image without one.
+        margin: grow each mask by this many pixels (a square dilation) before measuring, so
+            energy next to the lesion costs nothing: the pointing game forgives the same slack
+            (``gradcam.pointing_tolerance``), and the tissue around a tumour may be part of
+            what tells the classes apart (a meningioma's dural attachment, the sella around a
+            pituitary adenoma).
 
     Returns:
         Shares (N,) in [0, 1], differentiable with respect to fmap.
     """
+    if margin > 0:
+        masks = tf.nn.max_pool2d(
+            tf.cast(masks, tf.float32), ksize=2 * margin + 1, strides=1, padding="SAME"
+        )
     fmap = tf.cast(fmap, tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(fmap)

@@ -163,6 +163,7 @@ class _Steps:
         label_smoothing: float,
         jit_compile: bool,
         lesion_guidance: float = 0.0,
+        guidance_margin: int = 0,
     ) -> None:
         self.model = model
         self.strategy = model.distribute_strategy
@@ -190,7 +191,9 @@ class _Steps:
                 if guided:
                     fmap = features(images, training=True)
                     probs = head(fmap, training=True)[1]
-                    shares = guidance.outside_share(head, fmap, labels, masks)
+                    shares = guidance.outside_share(
+                        head, fmap, labels, masks, margin=guidance_margin
+                    )
                 else:
                     probs = model(images, training=True)
                 per_image = self.loss(labels, probs)
@@ -260,6 +263,7 @@ def run_epochs(
     label_smoothing: float,
     jit_compile: bool,
     lesion_guidance: float = 0.0,
+    guidance_margin: int = 0,
     guidance_columns: bool = False,
 ) -> None:
     """Train a compiled model for epochs ``initial_epoch .. epochs - 1``, driving the callbacks.
@@ -280,11 +284,13 @@ def run_epochs(
         jit_compile: XLA-compile the per-replica steps.
         lesion_guidance: the weight of :mod:`brainmri.guidance`'s penalty (0 = off); when on,
             train_ds yields (images, labels, masks).
+        guidance_margin: pixels by which the penalty grows each mask
+            (:func:`brainmri.guidance.outside_share`).
         guidance_columns: log "lesion_guidance" (the weight) and "lesion_outside" (the mean
             share of Grad-CAM energy outside the training lesions, NaN when unguided) every
             epoch, so every phase of a guided run writes the same history columns.
     """
-    steps = _Steps(model, label_smoothing, jit_compile, lesion_guidance)
+    steps = _Steps(model, label_smoothing, jit_compile, lesion_guidance, guidance_margin)
     strategy = steps.strategy
     train_dist = devices.distribute_dataset(strategy, train_ds)
     val_dist = devices.distribute_dataset(strategy, val_ds)
@@ -378,6 +384,7 @@ def fit(
             label_smoothing=smoothing,
             jit_compile=bool(model.jit_compile),  # "auto" resolved by Keras' compile
             lesion_guidance=weight,
+            guidance_margin=guidance_margin_pixels(params),
             guidance_columns=guide > 0,
         )
 
@@ -407,6 +414,11 @@ def fit(
     # replaced) is never taken for the result of this training.
     (state_dir / COMPLETE).write_text(_file_sha256(model_path) + "\n")
     return read_history(history_path)
+
+
+def guidance_margin_pixels(params: Mapping[str, Any]) -> int:
+    """``train.guidance_margin`` (a fraction of the image side) in pixels of the model's input."""
+    return round(params["guidance_margin"] * params["image_size"])
 
 
 def worker_outputs(model_path: Path, history_path: Path, state_dir: Path) -> tuple[Path, Path]:

@@ -1,0 +1,269 @@
+"""Fine-tune a trained run with lesion guidance under several settings, scored on validation.
+
+Lesion guidance (``train.lesion_guidance``, :mod:`brainmri.guidance`) moves Grad-CAM onto the
+tumour, but on the real data the recipe first tried (weight 3, learning rate 5e-5, 2 epochs)
+also cost about a point of accuracy. Each run of the pipeline trains 25 minutes before its guided
+phase starts; this tool starts where that phase starts, from a run's kept (unguided) model, and
+tries the guided phase under each ``--variant`` of the train parameters (``lesion_guidance``,
+``guidance_learning_rate``, ``guidance_epochs``, ``guidance_margin``, ``seed``). After every
+epoch it records the validation accuracy and Grad-CAM's localisation on the **validation** images
+that have a tumour mask (the metrics of 05_gradcam and of issue 18's goals), and for each variant
+the epoch the pipeline would keep (the best validation accuracy). No Testing image is read: a
+recipe chosen here is chosen on validation. E.g. after
+``make all PROFILE=cpu DATA_DIR=../shared/data/brain-tumor-mri-dataset`` (no masks, so the kept
+model is the unguided one):
+
+    .venv/bin/python tools/guidance_study.py --profile cpu \\
+        --mask-dir ../shared/data/brain-tumor-masks \\
+        --variant lesion_guidance=3 --variant lesion_guidance=1,guidance_margin=0.067
+
+It prints one JSON line per epoch (also appended to ``--out``), then a table. On 2 cores about
+4 minutes per variant of 2 epochs for the `cpu` model; run one study at a time. The guided
+phase here starts from a fresh shuffle and augmentation stream, where the pipeline's continues
+the fine-tuning's: the same recipe, another draw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tools"))
+from cam_layer_study import score_layers  # noqa: E402
+
+from brainmri import config, explain, inputs, sources, training  # noqa: E402
+from brainmri import model as mdl  # noqa: E402
+from brainmri.config import TUMOUR_CLASSES  # noqa: E402
+
+# what a variant may change: the guided phase's own parameters (the model it starts from is the
+# run's, so model and fine-tuning parameters have no say here)
+VARIANT_KEYS = (
+    "lesion_guidance",
+    "guidance_learning_rate",
+    "guidance_epochs",
+    "guidance_margin",
+    "seed",
+)
+
+
+def parse_variant(text: str) -> dict:
+    """``KEY=VALUE[,KEY=VALUE...]`` of VARIANT_KEYS, the values as YAML numbers."""
+    variant = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in VARIANT_KEYS:
+            raise argparse.ArgumentTypeError(
+                f"--variant {text!r}: expected KEY=VALUE pairs separated by commas, KEY one of "
+                f"{', '.join(VARIANT_KEYS)}"
+            )
+        number = yaml.safe_load(value)
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise argparse.ArgumentTypeError(
+                f"--variant {text!r}: {key} = {value!r}: expected a number"
+            )
+        variant[key] = number
+    return variant
+
+
+class _Score(keras.callbacks.Callback):
+    """After each epoch: Grad-CAM's localisation on the validation masks, one record each."""
+
+    def __init__(self, report, variant: dict) -> None:
+        super().__init__()
+        self.report, self.variant, self.records = report, variant, []
+
+    def on_epoch_begin(self, epoch, logs=None):  # noqa: D102
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):  # noqa: D102
+        seconds = time.perf_counter() - self.start
+        record = {
+            "variant": self.variant,
+            "epoch": epoch + 1,
+            "val_accuracy": float(logs["val_accuracy"]),
+            "val_loss": float(logs["val_loss"]),
+            "lesion_outside": float(logs.get("lesion_outside", np.nan)),
+            "train_seconds": round(seconds),
+            **self.report(self.model),
+        }
+        self.records.append(record)
+
+
+def kept(records: list[dict]) -> dict:
+    """The epoch the pipeline keeps: the best validation accuracy, the earliest of equals."""
+    return max(records, key=lambda r: (r["val_accuracy"], -r["epoch"]))
+
+
+def choose(best: list[dict]) -> dict | None:
+    """Among the variants' kept epochs that meet the localisation goals, the most accurate on
+    validation (the lower weight of equals: the smaller change to the model); None if none."""
+    meeting = [r for r in best if r["meets_goals"]]
+    if not meeting:
+        return None
+    return max(meeting, key=lambda r: (r["val_accuracy"], -r["variant"]["lesion_guidance"]))
+
+
+def table(rows: list[dict]) -> str:
+    """Validation accuracy and tolerant pointing / energy ratio per class, one line per row."""
+    head = f"{'variant':<58}{'ep':>3}{'val acc':>9}  " + "".join(f"{c:>16}" for c in TUMOUR_CLASSES)
+    lines = [head]
+    for r in rows:
+        name = ",".join(f"{k}={v}" for k, v in r["variant"].items()) or "(unguided start)"
+        cells = "".join(
+            f"{r[c]['pointing_rate']:>9.2f} /{r[c]['energy_ratio']:>5.1f}" for c in TUMOUR_CLASSES
+        )
+        goals = "goals met" if r["meets_goals"] else ""
+        lines.append(f"{name:<58}{r['epoch']:>3}{r['val_accuracy']:>9.3f}  {cells}  {goals}")
+    first = rows[0]
+    lines.append(
+        f"{'centre prior':<70}  "
+        + "".join(f"{first[c]['centre_pointing_rate']:>16.2f}" for c in TUMOUR_CLASSES)
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load a run, fine-tune its model under each variant, print JSON lines and a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu", help="a profile whose run has trained (03)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the project the run lives in")
+    parser.add_argument(
+        "--mask-dir", help="the masks tree (default: the run's data.mask_dir, or the set's own)"
+    )
+    parser.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        required=True,
+        metavar="KEY=VALUE[,...]",
+        help=f"a guided phase to try; keys: {', '.join(VARIANT_KEYS)}; repeat for more",
+    )
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=100_000,
+        help="most validation images per tumour class to score (default: all with a mask)",
+    )
+    parser.add_argument("--out", type=Path, help="append each JSON line to this file too")
+    args = parser.parse_args(argv)
+    paths = config.paths(args.profile, args.root)
+    if not paths.model.is_file():
+        parser.error(f"{paths.model}: no trained model; run make all PROFILE={args.profile} first")
+    try:
+        params = [config.load_profile(args.profile, args.root, v) for v in args.variant]
+    except config.ParamError as exc:
+        parser.error(str(exc))
+    for variant, p in zip(args.variant, params, strict=True):
+        if p["train"]["lesion_guidance"] <= 0 or p["train"]["guidance_epochs"] <= 0:
+            parser.error(f"--variant {variant}: lesion_guidance and guidance_epochs must be > 0")
+    record, manifest = sources.load_run_data(paths)
+    if args.mask_dir:
+        record = {**record, "mask_root": str(sources.resolve_mask_root(args.mask_dir, Path.cwd()))}
+    data_root = Path(record["root"])
+    train_rows, train_files, train_labels = sources.subset_files(manifest, data_root, "train")
+    val_rows, val_files, val_labels = sources.subset_files(manifest, data_root, "val")
+    guide_masks = sources.mask_files(train_rows, data_root, record.get("mask_root"))
+    if not any(guide_masks):
+        parser.error("no training image has a tumour mask: pass --mask-dir")
+
+    start_model = mdl.load_model(paths.model)
+    size = start_model.input_shape[1]
+    layer = explain.find_target_layer(start_model)
+    scored, masks = sources.images_with_masks(
+        val_rows, data_root, size, mask_root=record.get("mask_root"), per_class=args.per_class
+    )
+    if scored.empty:
+        parser.error("no validation image has a tumour mask: pass --mask-dir")
+    images = inputs.load_batch([data_root / p for p in scored["path"]], size)
+    labels = scored["label"].tolist()
+    tolerance = params[0]["gradcam"]["pointing_tolerance"] * size
+
+    def report(model: keras.Model) -> dict:
+        (result,) = score_layers(model, images, masks, labels, [layer], tolerance=tolerance)
+        return {c: result[c] for c in TUMOUR_CLASSES} | {"meets_goals": result["meets_goals"]}
+
+    def emit(row: dict) -> None:
+        line = json.dumps({"profile": args.profile, "split": "val", **row})
+        print(line, flush=True)
+        if args.out:
+            with args.out.open("a") as out:
+                out.write(line + "\n")
+
+    _, probs = mdl.predict(
+        start_model, inputs.make_dataset(val_files, None, size, 64, cache="none")
+    )
+    start = {
+        "variant": {},
+        "epoch": 0,
+        "val_accuracy": float((probs.argmax(1) == np.asarray(val_labels)).mean()),
+        **report(start_model),
+    }
+    emit(start)
+    del start_model
+    rows, best = [start], []
+    for variant, p in zip(args.variant, params, strict=True):
+        cfg = {**p["run"], **p["model"], **p["train"]}
+        training.seed_everything(cfg["seed"], cfg["deterministic"])
+        model = mdl.load_model(paths.model)
+        mdl.set_trainable(model, cfg["trainable"], cfg["finetune_top_n"])
+        training.compile_model(
+            model, cfg["guidance_learning_rate"], cfg["label_smoothing"], cfg["jit_compile"]
+        )
+        train_ds = inputs.make_dataset(
+            train_files,
+            train_labels,
+            size,
+            cfg["batch_size"],
+            shuffle=True,
+            seed=cfg["seed"],
+            augment=inputs.augmentation(cfg, cfg["seed"]),
+            masks=guide_masks,
+        )
+        val_ds = inputs.make_dataset(val_files, val_labels, size, cfg["batch_size"])
+        scorer = _Score(report, variant)
+        training.run_epochs(
+            model,
+            train_ds,
+            val_ds,
+            initial_epoch=0,
+            epochs=cfg["guidance_epochs"],
+            callbacks=[scorer],
+            label_smoothing=cfg["label_smoothing"],
+            jit_compile=bool(model.jit_compile),
+            lesion_guidance=cfg["lesion_guidance"],
+            guidance_margin=training.guidance_margin_pixels(cfg),
+        )
+        for row in scorer.records:
+            emit(row)
+        rows += scorer.records
+        best.append(
+            {
+                **kept(scorer.records),
+                "variant": {"lesion_guidance": cfg["lesion_guidance"]} | variant,
+            }
+        )
+    print(table(rows))
+    chosen = choose(best)
+    if chosen is None:
+        print("no variant's kept epoch meets the localisation goals")
+    else:
+        print(
+            f"chosen on validation: {chosen['variant']}, epoch {chosen['epoch']}, "
+            f"validation accuracy {chosen['val_accuracy']:.3f} (unguided start "
+            f"{start['val_accuracy']:.3f})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
