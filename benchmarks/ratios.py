@@ -9,8 +9,12 @@ load cancel out in the ratio:
    same augmentation, 240 px, batch 32;
 2. training step: EfficientNetB1 at 240 px (random weights, the reference head) trained by the
    project's loop on the project's pipeline against ``model.fit`` on the reference generator,
-   with and without XLA;
-3. inference and Grad-CAM images per second for B1 at 240 px and the `cpu` model (Lite1).
+   without XLA and, where a GPU is present (``--xla auto``) or asked for (``--xla always``),
+   with it: on 2 CPU cores XLA made B1 six times slower after a 5-minute compile;
+3. inference and Grad-CAM images per second for B1 at 240 px and the `cpu` model (Lite1);
+4. with ``--parts threads``, the training step of 2. under other TensorFlow thread settings
+   (intra-op, inter-op pool sizes), each in a process of its own: TensorFlow fixes its pools
+   when it starts.
 
 It reads up to ``--per-class`` Training images per class of the real data set where present
 (``../shared/data/brain-tumor-mri-dataset``), otherwise a phantom set made for the purpose, and
@@ -23,6 +27,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +47,25 @@ from brainmri.config import CLASS_NAMES, load_profile  # noqa: E402
 
 REAL_DATA = ROOT.parent / "shared" / "data" / "brain-tumor-mri-dataset"
 SIZE, BATCH = 240, 32
+PARTS = ("input", "training", "inference", "threads")
+# what `make bench` measures; "threads" (three more training measurements, each in a process of
+# its own, about 10 minutes each on 2 cores) runs when asked for with --parts
+DEFAULT_PARTS = ("input", "training", "inference")
+# intra-op, inter-op pool sizes tried besides TensorFlow's own choice (0,0: one thread per core
+# in each pool): fewer threads than cores, one inter-op thread, and oversubscription
+THREAD_SETTINGS = ("1,1", "2,1", "4,2")
+
+
+def set_threads(spec: str) -> None:
+    """Size TensorFlow's thread pools from "INTRA,INTER" (0 = TensorFlow's choice).
+
+    Only before TensorFlow has run anything: it fixes its pools when it starts.
+    """
+    intra, inter = (int(n) for n in spec.split(","))
+    if (intra, inter) == (0, 0):
+        return  # TensorFlow's choice: nothing to set (and nothing to refuse once it has started)
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
 def image_folder(work: Path, per_class: int) -> tuple[Path, str]:
@@ -129,7 +154,7 @@ def b1_model() -> keras.Model:
     return mdl.build_model(params)
 
 
-def measure_training(folder: Path, steps: int, xla: bool = True) -> dict:
+def measure_training(folder: Path, steps: int, xla: bool = False) -> dict:
     """One epoch of ``steps`` batches of B1 at 240 px: project loop + pipeline vs fit + generator,
     without XLA and (``xla``) with it."""
     dataset, _ = project_dataset(folder)
@@ -203,6 +228,32 @@ def measure_inference(folder: Path) -> dict:
     return result
 
 
+def measure_threads(per_class: int, steps: int, settings=THREAD_SETTINGS) -> dict:
+    """The training step (no XLA) under each thread setting, one process per setting.
+
+    Returns:
+        Per setting "INTRA,INTER": the project's and the reference's images per second and their
+        ratio.
+    """
+    result = {}
+    for spec in settings:
+        with tempfile.TemporaryDirectory(prefix="brainmri-bench-threads-") as work:
+            out = Path(work) / "bench.json"
+            command = [sys.executable, __file__, "--parts", "training", "--xla", "never"]
+            command += ["--threads", spec, "--per-class", str(per_class)]
+            command += ["--train-steps", str(steps), "--out", str(out)]
+            run = subprocess.run(command, capture_output=True, text=True, check=False)
+            if run.returncode != 0:
+                raise RuntimeError(f"threads {spec}: {' '.join(command)} failed:\n{run.stderr}")
+            step = json.loads(out.read_text())["training_step"]
+        result[spec] = {
+            "project": step["project_no_xla"],
+            "reference": step["reference_no_xla"],
+            "ratio": step["ratio_no_xla"],
+        }
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure, print a table and write reports/bench/bench.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -211,17 +262,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "bench.json")
     parser.add_argument(
         "--parts",
-        default="input,training,inference",
-        help="comma-separated subset to measure (input, training, inference)",
+        default=",".join(DEFAULT_PARTS),
+        help=f"comma-separated subset to measure ({', '.join(PARTS)})",
     )
     parser.add_argument(
-        "--no-xla", action="store_true", help="skip B1 with XLA (its compile takes minutes)"
+        "--xla",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="also time B1 with XLA: auto = where a GPU is present (on CPUs it compiles for "
+        "minutes and runs slower)",
+    )
+    parser.add_argument(
+        "--threads",
+        default="0,0",
+        metavar="INTRA,INTER",
+        help="TensorFlow's thread pools for this run (0 = TensorFlow's choice)",
     )
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
-    unknown = parts - {"input", "training", "inference"}
+    unknown = parts - set(PARTS)
     if unknown:
-        parser.error(f"--parts: unknown {sorted(unknown)}; choose from input, training, inference")
+        parser.error(f"--parts: unknown {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    if not re.fullmatch(r"\d+,\d+", args.threads):
+        parser.error(f"--threads {args.threads!r}: expected INTRA,INTER, e.g. 2,1")
+    set_threads(args.threads)
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    xla = args.xla == "always" or (args.xla == "auto" and gpus > 0)
     keras.utils.set_random_seed(0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="brainmri-bench-") as work:
@@ -231,10 +297,11 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {
                 "cpus": os.cpu_count(),
                 "platform": platform.platform(),
-                "gpus": len(tf.config.list_physical_devices("GPU")),
+                "gpus": gpus,
                 "load_average_1min": os.getloadavg()[0],
             },
-            "command": "make bench",
+            "threads": args.threads,
+            "command": " ".join(["benchmarks/ratios.py", *(argv or sys.argv[1:])]),
         }
         # written after each part, so a long run interrupted keeps what it measured
         for part, key, measure in (
@@ -242,9 +309,14 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "training",
                 "training_step",
-                lambda: measure_training(folder, args.train_steps, xla=not args.no_xla),
+                lambda: measure_training(folder, args.train_steps, xla=xla),
             ),
             ("inference", "inference", lambda: measure_inference(folder)),
+            (
+                "threads",
+                "thread_settings",
+                lambda: measure_threads(args.per_class, args.train_steps),
+            ),
         ):
             if part not in parts:
                 continue
@@ -288,6 +360,11 @@ def table(results: dict) -> str:
         f"{'':42} {'project':>9} {'reference':>10} {'ratio':>7}  goal",
     ]
     lines += [f"{r[0]:42} {r[1]:9.1f} {r[2]:10.1f} {r[3]:6.2f}x  {r[4]}" for r in rows]
+    for spec, t in (results.get("thread_settings") or {}).items():
+        lines.append(
+            f"{'B1 training, threads intra,inter = ' + spec:42} {t['project']:9.1f} "
+            f"{t['reference']:10.1f} {t['ratio']:6.2f}x"
+        )
     lines += [f"{k:42} {v:9.1f} img/s" for k, v in inf.items()]
     return "\n".join(lines)
 
