@@ -82,10 +82,10 @@ def outside_share(
     Returns:
         Shares (N,) in [0, 1], differentiable with respect to fmap.
     """
-    if margin > 0:
-        masks = tf.nn.max_pool2d(
-            tf.cast(masks, tf.float32), ksize=2 * margin + 1, strides=1, padding="SAME"
-        )
+    if margin > 0:  # a square window's maximum, taken along rows then columns (2k, not k^2)
+        masks = tf.cast(masks, tf.float32)
+        for window in ((2 * margin + 1, 1), (1, 2 * margin + 1)):
+            masks = tf.nn.max_pool2d(masks, ksize=window, strides=1, padding="SAME")
     fmap = tf.cast(fmap, tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(fmap)
