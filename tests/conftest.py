@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -23,6 +24,20 @@ REAL_DATA = ROOT.parent / "shared" / "data" / "brain-tumor-mri-dataset"
 def project_root() -> Path:
     """The repository root."""
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def load_script(project_root):
+    """load_script("tools/x.py"): a script of the project (tools/, benchmarks/) as a module."""
+
+    def load(relative: str):
+        path = project_root / relative
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

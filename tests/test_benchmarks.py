@@ -3,20 +3,14 @@ wrongly. Only the quick input part runs here; the timings themselves belong to `
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
 
 @pytest.fixture(scope="module")
-def ratios(project_root):
-    spec = importlib.util.spec_from_file_location(
-        "ratios", project_root / "benchmarks" / "ratios.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ratios(load_script):
+    return load_script("benchmarks/ratios.py")
 
 
 def test_the_input_part_writes_its_ratio_and_prints_the_table(ratios, tmp_path, capsys):

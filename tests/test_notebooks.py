@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 
 import nbformat
 import papermill as pm
@@ -13,13 +12,8 @@ from brainmri.config import STAGES, load_profile, stage_params
 
 
 @pytest.fixture(scope="module")
-def generator(project_root):
-    spec = importlib.util.spec_from_file_location(
-        "make_notebooks", project_root / "tools" / "make_notebooks.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def generator(load_script):
+    return load_script("tools/make_notebooks.py")
 
 
 @pytest.mark.parametrize("stage", STAGES)

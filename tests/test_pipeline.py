@@ -159,17 +159,11 @@ def test_second_run_does_nothing(copy, first_run, make):
 
 
 def test_guidance_study_fine_tunes_the_run_under_each_variant(
-    copy, first_run, project_root, tmp_path, capsys
+    copy, first_run, load_script, tmp_path, capsys
 ):
     """tools/guidance_study.py on the smoke run: one line per epoch, the kept epoch, a table;
     the run's reports are left as they were."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "guidance_study", project_root / "tools" / "guidance_study.py"
-    )
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load_script("tools/guidance_study.py")
     run = copy / "reports" / "smoke"
     before = {p: p.stat().st_mtime for p in run.rglob("*") if p.is_file()}
     out = tmp_path / "study.jsonl"

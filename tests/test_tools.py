@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 
@@ -12,16 +11,9 @@ import pytest
 from brainmri.config import TUMOUR_CLASSES
 
 
-def _load(project_root, name):
-    spec = importlib.util.spec_from_file_location(name, project_root / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
-def test_localisation_study_trains_and_scores_each_seed(project_root, capsys):
-    study = _load(project_root, "localisation_study")
+def test_localisation_study_trains_and_scores_each_seed(capsys, load_script):
+    study = load_script("tools/localisation_study.py")
     assert study.main(["--profile", "smoke", "--seeds", "0", "1", "--set", "cnn_convs=1"]) == 0
     lines = [
         json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
@@ -38,8 +30,8 @@ def test_localisation_study_trains_and_scores_each_seed(project_root, capsys):
             assert scores["energy_ratio"] >= 0.0
 
 
-def test_localisation_study_rejects_bad_settings(project_root, capsys):
-    study = _load(project_root, "localisation_study")
+def test_localisation_study_rejects_bad_settings(capsys, load_script):
+    study = load_script("tools/localisation_study.py")
     with pytest.raises(SystemExit):
         study.main(["--set", "no_such_key=1"])
     assert "no_such_key" in capsys.readouterr().err
@@ -72,13 +64,13 @@ def test_no_tool_study_or_earlier_stage_reads_testing(project_root):
 
 
 @pytest.mark.slow
-def test_cam_layer_study_scores_the_default_and_finer_layers(project_root, trained_phantom):
+def test_cam_layer_study_scores_the_default_and_finer_layers(trained_phantom, load_script):
     """Each candidate is scored per tumour class; the goals verdict follows from the scores."""
     import numpy as np
 
     from brainmri import explain, inputs, phantom
 
-    study = _load(project_root, "cam_layer_study")
+    study = load_script("tools/cam_layer_study.py")
     model, root, size, _ = trained_phantom
     layers = study.candidate_layers(model)
     assert layers[0] == explain.find_target_layer(model)
@@ -112,8 +104,8 @@ def test_cam_layer_study_scores_the_default_and_finer_layers(project_root, train
     assert "centre prior" in text and layers[0] in text
 
 
-def test_cam_layer_study_needs_a_trained_run(project_root, tmp_path, capsys):
-    study = _load(project_root, "cam_layer_study")
+def test_cam_layer_study_needs_a_trained_run(project_root, tmp_path, capsys, load_script):
+    study = load_script("tools/cam_layer_study.py")
     (tmp_path / "params").mkdir()
     for name in ("default", "cpu"):
         (tmp_path / "params" / f"{name}.yaml").write_text(
@@ -124,10 +116,10 @@ def test_cam_layer_study_needs_a_trained_run(project_root, tmp_path, capsys):
     assert "no trained model; run make all PROFILE=cpu first" in capsys.readouterr().err
 
 
-def test_guidance_study_rejects_bad_variants(project_root, tmp_path, capsys):
+def test_guidance_study_rejects_bad_variants(project_root, tmp_path, capsys, load_script):
     """Only the guided phase's own parameters, each a number; guidance on (the end-to-end run
     of the tool is in test_pipeline.py, on the smoke run)."""
-    study = _load(project_root, "guidance_study")
+    study = load_script("tools/guidance_study.py")
     assert study.parse_variant("lesion_guidance=1,guidance_margin=0.067") == {
         "lesion_guidance": 1,
         "guidance_margin": 0.067,
@@ -147,8 +139,8 @@ def test_guidance_study_rejects_bad_variants(project_root, tmp_path, capsys):
     assert "no trained model; run make all PROFILE=smoke first" in capsys.readouterr().err
 
 
-def test_guidance_study_picks_the_most_accurate_variant_that_localises(project_root):
-    study = _load(project_root, "guidance_study")
+def test_guidance_study_picks_the_most_accurate_variant_that_localises(load_script):
+    study = load_script("tools/guidance_study.py")
     rows = [
         {"variant": {"lesion_guidance": 3}, "epoch": 1, "val_accuracy": 0.96, "meets_goals": True},
         {"variant": {"lesion_guidance": 3}, "epoch": 2, "val_accuracy": 0.97, "meets_goals": True},

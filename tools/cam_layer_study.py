@@ -152,18 +152,28 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Load a run's model and validation masks, score each layer, print JSON lines and a table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the arguments that name a trained run, its masks and how many to score
+    (``--profile``, ``--root``, ``--mask-dir``, ``--per-class``), for the tools that score one."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--profile", default="cpu", help="a profile whose run has trained (03)")
     parser.add_argument("--root", type=Path, default=ROOT, help="the project the run lives in")
     parser.add_argument(
         "--mask-dir", help="the masks tree (default: the run's data.mask_dir, or the set's own)"
     )
-    parser.add_argument("--layers", nargs="+", help="layers to score (default: candidate_layers)")
     parser.add_argument(
-        "--per-class", type=int, default=100_000, help="most images per class (default: all)"
+        "--per-class",
+        type=int,
+        default=100_000,
+        help="most validation images per tumour class to score (default: all with a mask)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load a run's model and validation masks, score each layer, print JSON lines and a table."""
+    parser = run_parser(__doc__.splitlines()[0])
+    parser.add_argument("--layers", nargs="+", help="layers to score (default: candidate_layers)")
     args = parser.parse_args(argv)
     params = config.load_profile(args.profile, args.root)
     paths = config.paths(args.profile, args.root)

@@ -40,7 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tools"))
-from cam_layer_study import score_layers  # noqa: E402
+from cam_layer_study import run_parser, score_layers  # noqa: E402
 
 from brainmri import config, explain, inputs, sources, training  # noqa: E402
 from brainmri import model as mdl  # noqa: E402
@@ -136,12 +136,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Load a run, fine-tune its model under each variant, print JSON lines and a table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="cpu", help="a profile whose run has trained (03)")
-    parser.add_argument("--root", type=Path, default=ROOT, help="the project the run lives in")
-    parser.add_argument(
-        "--mask-dir", help="the masks tree (default: the run's data.mask_dir, or the set's own)"
-    )
+    parser = run_parser(__doc__.splitlines()[0])
     parser.add_argument(
         "--variant",
         type=parse_variant,
@@ -149,12 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         metavar="KEY=VALUE[,...]",
         help=f"a guided phase to try; keys: {', '.join(VARIANT_KEYS)}; repeat for more",
-    )
-    parser.add_argument(
-        "--per-class",
-        type=int,
-        default=100_000,
-        help="most validation images per tumour class to score (default: all with a mask)",
     )
     parser.add_argument("--out", type=Path, help="append each JSON line to this file too")
     args = parser.parse_args(argv)
