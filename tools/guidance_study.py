@@ -18,7 +18,7 @@ model is the unguided one):
         --variant lesion_guidance=3 --variant lesion_guidance=1,guidance_margin=0.067
 
 It prints one JSON line per epoch (also appended to ``--out``), then a table. On 2 cores about
-4 minutes per variant of 2 epochs for the `cpu` model; run one study at a time. The guided
+7-10 minutes per variant of 2 epochs for the `cpu` model; run one study at a time. The guided
 phase here starts from a fresh shuffle and augmentation stream, where the pipeline's continues
 the fine-tuning's (the same recipe, another draw), and runs without the pipeline's learning-rate
 reduction and early stopping (with the `cpu` profile's patience of 2 and 4 they cannot act
