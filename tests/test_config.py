@@ -93,6 +93,23 @@ def test_unknown_section_and_bad_yaml(params_root):
         load_profile("bad", root=params_root)
 
 
+def test_exponents_without_a_dot_are_numbers(params_root):
+    """``3e-5`` is a float, as in YAML 1.2 and in papers; PyYAML alone reads a string."""
+    write(params_root, "train:\n  learning_rate: 3e-5\n  guidance_learning_rate: 1E-6\n")
+    p = load_profile("bad", root=params_root)
+    assert p["train"]["learning_rate"] == 3e-5 and p["train"]["guidance_learning_rate"] == 1e-6
+    assert config.parse_yaml("[1e-3, 2, 0.5, .5, 1.2.3, e5, '1e-3', true]") == [
+        1e-3,
+        2,
+        0.5,
+        0.5,
+        "1.2.3",
+        "e5",
+        "1e-3",
+        True,
+    ]
+
+
 def test_missing_profile_lists_known_ones(params_root):
     with pytest.raises(ParamError, match="known profiles"):
         load_profile("nope", root=params_root)

@@ -124,11 +124,18 @@ def test_guidance_study_rejects_bad_variants(project_root, tmp_path, capsys, loa
         "lesion_guidance": 1,
         "guidance_margin": 0.067,
     }
+    # exponents without a dot, which YAML 1.1 reads as strings
+    assert study.parse_variant("guidance_learning_rate=2e-5") == {"guidance_learning_rate": 2e-5}
     for bad in ("learning_rate=1e-3", "lesion_guidance"):
         with pytest.raises(argparse.ArgumentTypeError, match="KEY one of lesion_guidance"):
             study.parse_variant(bad)
-    with pytest.raises(argparse.ArgumentTypeError, match="seed = '1;seed=2': expected a number"):
+    with pytest.raises(
+        argparse.ArgumentTypeError, match="seed = '1;seed=2': expected a finite number"
+    ):
         study.parse_variant("seed=1;seed=2")
+    for bad in ("nan", ".inf", "[1", "true"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a finite number"):
+            study.parse_variant(f"lesion_guidance={bad}")
     (tmp_path / "params").mkdir()
     for name in ("default", "smoke"):
         (tmp_path / "params" / f"{name}.yaml").write_text(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,8 @@ VARIANT_KEYS = (
 
 
 def parse_variant(text: str) -> dict:
-    """``KEY=VALUE[,KEY=VALUE...]`` of VARIANT_KEYS, the values as YAML numbers."""
+    """``KEY=VALUE[,KEY=VALUE...]`` of VARIANT_KEYS, the values as YAML numbers
+    (:func:`brainmri.config.parse_yaml`: ``2e-5`` included)."""
     variant = {}
     for item in text.split(","):
         key, sep, value = item.partition("=")
@@ -68,10 +70,15 @@ def parse_variant(text: str) -> dict:
                 f"--variant {text!r}: expected KEY=VALUE pairs separated by commas, KEY one of "
                 f"{', '.join(VARIANT_KEYS)}"
             )
-        number = yaml.safe_load(value)
+        try:
+            number = config.parse_yaml(value)
+        except yaml.YAMLError:
+            number = None
         if isinstance(number, bool) or not isinstance(number, int | float):
+            number = math.nan
+        if not math.isfinite(number):
             raise argparse.ArgumentTypeError(
-                f"--variant {text!r}: {key} = {value!r}: expected a number"
+                f"--variant {text!r}: {key} = {value!r}: expected a finite number"
             )
         variant[key] = number
     return variant

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -34,11 +33,11 @@ from brainmri.config import TUMOUR_CLASSES  # noqa: E402
 
 
 def _override(text: str) -> tuple[str, object]:
-    """Parse KEY=VALUE, the value as YAML (numbers, lists, booleans)."""
+    """Parse KEY=VALUE, the value as YAML (numbers, lists, booleans; ``1e-4`` a float)."""
     key, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"--set {text!r}: expected KEY=VALUE")
-    return key, yaml.safe_load(value)
+    return key, config.parse_yaml(value)
 
 
 def run_seed(params: dict, root: Path, manifest: pd.DataFrame, seed: int, work: Path) -> dict:

@@ -505,13 +505,51 @@ def paths(profile: str, root: Path | None = None) -> Paths:
 # --- loading and validation -----------------------------------------------------------------
 
 
+# YAML 1.2's floats: PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent,
+# so ``1e-4`` (the way papers write a learning rate) would load as a string and fail validation.
+# The pattern is the 1.1 resolver's with the dot and the sign made optional (yaml/pyyaml#173).
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML as ``yaml.safe_load`` does, except that ``1e-4`` is a float (YAML 1.2).
+
+    Args:
+        text: a YAML document, e.g. a profile file or one ``KEY=VALUE`` value of a tool.
+
+    Returns:
+        The parsed document (None when empty).
+
+    Raises:
+        yaml.YAMLError: the text is not valid YAML.
+    """
+    import yaml  # imported here so Paths works with the standard library alone (make clean)
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader with YAML 1.2 floats."""
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml  # imported here so Paths works with the standard library alone (make clean)
 
     if not path.is_file():
         raise ParamError(f"{path}: no such profile file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ParamError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
