@@ -64,6 +64,18 @@ fig = dplot.plot_intensity_histograms(manifest, data_root, 200, cfg["seed"])
 save_figure(fig, paths.figures_dir, "eda_intensity")
 
 # %% [markdown]
+# ## How much of the frame the head fills
+# The classes were gathered from different collections, and their framing differs: how wide the
+# black margins are, how much of the image the head takes. A model can tell the classes apart by
+# that alone, and its Grad-CAM then lights the margins rather than the tumour. `model.crop_to_brain`
+# cuts every image to the square around the head (the yellow box) before resizing, which removes
+# the cue; the box plots show how strong it is in this data.
+
+# %%
+fig = dplot.plot_head_fill(manifest, data_root, 200, cfg["seed"])
+save_figure(fig, paths.figures_dir, "eda_head_fill")
+
+# %% [markdown]
 # ## Duplicate and leakage audit
 # Exact duplicates share a content hash. A near copy is a pair whose perceptual hashes are close
 # (Testing is compared with all of Training) *and* whose pixels confirm it: the rank correlation of

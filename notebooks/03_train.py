@@ -77,9 +77,17 @@ train_ds = inputs.make_dataset(
     seed=cfg["seed"],
     augment=inputs.augmentation(cfg, cfg["seed"]),
     masks=guide_masks,
+    crop=cfg["crop_to_brain"],
     **cache_args,
 )
-val_ds = inputs.make_dataset(val_files, val_labels, cfg["image_size"], global_batch, **cache_args)
+val_ds = inputs.make_dataset(
+    val_files,
+    val_labels,
+    cfg["image_size"],
+    global_batch,
+    crop=cfg["crop_to_brain"],
+    **cache_args,
+)
 
 # %% [markdown]
 # ## Training (one line per epoch)

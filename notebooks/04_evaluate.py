@@ -31,6 +31,8 @@ record, manifest = sources.load_run_data(paths)
 data_root = Path(record["root"])
 model = mdl.load_model(paths.model)
 image_size = model.input_shape[1]
+# the images prepared as training prepared them: cut to the head where model.crop_to_brain was on
+crop = predict.run_info(paths.model, paths.run_dir).crop_to_brain
 
 # %% [markdown]
 # ## Predictions
@@ -39,12 +41,12 @@ image_size = model.input_shape[1]
 
 # %%
 val_rows, val_files, val_labels = sources.subset_files(manifest, data_root, "val")
-val_logits, _ = mdl.predict_files(model, val_files)
+val_logits, _ = mdl.predict_files(model, val_files, crop=crop)
 temperature = evaluation.fit_temperature(val_logits, val_rows["label_index"].to_numpy())
 print(f"temperature fitted on validation: T = {temperature:.3f}")
 # The clean (leakage-free) split is a subset of Testing: predicted once, then sliced.
 test_rows, test_files, _ = sources.subset_files(manifest, data_root, "test")
-test_logits, test_probs = mdl.predict_files(model, test_files)
+test_logits, test_probs = mdl.predict_files(model, test_files, crop=crop)
 keep = {"clean": test_rows["test_clean"].to_numpy(), "official": slice(None)}
 results = {
     split: (test_rows[rows], test_logits[rows], test_probs[rows]) for split, rows in keep.items()
@@ -132,7 +134,7 @@ evaluation.calibration_table(blocks).round(4)
 # %%
 tta_report = {}
 if cfg["tta"]:
-    _, test_probs_tta = mdl.predict_files(model, test_files, tta=True)
+    _, test_probs_tta = mdl.predict_files(model, test_files, tta=True, crop=crop)
     for split, rows in keep.items():
         y = test_rows["label_index"].to_numpy()[rows]
         tta_report[split] = {
@@ -152,7 +154,7 @@ else:
 # classified silently.
 
 # %%
-val_images = inputs.load_batch(val_files[:64], image_size)
+val_images = inputs.load_batch(val_files[:64], image_size, crop=crop)
 ood, groups = predict.ood_summary(
     model, val_logits, val_images, {"clean Testing": results["clean"][1]}, keep=0.95
 )
@@ -173,7 +175,7 @@ errors = evaluation.error_analysis(
 for kind, frame in errors.items():
     display(frame)
     if len(frame):
-        images = inputs.load_batch([data_root / p for p in frame["path"]], image_size)
+        images = inputs.load_batch([data_root / p for p in frame["path"]], image_size, crop=crop)
         titles = [
             f"{r.path}\ntrue {r.true} · pred {r.predicted} ({r.confidence:.2f})"
             for r in frame.itertuples()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from brainmri import config, explain, inputs, phantom, sources
+from brainmri import config, explain, inputs, phantom, predict, sources
 from brainmri import model as mdl
 from brainmri.config import CLASS_NAMES, TUMOUR_CLASSES
 from brainmri.io import write_json
@@ -34,11 +34,13 @@ record, manifest = sources.load_run_data(paths)
 data_root = Path(record["root"])
 model = mdl.load_model(paths.model)
 image_size = model.input_shape[1]
+# the images prepared as training prepared them: cut to the head where model.crop_to_brain was on
+crop = predict.run_info(paths.model, paths.run_dir).crop_to_brain
 layer = cfg["cam_layer"] or explain.find_target_layer(model)
 print(f"explaining layer '{layer}' of {model.name}")
 test, files, _ = sources.subset_files(manifest, data_root, "test")
 test = test.reset_index(drop=True)
-_, probs = mdl.predict_files(model, files)
+_, probs = mdl.predict_files(model, files, crop=crop)
 test["predicted"] = probs.argmax(1)
 test["correct"] = test["predicted"] == test["label_index"]
 
@@ -51,7 +53,7 @@ test["correct"] = test["predicted"] == test["label_index"]
 candidates = test[test["correct"] & (test["label"] != "notumor")]
 first = (candidates if len(candidates) else test).iloc[0]
 print(f"{first['path']}: true {first['label']}, predicted {CLASS_NAMES[first['predicted']]}")
-image = inputs.load_batch([data_root / first["path"]], image_size)[0]
+image = inputs.load_batch([data_root / first["path"]], image_size, crop=crop)[0]
 viz = explain.VizGradCAM(
     model, image, interpolant=cfg["interpolant"], plot_results=True, layer_name=layer
 )
@@ -76,7 +78,7 @@ for name, (title, rows) in galleries.items():
     if rows.empty:
         print(f"{title}: none")
         continue
-    batch = inputs.load_batch([data_root / p for p in rows["path"]], image_size)
+    batch = inputs.load_batch([data_root / p for p in rows["path"]], image_size, crop=crop)
     titles = [f"{r.label} -> {CLASS_NAMES[r.predicted]}" for r in rows.itertuples()]
     fig = explain.cam_gallery(
         model, batch, titles, method=method, layer_name=layer, interpolant=cfg["interpolant"]
@@ -91,7 +93,7 @@ for name, (title, rows) in galleries.items():
 
 # %%
 picks = test[test["label"].isin(TUMOUR_CLASSES)].groupby("label").head(1)
-batch = inputs.load_batch([data_root / p for p in picks["path"]], image_size)
+batch = inputs.load_batch([data_root / p for p in picks["path"]], image_size, crop=crop)
 cap = cfg["scorecam_max_channels"]
 maps = {
     explain.method_label(m, cap): explain.explain(
@@ -99,7 +101,7 @@ maps = {
     )
     for m in cfg["cam_methods_compare"]
 }
-masks = [phantom.load_mask(data_root / p, data_root, image_size) for p in picks["path"]]
+masks = [phantom.load_mask(data_root / p, data_root, image_size, crop=crop) for p in picks["path"]]
 fig = xplot.plot_methods_side_by_side(
     batch, maps, masks if all(m is not None for m in masks) else None
 )
@@ -131,13 +133,14 @@ scored, masks = sources.images_with_masks(
     image_size,
     mask_root=record.get("mask_root"),
     per_class=cfg["cam_eval_images"],
+    crop=crop,
 )
 print("validation images with a mask, per class:", scored["label"].value_counts().to_dict())
 localisation = {}
 if scored.empty:
     print("no validation image has a tumour mask: localisation is not scored (see data.mask_dir)")
 else:
-    batch = inputs.load_batch([data_root / p for p in scored["path"]], image_size)
+    batch = inputs.load_batch([data_root / p for p in scored["path"]], image_size, crop=crop)
     report = explain.localisation_report(
         model,
         batch,
@@ -191,7 +194,7 @@ if not scored.empty:
 context_rows = val_rows.groupby("label", sort=False).head(cfg["cam_eval_images"])
 context_table = explain.context_test(
     model,
-    inputs.load_batch([data_root / p for p in context_rows["path"]], image_size),
+    inputs.load_batch([data_root / p for p in context_rows["path"]], image_size, crop=crop),
     context_rows["label_index"].tolist(),
 )
 context = explain.summarise_context(context_table)
@@ -208,7 +211,7 @@ display(pd.DataFrame(context).T.round(3))
 
 # %%
 sample = test.groupby("label").head(4)
-batch = inputs.load_batch([data_root / p for p in sample["path"]], image_size)
+batch = inputs.load_batch([data_root / p for p in sample["path"]], image_size, crop=crop)
 cascade = explain.cascading_randomization(model, batch, cfg["seed"], layer_name=layer)
 sanity = {"seed": cfg["seed"], **cascade}
 rho = sanity["spearman_mean"]

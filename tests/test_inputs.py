@@ -206,3 +206,31 @@ def test_masks_ride_with_their_images_through_the_augmentation(tmp_path):
     assert not np.allclose(moved[1], cv2.imread(str(files[1]), cv2.IMREAD_GRAYSCALE) / 255.0)
     with pytest.raises(ValueError, match="one entry per file"):
         inputs.make_dataset(files, [0] * 6, size, 6, masks=masks[:2])
+
+
+def test_cropped_masks_stay_on_their_images(tmp_path):
+    """crop=True cuts image and mask by the same square, cached apart from the uncropped."""
+    import cv2
+
+    from brainmri import data
+
+    image = np.zeros((64, 64), np.uint8)
+    image[10:50, 14:46] = 100  # the head: above the crop threshold, below a mask's 127
+    image[20:30, 20:34] = 255  # the lesion: the same PNG serves as its mask
+    cv2.imwrite(str(tmp_path / "scan.png"), image)
+    side = data.brain_box(image)[2]  # the crop's side: no resize, so the pixels compare exactly
+    files, masks = [tmp_path / "scan.png"], [str(tmp_path / "scan.png")]
+    images, _, lesions = next(
+        iter(inputs.make_dataset(files, [0], side, 1, masks=masks, crop=True, cache="none"))
+    )
+    assert side < 64 and images.shape == (1, side, side, 3)
+    np.testing.assert_array_equal(lesions[0, ..., 0].numpy() == 1.0, images[0, ..., 0] == 255)
+    plain = next(iter(inputs.make_dataset(files, None, side, 1, cache="none")))
+    assert images[0, ..., 0].numpy().mean() > plain[0, ..., 0].numpy().mean()
+    assert np.array_equal(inputs.load_batch(files, side, crop=True)[0], images[0].numpy())
+    # a disk cache of the uncropped images is never served as the cropped ones
+    cached = {"cache": "disk", "cache_dir": tmp_path / "cache"}
+    for crop in (False, True):
+        batch = next(iter(inputs.make_dataset(files, None, side, 1, crop=crop, **cached)))
+        assert np.array_equal(batch[0].numpy(), (images if crop else plain)[0].numpy())
+    assert len(list((tmp_path / "cache").glob("*.index"))) == 2

@@ -150,6 +150,14 @@ def test_load_mask(small_set: Path, tmp_path: Path) -> None:
     half = load_mask(image_path, small_set, size=32)
     assert half is not None and half.shape == (32, 32)
     assert np.array_equal(half, full[::2, ::2])  # nearest neighbour, no smoothing
+    # cropped to the head, the mask is cut by the square its image is cut by
+    from brainmri.data import brain_box, load_image
+
+    x0, y0, side = brain_box(load_image(image_path, 64))
+    cut = load_mask(image_path, small_set, crop=True)
+    assert (
+        cut is not None and side < 64 and np.array_equal(cut, full[y0 : y0 + side, x0 : x0 + side])
+    )
     empty = load_mask(small_set / SPLITS[1] / NOTUMOR / "phantom_notumor_00000.jpg", small_set)
     assert empty is not None and not empty.any()
     # an image of a data set without masks (e.g. the Kaggle one) has none

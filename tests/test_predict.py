@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from brainmri import cli, config, predict
+from brainmri import cli, config, data, predict
 from brainmri import model as mdl
 
 
@@ -183,3 +183,28 @@ def test_ood_summary_keeps_the_validation_share_and_scores_every_group(tiny_mode
     assert ood["threshold"] == predict.ood_threshold(val_logits, keep=0.95)
     assert ood["flagged"]["validation"] == pytest.approx(0.05)
     assert set(ood["flagged"]) == set(scores) and ood["score"] == "energy"
+
+
+def test_scans_are_cropped_as_the_run_trained(tmp_path, tiny_model):
+    """The run's model.crop_to_brain decides, unless the caller says; without a run: off."""
+    scan = np.zeros((80, 80), np.uint8)
+    scan[20:60, 10:50] = 120
+    cv2.imwrite(str(tmp_path / "scan.png"), scan)
+    plain, cropped = (predict.read_scan(tmp_path / "scan.png", 32, crop=c) for c in (False, True))
+    # the pipeline's decoding (data.load_image) and the scans' cut the same square
+    assert np.array_equal(cropped, data.load_image(tmp_path / "scan.png", 32, crop=True))
+    assert cropped.mean() > plain.mean()  # the head fills the frame
+    run = tmp_path / "run"
+    run.mkdir()
+    assert predict.run_info(tiny_model, None).crop_to_brain is False
+    (run / "run.json").write_text(json.dumps({"params": {"crop_to_brain": True}}))
+    assert predict.run_info(tiny_model, run).crop_to_brain is True
+    assert predict.run_info(tiny_model, run, crop_to_brain=False).crop_to_brain is False
+    model = mdl.load_model(tiny_model)
+    info = predict.run_info(tiny_model, run)
+    table = predict.predict_scans(
+        [tmp_path / "scan.png"], model, info, tmp_path / "out", overlays=False, echo=lambda _: None
+    )
+    logits, _ = mdl.predict_files(model, [tmp_path / "scan.png"], crop=True)
+    assert table["predicted"].tolist() == [config.CLASS_NAMES[int(logits.argmax())]]
+    assert json.loads((tmp_path / "out" / "predictions.json").read_text())["crop_to_brain"]

@@ -31,7 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from brainmri import config, explain, inputs, sources  # noqa: E402
+from brainmri import config, explain, inputs, predict, sources  # noqa: E402
 from brainmri import model as mdl  # noqa: E402
 from brainmri.config import TUMOUR_CLASSES  # noqa: E402
 
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         mask_root = sources.resolve_mask_root(args.mask_dir, Path.cwd())
     model = mdl.load_model(paths.model)
     size = model.input_shape[1]
+    crop = predict.run_info(paths.model, paths.run_dir).crop_to_brain  # as the run trained
     layers = args.layers or candidate_layers(model)
     unknown = [name for name in layers if name not in {layer.name for layer in model.layers}]
     if unknown:
@@ -193,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     data_root = Path(record["root"])
     val_rows, _, _ = sources.subset_files(manifest, data_root, "val")
     scored, masks = sources.images_with_masks(
-        val_rows, data_root, size, mask_root=mask_root, per_class=args.per_class
+        val_rows, data_root, size, mask_root=mask_root, per_class=args.per_class, crop=crop
     )
     if scored.empty:
         parser.error("no validation image has a tumour mask: pass --mask-dir")
-    images = inputs.load_batch([data_root / p for p in scored["path"]], size)
+    images = inputs.load_batch([data_root / p for p in scored["path"]], size, crop=crop)
     tolerance = params["gradcam"]["pointing_tolerance"] * size
     results = score_layers(
         model, images, masks, scored["label"].tolist(), layers, tolerance=tolerance

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tools"))
 from cam_layer_study import run_parser, score_layers  # noqa: E402
 
-from brainmri import config, explain, inputs, sources, training  # noqa: E402
+from brainmri import config, explain, inputs, predict, sources, training  # noqa: E402
 from brainmri import model as mdl  # noqa: E402
 from brainmri.config import TUMOUR_CLASSES  # noqa: E402
 
@@ -176,13 +176,19 @@ def main(argv: list[str] | None = None) -> int:
 
     start_model = mdl.load_model(paths.model)
     size = start_model.input_shape[1]
+    crop = predict.run_info(paths.model, paths.run_dir).crop_to_brain  # as the run trained
     layer = explain.find_target_layer(start_model)
     scored, masks = sources.images_with_masks(
-        val_rows, data_root, size, mask_root=record.get("mask_root"), per_class=args.per_class
+        val_rows,
+        data_root,
+        size,
+        mask_root=record.get("mask_root"),
+        per_class=args.per_class,
+        crop=crop,
     )
     if scored.empty:
         parser.error("no validation image has a tumour mask: pass --mask-dir")
-    images = inputs.load_batch([data_root / p for p in scored["path"]], size)
+    images = inputs.load_batch([data_root / p for p in scored["path"]], size, crop=crop)
     labels = scored["label"].tolist()
     tolerance = params[0]["gradcam"]["pointing_tolerance"] * size
 
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 out.write(line + "\n")
 
     _, probs = mdl.predict(
-        start_model, inputs.make_dataset(val_files, None, size, 64, cache="none")
+        start_model, inputs.make_dataset(val_files, None, size, 64, cache="none", crop=crop)
     )
     start = {
         "variant": {},
@@ -226,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=cfg["seed"],
             augment=inputs.augmentation(cfg, cfg["seed"]),
             masks=guide_masks,
+            crop=crop,
         )
-        val_ds = inputs.make_dataset(val_files, val_labels, size, cfg["batch_size"])
+        val_ds = inputs.make_dataset(val_files, val_labels, size, cfg["batch_size"], crop=crop)
         scorer = _Score(report, variant)
         training.run_epochs(
             model,

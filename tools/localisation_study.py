@@ -43,7 +43,7 @@ def _override(text: str) -> tuple[str, object]:
 def run_seed(params: dict, root: Path, manifest: pd.DataFrame, seed: int, work: Path) -> dict:
     """Train with one seed and return accuracy and per-class Grad-CAM localisation scores."""
     cfg = {**params["run"], **params["model"], **params["train"], "seed": seed}
-    size, batch = cfg["image_size"], cfg["batch_size"]
+    size, batch, crop = cfg["image_size"], cfg["batch_size"], cfg["crop_to_brain"]
     _, train_files, train_labels = sources.subset_files(manifest, root, "train")
     val, val_files, val_labels = sources.subset_files(manifest, root, "val")
     training.seed_everything(seed)
@@ -55,8 +55,9 @@ def run_seed(params: dict, root: Path, manifest: pd.DataFrame, seed: int, work: 
         shuffle=True,
         seed=seed,
         augment=inputs.augmentation(cfg, seed),
+        crop=crop,
     )
-    val_ds = inputs.make_dataset(val_files, val_labels, size, batch)
+    val_ds = inputs.make_dataset(val_files, val_labels, size, batch, crop=crop)
     out = work / f"seed{seed}"
     started = time.perf_counter()
     model, history, _ = training.train_or_resume(
@@ -70,14 +71,16 @@ def run_seed(params: dict, root: Path, manifest: pd.DataFrame, seed: int, work: 
         state_dir=out / "state",
     )
     seconds = time.perf_counter() - started
-    _, probs = mdl.predict(model, inputs.make_dataset(val_files, None, size, 64, cache="none"))
+    _, probs = mdl.predict(
+        model, inputs.make_dataset(val_files, None, size, 64, cache="none", crop=crop)
+    )
 
     tumours = val["label"].isin(TUMOUR_CLASSES).to_numpy()
     paths = [Path(f) for f, t in zip(val_files, tumours, strict=True) if t]
     report = explain.localisation_report(
         model,
-        inputs.load_batch(paths, size),
-        np.stack([phantom.load_mask(p, root, size) for p in paths]),
+        inputs.load_batch(paths, size, crop=crop),
+        np.stack([phantom.load_mask(p, root, size, crop=crop) for p in paths]),
         val["label"][tumours].tolist(),
         methods=["gradcam"],
         seed=seed,

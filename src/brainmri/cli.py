@@ -178,7 +178,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    info = predict.run_info(model_path, None if args.model else paths.run_dir)
+    info = predict.run_info(
+        model_path, None if args.model else paths.run_dir, crop_to_brain=args.crop_to_brain
+    )
     for warning in info.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -285,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="a new folder (default predictions/<profile>-<time>)"
     )
     p.add_argument("--no-overlays", action="store_true", help="skip the Grad-CAM views (faster)")
+    p.add_argument(
+        "--crop-to-brain",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cut each scan to the head first (default: as the profile's run did; off with "
+        "--model, whose run is unknown)",
+    )
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("export", help=cmd_export.__doc__)
     p.add_argument("--profile", required=True)

@@ -244,6 +244,9 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "backbone": Spec("choice", "feature extractor", choices=BACKBONES),
         "weights": Spec("str", "'imagenet', 'none' or a path to a local weights file"),
         "image_size": Spec("int", "input side in pixels (square)", 32, 1024),
+        "crop_to_brain": Spec(
+            "bool", "cut every image (and mask) to the square around the head before resizing"
+        ),
         "dense_units": Spec("int_list", "units of the head's Dense layers", 1, 8192),
         "dropout": Spec("float", "dropout after each head Dense layer", 0.0, 0.95),
         "cnn_filters": Spec("int_list", "filters per block of the compact CNN", 1, 1024),

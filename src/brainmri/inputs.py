@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from brainmri.config import CLASS_NAMES
-from brainmri.data.images import load_image
+from brainmri.data.images import crop_like_image, load_image
 
 
 def affine_matrices(
@@ -226,18 +226,20 @@ def augmentation(params: Mapping[str, Any], seed: int) -> RandomAffine:
     )
 
 
-def _decode_path(path: bytes, size: int) -> np.ndarray:
-    return load_image(Path(path.decode()), size)
+def _decode_path(path: bytes, size: int, crop: bool) -> np.ndarray:
+    return load_image(Path(path.decode()), size, crop=bool(crop))
 
 
-def _decode_with_mask(path: bytes, mask: bytes, size: int) -> np.ndarray:
+def _decode_with_mask(path: bytes, mask: bytes, size: int, crop: bool) -> np.ndarray:
     """An image with its lesion mask as a fourth channel (0/255; all 0 where mask is "")."""
-    image = load_image(Path(path.decode()), size)
+    image = load_image(Path(path.decode()), size, crop=bool(crop))
     lesion = np.zeros((size, size, 1), np.uint8)
     if mask:
         read = cv2.imread(mask.decode(), cv2.IMREAD_GRAYSCALE)
         if read is None:
             raise ValueError(f"{mask.decode()}: not a readable mask image (expected a 0/255 PNG)")
+        if crop:  # the square the image was cut to
+            read = crop_like_image(read, Path(path.decode()))
         # nearest neighbour, as phantom.load_mask: a mask stays a mask
         lesion[..., 0] = np.where(
             cv2.resize(read, (size, size), interpolation=cv2.INTER_NEAREST) > 127, 255, 0
@@ -269,6 +271,7 @@ def make_dataset(
     cache_tag: str = "",
     augment: RandomAffine | None = None,
     masks: Sequence[str] | None = None,
+    crop: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (float 0-255 images, one-hot labels), or images alone when labels is None.
 
@@ -294,6 +297,8 @@ def make_dataset(
         augment: the random transform of training batches (see :func:`augmentation`); each
             epoch draws new transforms, the same ones in every run with the same seed.
         masks: one mask file per image ("" for none; see ``sources.mask_files``), or None.
+        crop: cut each image (and mask) to the square around the head first
+            (``model.crop_to_brain``; :func:`brainmri.data.brain_box`).
 
     Returns:
         A prefetched ``tf.data.Dataset`` in file order unless shuffled.
@@ -310,7 +315,7 @@ def make_dataset(
 
         def decode(path, mask):
             image = tf.numpy_function(
-                _decode_with_mask, [path, mask, image_size], tf.uint8, stateful=False
+                _decode_with_mask, [path, mask, image_size, crop], tf.uint8, stateful=False
             )
             image.set_shape((image_size, image_size, channels))
             return image
@@ -322,10 +327,14 @@ def make_dataset(
         channels = 3
 
         def decode(path):
-            image = tf.numpy_function(_decode_path, [path, image_size], tf.uint8, stateful=False)
+            image = tf.numpy_function(
+                _decode_path, [path, image_size, crop], tf.uint8, stateful=False
+            )
             image.set_shape((image_size, image_size, channels))
             return image
 
+    if crop:  # a cropped cache is another cache
+        cache_tag = f"{cache_tag}|crop"
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache == "memory":
         ds = ds.cache()
@@ -368,14 +377,15 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def load_batch(files: Sequence[str | Path], image_size: int) -> np.ndarray:
+def load_batch(files: Sequence[str | Path], image_size: int, *, crop: bool = False) -> np.ndarray:
     """Decode a few files into one float32 0-255 array (for explanations and galleries).
 
     Args:
         files: image paths.
         image_size: the side of the square images.
+        crop: cut each image to the square around the head first (``model.crop_to_brain``).
 
     Returns:
         An array (len(files), image_size, image_size, 3).
     """
-    return np.stack([load_image(Path(f), image_size).astype(np.float32) for f in files])
+    return np.stack([load_image(Path(f), image_size, crop=crop).astype(np.float32) for f in files])

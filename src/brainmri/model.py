@@ -335,7 +335,12 @@ def predict(model: keras.Model, images: Any, tta: bool = False) -> tuple[Any, An
 
 
 def predict_files(
-    model: keras.Model, files: Any, *, tta: bool = False, batch_size: int = 64
+    model: keras.Model,
+    files: Any,
+    *,
+    tta: bool = False,
+    batch_size: int = 64,
+    crop: bool = False,
 ) -> tuple[Any, Any]:
     """Logits and softmax probabilities of image files, decoded at the model's input size.
 
@@ -344,11 +349,13 @@ def predict_files(
         files: image file paths, in the order the rows of the result follow.
         tta: also average the logits of the left-right flipped images.
         batch_size: images per prediction batch.
+        crop: cut each image to the square around the head first, as the model's training
+            did (``model.crop_to_brain``).
 
     Returns:
         ``(logits, probs)``, two float arrays of shape (len(files), number of classes).
     """
     from brainmri import inputs  # the input pipeline imports TensorFlow's data API; only here
 
-    ds = inputs.make_dataset(files, None, model.input_shape[1], batch_size, cache="none")
+    ds = inputs.make_dataset(files, None, model.input_shape[1], batch_size, cache="none", crop=crop)
     return predict(model, ds, tta=tta)

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from brainmri.config import CLASS_NAMES, SPLITS, TUMOUR_CLASSES
+from brainmri.data.images import crop_like_image
 
 GENERATOR = "brainmri.phantom"
 FORMAT_VERSION = 2
@@ -473,6 +474,7 @@ def load_mask(
     size: int | None = None,
     *,
     mask_root: Path | None = None,
+    crop: bool = False,
 ) -> np.ndarray | None:
     """Return the bool lesion mask of an image (optionally size x size), or None if it has none.
 
@@ -483,6 +485,8 @@ def load_mask(
         size: the side the mask is resized to (nearest neighbour), a positive integer;
             None keeps the mask file's size.
         mask_root: the masks tree; None is ``<data_root>/masks``.
+        crop: cut the mask to the square around the head of its image, as
+            ``load_image(..., crop=True)`` cuts the image (``model.crop_to_brain``).
 
     Returns:
         The mask, True where the tumour is, of shape (size, size) or the file's; None when
@@ -498,6 +502,8 @@ def load_mask(
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if mask is None:
         raise ValueError(f"{path}: not a readable mask image (expected a uint8 0/255 PNG)")
+    if crop:
+        mask = crop_like_image(mask, image_path)
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
             raise ValueError(f"load_mask: size must be a positive integer or None, got {size!r}")

@@ -25,7 +25,13 @@ import numpy as np
 import pandas as pd
 
 from brainmri.config import CLASS_NAMES, IMAGE_EXTENSIONS
-from brainmri.data.images import _decode_image_bytes, _DecodeError, _to_rgb8
+from brainmri.data.images import (
+    _decode_image_bytes,
+    _DecodeError,
+    _to_rgb8,
+    brain_box,
+    crop_square,
+)
 from brainmri.io import atomic_write, write_csv, write_json
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
@@ -80,8 +86,9 @@ def read_dicom(path: Path) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def read_scan(path: Path, size: int) -> np.ndarray:
-    """Any supported scan as the model's input: uint8 RGB (size, size, 3).
+def read_scan(path: Path, size: int, *, crop: bool = False) -> np.ndarray:
+    """Any supported scan as the model's input: uint8 RGB (size, size, 3), cut to the square
+    around the head first with ``crop`` (as the model's training run did: ``crop_to_brain``).
 
     Raises:
         ScanError: the file is not a supported, readable image (the message says why).
@@ -103,6 +110,8 @@ def read_scan(path: Path, size: int) -> np.ndarray:
             f"unsupported file type {path.suffix or '(none)'!r}: expected an image "
             f"({', '.join(IMAGE_EXTENSIONS)}) or DICOM ({', '.join(DICOM_EXTENSIONS)})"
         )
+    if crop:
+        rgb = crop_square(rgb, brain_box(rgb))
     if rgb.shape[:2] != (size, size):
         rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     return rgb
@@ -228,22 +237,35 @@ class RunInfo:
     model_sha256: str
     temperature: float = 1.0
     ood_threshold: float | None = None
+    crop_to_brain: bool = False
     warnings: tuple[str, ...] = ()
 
 
-def run_info(model_path: Path, run_dir: Path | None) -> RunInfo:
-    """The model's hash, and the temperature and OOD threshold of the run that trained it.
+def run_info(
+    model_path: Path, run_dir: Path | None, *, crop_to_brain: bool | None = None
+) -> RunInfo:
+    """The model's hash, and the temperature, OOD threshold and preprocessing (whether images
+    are cropped to the head) of the run that trained it.
 
     A model whose hash differs from the one its run recorded gets a warning: the calibration
     and threshold then belong to another model.
+
+    Args:
+        model_path: the model file.
+        run_dir: the run's report folder (run.json, metrics.json), or None for a model without.
+        crop_to_brain: crop scans to the head; None = as the run recorded (``model.crop_to_brain``
+            in run.json), False without a run record.
     """
     digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
-    info = RunInfo(Path(model_path), digest)
+    info = RunInfo(Path(model_path), digest, crop_to_brain=bool(crop_to_brain))
     if run_dir is None:
         return info
     warnings = []
     run_json, metrics = Path(run_dir) / "run.json", Path(run_dir) / "metrics.json"
-    recorded = json.loads(run_json.read_text()).get("model_sha256") if run_json.is_file() else None
+    run = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    recorded = run.get("model_sha256")
+    if crop_to_brain is None:
+        info.crop_to_brain = bool(run.get("params", {}).get("crop_to_brain", False))
     if recorded and recorded != digest:
         warnings.append(
             f"{model_path}: SHA-256 {digest[:12]}... differs from the {recorded[:12]}... that "
@@ -300,7 +322,7 @@ def predict_scans(
     for n, path in enumerate(files, 1):
         row: dict[str, Any] = {"file": str(path), "status": "ok", "reason": ""}
         try:
-            images.append(read_scan(Path(path), size))
+            images.append(read_scan(Path(path), size, crop=info.crop_to_brain))
             kept.append(len(rows))
         except ScanError as exc:
             row.update(status="skipped", reason=str(exc))
@@ -344,6 +366,7 @@ def predict_scans(
             "model_sha256": info.model_sha256,
             "temperature": info.temperature,
             "ood_threshold": info.ood_threshold,
+            "crop_to_brain": info.crop_to_brain,
             "warnings": list(info.warnings),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "predictions": json.loads(table.to_json(orient="records")),
@@ -417,7 +440,9 @@ def export_savedmodel(model: Any, target: str | Path) -> Path:
 
     TF Serving, or any TensorFlow runtime, can then run the model without this package: the
     endpoint takes a (N, H, W, 3) uint8 batch at the model's input size and returns the four
-    class probabilities.
+    class probabilities. The images must be prepared as the training run prepared them: resized
+    and, where its ``model.crop_to_brain`` was on, cut to the head first
+    (:func:`brainmri.data.brain_box`; ``read_scan(..., crop=True)`` does both).
 
     Args:
         model: a trained classifier.

@@ -335,6 +335,7 @@ def images_with_masks(
     *,
     mask_root: str | Path | None,
     per_class: int,
+    crop: bool = False,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """The tumour images of some manifest rows that have a mask, up to per_class per class.
 
@@ -345,6 +346,7 @@ def images_with_masks(
         mask_root: the masks tree (the data record's "mask_root", see
             :func:`resolve_mask_root`), or None for the data set's own ``masks/`` (phantoms).
         per_class: the most images kept per class, in manifest order.
+        crop: cut the masks as ``load_image(..., crop=True)`` cuts their images.
 
     Returns:
         ``(rows, masks)``: the kept rows and their bool masks (N, size, size); no rows when
@@ -353,7 +355,7 @@ def images_with_masks(
     root = None if mask_root is None else Path(mask_root)
     tumours = rows[rows["label"].isin(TUMOUR_CLASSES)]
     found = {
-        path: phantom.load_mask(Path(data_root) / path, data_root, size, mask_root=root)
+        path: phantom.load_mask(Path(data_root) / path, data_root, size, mask_root=root, crop=crop)
         for path in tumours["path"]
     }
     kept = tumours[[found[p] is not None for p in tumours["path"]]]

@@ -141,6 +141,7 @@ def test_figures_are_built(planted):
         dplot.plot_intensity_histograms(audited, planted, 5, seed=0),
         dplot.plot_duplicate_pairs(audited, planted, pairs),
         dplot.plot_duplicate_pairs(audited, planted, []),
+        dplot.plot_head_fill(audited, planted, 5, seed=0),
     ]
     try:
         for fig in figures:
@@ -150,6 +151,11 @@ def test_figures_are_built(planted):
         heights = sorted(int(p.get_height()) for p in counts.patches)
         assert heights == sorted([3, 3, 4, 3] + [4, 4, 3, 3])  # Training, Testing; status ok
         assert len(figures[4].axes) == 2 * len(pairs)
+        # the head-fill box plots (one box per class with images) and an example pair per class
+        classes = audited[audited["status"] == "ok"]["label"].nunique()
+        assert len(figures[6].axes) == 1 + 2 * classes
+        shares = [line.get_ydata() for line in figures[6].axes[0].get_lines()]
+        assert all(0 < y <= 1.5 for ys in shares for y in ys)
         with pytest.raises(ValueError, match="nowhere.jpg"):
             dplot.plot_duplicate_pairs(audited, planted, [("nowhere.jpg", pairs[0][1], 0.5)])
     finally:

@@ -85,3 +85,58 @@ def test_importing_the_input_pipeline_leaves_out_scan_and_download_libraries():
     after_data, after_inputs = json.loads(run.stdout.strip().splitlines()[-1])
     assert after_data == []
     assert not {"imagehash", "kaggle", "opendatasets"} & set(after_inputs), after_inputs
+
+
+def _head(shape=(60, 80), box=(10, 20, 30, 24)):
+    """A dark frame with one bright 'head' rectangle (x, y, w, h) and a speck of text."""
+    image = np.zeros(shape, np.uint8)
+    x, y, w, h = box
+    image[y : y + h, x : x + w] = 150
+    image[2, 2] = 255  # a single bright pixel: erosion removes it
+    return image
+
+
+def test_brain_box_is_the_square_around_the_largest_bright_region():
+    x0, y0, side = data.brain_box(_head())
+    # the 30x24 head at (10, 20), one pixel wider each side where the blur lifts its edge above
+    # the threshold; the square is centred on it (4 rows above, 4 below)
+    assert (x0, y0, side) == (9, 16, 32)
+    rgb = cv2.cvtColor(_head(), cv2.COLOR_GRAY2RGB)
+    assert data.brain_box(rgb) == (x0, y0, side)
+    # nothing above the threshold: the whole image
+    assert data.brain_box(np.full((40, 50), 20, np.uint8)) == (0, 0, 50)
+
+
+def test_crop_square_pads_with_black_beyond_the_edge():
+    image = np.arange(1, 26, dtype=np.uint8).reshape(5, 5)
+    assert data.crop_square(image, (1, 1, 2)).tolist() == [[7, 8], [12, 13]]
+    out = data.crop_square(image, (-1, 3, 3))
+    assert out.tolist() == [[0, 16, 17], [0, 21, 22], [0, 0, 0]]
+    assert data.crop_square(np.ones((4, 4, 3), np.uint8), (0, 0, 6)).shape == (6, 6, 3)
+
+
+def test_crop_cuts_image_and_mask_alike(tmp_path):
+    """A cropped image fills the frame with the head; its mask is cut by the same square."""
+    image = _head(shape=(100, 100), box=(30, 40, 40, 40))
+    image[50:70, 40:60] = 250  # the 'lesion'
+    cv2.imwrite(str(tmp_path / "scan.png"), image)
+    plain = data.load_image(tmp_path / "scan.png", 40)
+    cropped = data.load_image(tmp_path / "scan.png", 40, crop=True)
+    assert plain[..., 0].mean() < 40 < cropped[..., 0].mean()  # mostly black, then mostly head
+    assert np.array_equal(cropped, data.load_image(tmp_path / "scan.png", 40, crop=True))
+    lesion = (image == 250).astype(np.uint8) * 255
+    x0, y0, side = data.brain_box(image)
+    assert np.array_equal(
+        data.crop_like_image(lesion, tmp_path / "scan.png"), lesion[y0 : y0 + side, x0 : x0 + side]
+    )
+
+    # a mask at another size is cut by the scaled square: the same region once resized
+    def resized(mask):
+        return cv2.resize(mask, (40, 40), interpolation=cv2.INTER_NEAREST) > 127
+
+    full = resized(data.crop_like_image(lesion, tmp_path / "scan.png"))
+    half = cv2.resize(lesion, (50, 50), interpolation=cv2.INTER_NEAREST)
+    cut = resized(data.crop_like_image(half, tmp_path / "scan.png"))
+    assert (cut & full).sum() / (cut | full).sum() > 0.8
+    with pytest.raises(ValueError, match="missing.png"):
+        data.crop_like_image(lesion, tmp_path / "missing.png")

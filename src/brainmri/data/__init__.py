@@ -4,7 +4,9 @@ Submodules, in the order a run uses them:
 
 - `kaggle`: Kaggle credentials, the download, safe archive extraction (DataSourceError).
 - `layout`: finding the <split>/<class>/ folder tree of the dataset (DatasetLayoutError).
-- `images`: decoding any image file to uint8 RGB (load_image), the one normalisation.
+- `images`: decoding any image file to uint8 RGB (load_image), the one normalisation, and the
+  optional crop to the head (brain_box, crop_square,
+  crop_like_image).
 - `manifest`: the scan of every file into the manifest table; its CSV file and hash.
 - `audit`: exact and pixel-confirmed near copies, their clusters, and the counts per split.
 - `splits`: the train/val/test subsets, Training de-duplication and the clean (leakage-free)
@@ -21,7 +23,7 @@ from brainmri.data.audit import (
     pixel_signatures,
     threshold_pairs,
 )
-from brainmri.data.images import load_image
+from brainmri.data.images import brain_box, crop_like_image, crop_square, load_image
 from brainmri.data.kaggle import (
     DataSourceError,
     KaggleCredentials,
@@ -54,6 +56,9 @@ __all__ = [
     "download_kaggle",
     "find_dataset_root",
     "kaggle_credentials",
+    "brain_box",
+    "crop_like_image",
+    "crop_square",
     "load_image",
     "manifest_hash",
     "pixel_signatures",

@@ -121,16 +121,111 @@ def _to_rgb8(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
+BRAIN_THRESHOLD = 45
+"""Grey level (0-255, after a 5x5 Gaussian blur) above which a pixel counts as head rather than
+background in :func:`brain_box`: the value of the widely used brain-cropping step for this data
+set (threshold, erode and dilate twice, largest contour's extreme points)."""
+
+
+def brain_box(rgb: np.ndarray) -> tuple[int, int, int]:
+    """The square around the head in an MRI slice: ``(x0, y0, side)`` in pixels.
+
+    The head is the largest connected region brighter than :data:`BRAIN_THRESHOLD` (after
+    erosion and dilation, which drop specks and thin text), with any other region of at least a
+    tenth of its area; the square is their bounding box grown
+    on the shorter side, about the box's centre, so that resizing keeps the aspect ratio. The
+    square may reach past the image, where :func:`crop_square` pads with black. An image with no
+    such region (blank, or all dark) gets the whole image.
+
+    Args:
+        rgb: a uint8 image, (H, W, 3) or (H, W).
+
+    Returns:
+        ``(x0, y0, side)``: the square's top-left corner (may be negative) and its side.
+    """
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    height, width = grey.shape
+    blurred = cv2.GaussianBlur(grey, (5, 5), 0)
+    _, binary = cv2.threshold(blurred, BRAIN_THRESHOLD, 255, cv2.THRESH_BINARY)
+    binary = cv2.dilate(cv2.erode(binary, None, iterations=2), None, iterations=2)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return 0, 0, max(height, width)
+    # the largest region and any other of at least a tenth of its area: a head that the
+    # threshold splits (the orbits of an axial slice, say) stays whole
+    largest = max(cv2.contourArea(c) for c in contours)
+    head = np.concatenate([c for c in contours if cv2.contourArea(c) >= largest / 10])
+    x, y, w, h = cv2.boundingRect(head)
+    side = max(w, h)
+    return x + (w - side) // 2, y + (h - side) // 2, side
+
+
+def crop_square(array: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
+    """Cut the square ``box`` (:func:`brain_box`) out of an image or mask, black beyond its edge.
+
+    Args:
+        array: (H, W) or (H, W, C) pixels.
+        box: ``(x0, y0, side)``.
+
+    Returns:
+        The (side, side[, C]) square.
+    """
+    x0, y0, side = box
+    height, width = array.shape[:2]
+    pad = [(max(0, -y0), max(0, y0 + side - height)), (max(0, -x0), max(0, x0 + side - width))]
+    padded = np.pad(array, pad + [(0, 0)] * (array.ndim - 2))
+    top, left = y0 + pad[0][0], x0 + pad[1][0]
+    return padded[top : top + side, left : left + side]
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    """The file's pixels at their own size as uint8 RGB (errors name the file)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    try:
+        return _to_rgb8(_decode_image_bytes(data)[0])
+    except _DecodeError as exc:
+        raise ValueError(f"{path}: unreadable image: {exc}") from None
+
+
+def crop_like_image(mask: np.ndarray, image_path: Path) -> np.ndarray:
+    """Cut a mask to the square that ``load_image(image_path, ..., crop=True)`` cuts from its
+    image, so that mask and image stay aligned.
+
+    Args:
+        mask: the image's mask, (H, W), at the image's size or another (the square is scaled).
+        image_path: the image the mask belongs to.
+
+    Returns:
+        The mask's square (resize it as the image is resized).
+
+    Raises:
+        ValueError: the image cannot be read (the message names the file).
+    """
+    rgb = _read_rgb(Path(image_path))
+    x0, y0, side = brain_box(rgb)
+    sy, sx = mask.shape[0] / rgb.shape[0], mask.shape[1] / rgb.shape[1]
+    if (sy, sx) != (1.0, 1.0):
+        x0, y0, side = round(x0 * sx), round(y0 * sy), max(1, round(side * max(sx, sy)))
+    return crop_square(mask, (x0, y0, side))
+
+
+def load_image(path: Path, size: int, *, crop: bool = False) -> np.ndarray:
     """Return an image file as uint8 RGB of shape (size, size, 3): the one normalisation.
 
     Args:
         path: the image file (any format OpenCV or PIL reads, any bit depth or channels).
         size: the side of the square output, in pixels.
+        crop: first cut the image to the square around the head (:func:`brain_box`), so that
+            the black margins and the share of the frame the head fills (which differ between
+            the classes' source collections) carry no signal (``model.crop_to_brain``).
 
     Returns:
         The pixels, 16-bit data scaled by the image's maximum, alpha composited on black,
-        resized with area interpolation when the image is not already size x size.
+        optionally cropped to the head, resized with area interpolation when the image is not
+        already size x size.
 
     Raises:
         ValueError: size is not positive, or the file cannot be read or decoded (the
@@ -139,14 +234,9 @@ def load_image(path: Path, size: int) -> np.ndarray:
     path, size = Path(path), int(size)
     if size < 1:
         raise ValueError(f"{path}: image size must be a positive integer, got {size}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-    try:
-        rgb = _to_rgb8(_decode_image_bytes(data)[0])
-    except _DecodeError as exc:
-        raise ValueError(f"{path}: unreadable image: {exc}") from None
+    rgb = _read_rgb(path)
+    if crop:
+        rgb = crop_square(rgb, brain_box(rgb))
     if rgb.shape[:2] != (size, size):
         rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     return rgb

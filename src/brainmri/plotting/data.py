@@ -1,4 +1,5 @@
-"""Dataset figures: class balance, sample images, sizes and modes, intensities, duplicates."""
+"""Dataset figures: class balance, sample images, sizes and modes, intensities, the head's share
+of the frame, duplicates."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from brainmri.config import CLASS_NAMES, SPLITS
-from brainmri.data import SCAN_COLUMNS, load_image
+from brainmri.data import SCAN_COLUMNS, brain_box, crop_square, load_image
 
 __all__ = [
     "plot_class_counts",
     "plot_duplicate_pairs",
+    "plot_head_fill",
     "plot_intensity_histograms",
     "plot_sample_grid",
     "plot_size_mode",
@@ -228,6 +230,71 @@ def plot_intensity_histograms(
         patch.set_alpha(0.5)
     ax_mean.set_xticks(np.arange(1, len(means) + 1), list(means))
     ax_mean.set(ylabel="mean grey level per image", title="Per-image mean intensity")
+    return fig
+
+
+def plot_head_fill(
+    manifest: pd.DataFrame, root: Path | str, per_class_limit: int, seed: int
+) -> Figure:
+    """How much of the frame the head fills, per class, and what ``model.crop_to_brain`` cuts.
+
+    The head's square is :func:`brainmri.data.brain_box`; its side over the image side is 1 for
+    a head that fills the frame and small for one in wide black margins. Classes whose images
+    come from different collections can differ here, a cue a model can learn instead of the
+    anatomy (and Grad-CAM then points at the margins).
+
+    Args:
+        manifest: the manifest (see ``brainmri.data.scan_dataset``); rows with status "ok" used.
+        root: the data root the manifest's "path" values are relative to.
+        per_class_limit: the most images drawn per class.
+        seed: the seed of the draw.
+
+    Returns:
+        A figure: box plots of the head's share of the image side per class (with each class's
+        median), and one drawn image per class with its square, next to the crop.
+
+    Raises:
+        ValueError: the manifest lacks a column of ``SCAN_COLUMNS``, or an image cannot be read.
+    """
+    ok = _ok_rows(manifest)
+    shares: dict[str, np.ndarray] = {}
+    examples: dict[str, tuple[np.ndarray, tuple[int, int, int]]] = {}
+    for label in CLASS_NAMES:
+        chosen = _sample(ok[ok["label"] == label], int(per_class_limit), seed)
+        values = []
+        for rel in chosen["path"]:
+            image = load_image(Path(root) / rel, _THUMB)
+            box = brain_box(image)
+            values.append(box[2] / _THUMB)
+            examples.setdefault(label, (image, box))
+        if values:
+            shares[label] = np.asarray(values)
+    fig = plt.figure(figsize=(13, 4.6), constrained_layout=True)
+    grid = fig.add_gridspec(2, 1 + len(CLASS_NAMES), width_ratios=[3] + [1] * len(CLASS_NAMES))
+    ax = fig.add_subplot(grid[:, 0])
+    if not shares:
+        return _empty(fig, ax, "no usable images")
+    box_plot = ax.boxplot(list(shares.values()), patch_artist=True)
+    for patch, label in zip(box_plot["boxes"], shares, strict=True):
+        patch.set_facecolor(_COLOURS[label])
+        patch.set_alpha(0.5)
+    ax.set_xticks(
+        np.arange(1, len(shares) + 1),
+        [f"{k}\nmedian {np.median(v):.2f}" for k, v in shares.items()],
+    )
+    ax.set(
+        ylabel="head square side / image side",
+        title=f"The head's share of the frame (up to {per_class_limit} images per class)",
+    )
+    for col, (label, (image, (x0, y0, side))) in enumerate(examples.items(), start=1):
+        top, bottom = fig.add_subplot(grid[0, col]), fig.add_subplot(grid[1, col])
+        top.imshow(image)
+        top.add_patch(plt.Rectangle((x0, y0), side, side, fill=False, edgecolor="yellow", lw=1.5))
+        top.set_title(label, fontsize=9)
+        bottom.imshow(crop_square(image, (x0, y0, side)))
+        bottom.set_title("cropped", fontsize=9)
+        for a in (top, bottom):
+            a.axis("off")
     return fig
 
 
