@@ -145,6 +145,12 @@ def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):
     guided = model_card_markdown(metrics, {})
     assert "Lesion guidance: weight 3;" in guided and "(7 images; masks: /m)" in guided
     metrics["params"]["train"]["lesion_guidance"] = 0.0
+    assert "around the head" not in text
+    metrics["params"]["model"]["crop_to_brain"] = True
+    assert " px (each image cut to the square around the head first)," in model_card_markdown(
+        metrics, {}
+    )
+    metrics["params"]["model"]["crop_to_brain"] = False
     spec = metrics["evaluate"]["clean"]["ci"]["specificity/pituitary"]
     assert f"{spec['point']:.3f} ({spec['low']:.3f}-{spec['high']:.3f})" in text
     paths = config.Paths(root=tmp_path, profile="demo")

@@ -43,6 +43,15 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
 
 
+def _crop_note(model_p: dict) -> str:
+    """How images were cut before resizing (``model.crop_to_brain``), for the model details."""
+    return (
+        " (each image cut to the square around the head first)"
+        if model_p.get("crop_to_brain")
+        else ""
+    )
+
+
 def _guidance_line(train_p: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     """What the card says about lesion guidance (brainmri.guidance)."""
     weight = train_p.get("lesion_guidance") or 0
@@ -91,7 +100,7 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         f"- Model: {summary.get('model', 'not trained')}; {profile} profile "
         f"({params.get('description', 'no description')}).",
         f"- Backbone `{model_p.get('backbone', '?')}`, weights `{model_p.get('weights', '?')}`, "
-        f"input {model_p.get('image_size', '?')} px, trainable policy "
+        f"input {model_p.get('image_size', '?')} px{_crop_note(model_p)}, trainable policy "
         f"`{model_p.get('trainable', '?')}`, head Dense {model_p.get('dense_units', '?')} with "
         f"dropout {model_p.get('dropout', '?')}, 4-way softmax.",
         f"- Training: Adam at {train_p.get('learning_rate', '?')}, batch "
