@@ -38,7 +38,7 @@ save_figure(fig, paths.figures_dir, "eda_class_counts")
 
 # %% [markdown]
 # ## Sample images per class
-# Drawn at random, as the model sees them after decoding: look for labels that do not match what
+# Drawn at random, as decoded (before any crop to the head): look for labels that do not match what
 # you see, and for views (axial, coronal, sagittal) that differ between classes.
 
 # %%

@@ -172,6 +172,19 @@ def test_the_exported_savedmodel_serves_uint8_images_like_the_keras_model(tmp_pa
         predict.export_savedmodel(model, target)
 
 
+def test_the_cli_export_says_when_inputs_must_be_cropped(tmp_path, tiny_model, capsys):
+    run = tmp_path / "repo" / "reports" / "smoke"
+    run.mkdir(parents=True)
+    (run / "model.keras").write_bytes(tiny_model.read_bytes())
+    (run / "run.json").write_text(json.dumps({"params": {"crop_to_brain": True}}))
+    argv = ["--root", str(tmp_path / "repo"), "export", "--profile", "smoke", "--out"]
+    assert cli.main([*argv, str(tmp_path / "cropped")]) == 0
+    assert "crop=True" in capsys.readouterr().out
+    (run / "run.json").write_text(json.dumps({"params": {"crop_to_brain": False}}))
+    assert cli.main([*argv, str(tmp_path / "plain")]) == 0
+    assert "crop" not in capsys.readouterr().out
+
+
 def test_ood_summary_keeps_the_validation_share_and_scores_every_group(tiny_model):
     model = mdl.load_model(tiny_model)
     val = np.random.default_rng(2).uniform(0, 255, (20, 32, 32, 3)).astype(np.float32)
@@ -197,6 +210,8 @@ def test_scans_are_cropped_as_the_run_trained(tmp_path, tiny_model):
     run = tmp_path / "run"
     run.mkdir()
     assert predict.run_info(tiny_model, None).crop_to_brain is False
+    unknown = predict.run_info(tiny_model, run)  # a run folder without its record: said so
+    assert unknown.crop_to_brain is False and "no training record" in unknown.warnings[0]
     (run / "run.json").write_text(json.dumps({"params": {"crop_to_brain": True}}))
     assert predict.run_info(tiny_model, run).crop_to_brain is True
     assert predict.run_info(tiny_model, run, crop_to_brain=False).crop_to_brain is False
@@ -205,6 +220,9 @@ def test_scans_are_cropped_as_the_run_trained(tmp_path, tiny_model):
     table = predict.predict_scans(
         [tmp_path / "scan.png"], model, info, tmp_path / "out", overlays=False, echo=lambda _: None
     )
-    logits, _ = mdl.predict_files(model, [tmp_path / "scan.png"], crop=True)
-    assert table["predicted"].tolist() == [config.CLASS_NAMES[int(logits.argmax())]]
+    # the probabilities of the cropped scan, which differ from the uncropped one's
+    _, probs = mdl.predict_files(model, [tmp_path / "scan.png"], crop=True)
+    _, uncropped = mdl.predict_files(model, [tmp_path / "scan.png"])
+    got = table[[f"p_{c}" for c in config.CLASS_NAMES]].to_numpy(dtype=float)
+    assert np.allclose(got, probs, atol=1e-5) and not np.allclose(got, uncropped, atol=1e-3)
     assert json.loads((tmp_path / "out" / "predictions.json").read_text())["crop_to_brain"]

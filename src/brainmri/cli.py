@@ -210,6 +210,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"SavedModel (signature 'serve': uint8 images -> probabilities): {target}")
+    if predict.run_info(paths.model, paths.run_dir).crop_to_brain:
+        print(
+            "note: this model was trained on images cut to the square around the head "
+            "(model.crop_to_brain): prepare its inputs with brainmri.predict.read_scan(path, "
+            "size, crop=True)"
+        )
     return 0
 
 

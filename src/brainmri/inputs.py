@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from brainmri.config import CLASS_NAMES
-from brainmri.data.images import crop_like_image, load_image
+from brainmri.data.images import BRAIN_THRESHOLD, crop_like_image, load_image
 
 
 def affine_matrices(
@@ -333,8 +333,8 @@ def make_dataset(
             image.set_shape((image_size, image_size, channels))
             return image
 
-    if crop:  # a cropped cache is another cache
-        cache_tag = f"{cache_tag}|crop"
+    if crop:  # a cropped cache is another cache (and another threshold another crop)
+        cache_tag = f"{cache_tag}|crop:{BRAIN_THRESHOLD}"
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache == "memory":
         ds = ds.cache()

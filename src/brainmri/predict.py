@@ -263,6 +263,11 @@ def run_info(
     warnings = []
     run_json, metrics = Path(run_dir) / "run.json", Path(run_dir) / "metrics.json"
     run = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    if not run and crop_to_brain is None:
+        warnings.append(
+            f"{run_json}: no training record; the scans are prepared without the crop to the "
+            "head (pass --crop-to-brain if the model was trained with it)"
+        )
     recorded = run.get("model_sha256")
     if crop_to_brain is None:
         info.crop_to_brain = bool(run.get("params", {}).get("crop_to_brain", False))

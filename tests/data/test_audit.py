@@ -155,7 +155,7 @@ def test_figures_are_built(planted):
         classes = audited[audited["status"] == "ok"]["label"].nunique()
         assert len(figures[6].axes) == 1 + 2 * classes
         shares = [line.get_ydata() for line in figures[6].axes[0].get_lines()]
-        assert all(0 < y <= 1.5 for ys in shares for y in ys)
+        assert all(0 < y <= 1 for ys in shares for y in ys)
         with pytest.raises(ValueError, match="nowhere.jpg"):
             dplot.plot_duplicate_pairs(audited, planted, [("nowhere.jpg", pairs[0][1], 0.5)])
     finally:

@@ -103,8 +103,8 @@ def test_brain_box_is_the_square_around_the_largest_bright_region():
     assert (x0, y0, side) == (9, 16, 32)
     rgb = cv2.cvtColor(_head(), cv2.COLOR_GRAY2RGB)
     assert data.brain_box(rgb) == (x0, y0, side)
-    # nothing above the threshold: the whole image
-    assert data.brain_box(np.full((40, 50), 20, np.uint8)) == (0, 0, 50)
+    # nothing above the threshold: the square around the whole image, centred
+    assert data.brain_box(np.full((40, 50), 20, np.uint8)) == (0, -5, 50)
 
 
 def test_crop_square_pads_with_black_beyond_the_edge():
@@ -113,6 +113,7 @@ def test_crop_square_pads_with_black_beyond_the_edge():
     out = data.crop_square(image, (-1, 3, 3))
     assert out.tolist() == [[0, 16, 17], [0, 21, 22], [0, 0, 0]]
     assert data.crop_square(np.ones((4, 4, 3), np.uint8), (0, 0, 6)).shape == (6, 6, 3)
+    assert data.crop_square(image, (3, 0, 3, 2)).tolist() == [[4, 5, 0], [9, 10, 0]]
 
 
 def test_crop_cuts_image_and_mask_alike(tmp_path):
@@ -137,6 +138,11 @@ def test_crop_cuts_image_and_mask_alike(tmp_path):
     full = resized(data.crop_like_image(lesion, tmp_path / "scan.png"))
     half = cv2.resize(lesion, (50, 50), interpolation=cv2.INTER_NEAREST)
     cut = resized(data.crop_like_image(half, tmp_path / "scan.png"))
+    assert (cut & full).sum() / (cut | full).sum() > 0.8
+    # a mask of another aspect ratio (100x100 image, 60x120 mask): the image's square maps to
+    # a rectangle of the mask, which resizes onto the same region
+    wide = cv2.resize(lesion, (120, 60), interpolation=cv2.INTER_NEAREST)
+    cut = resized(data.crop_like_image(wide, tmp_path / "scan.png"))
     assert (cut & full).sum() / (cut | full).sum() > 0.8
     with pytest.raises(ValueError, match="missing.png"):
         data.crop_like_image(lesion, tmp_path / "missing.png")

@@ -135,7 +135,7 @@ def brain_box(rgb: np.ndarray) -> tuple[int, int, int]:
     tenth of its area; the square is their bounding box grown
     on the shorter side, about the box's centre, so that resizing keeps the aspect ratio. The
     square may reach past the image, where :func:`crop_square` pads with black. An image with no
-    such region (blank, or all dark) gets the whole image.
+    such region (blank, or all dark) gets the square around the whole image.
 
     Args:
         rgb: a uint8 image, (H, W, 3) or (H, W).
@@ -150,7 +150,8 @@ def brain_box(rgb: np.ndarray) -> tuple[int, int, int]:
     binary = cv2.dilate(cv2.erode(binary, None, iterations=2), None, iterations=2)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
-        return 0, 0, max(height, width)
+        side = max(height, width)
+        return (width - side) // 2, (height - side) // 2, side
     # the largest region and any other of at least a tenth of its area: a head that the
     # threshold splits (the orbits of an axial slice, say) stays whole
     largest = max(cv2.contourArea(c) for c in contours)
@@ -160,22 +161,23 @@ def brain_box(rgb: np.ndarray) -> tuple[int, int, int]:
     return x + (w - side) // 2, y + (h - side) // 2, side
 
 
-def crop_square(array: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
+def crop_square(array: np.ndarray, box: tuple[int, ...]) -> np.ndarray:
     """Cut the square ``box`` (:func:`brain_box`) out of an image or mask, black beyond its edge.
 
     Args:
         array: (H, W) or (H, W, C) pixels.
-        box: ``(x0, y0, side)``.
+        box: ``(x0, y0, side)``, or ``(x0, y0, width, height)`` for a rectangle (the square of
+            an image seen in a mask of another aspect ratio).
 
     Returns:
-        The (side, side[, C]) square.
+        The (side, side[, C]) square, or the (height, width[, C]) rectangle.
     """
-    x0, y0, side = box
+    x0, y0, w, h = box if len(box) == 4 else (*box, box[2])
     height, width = array.shape[:2]
-    pad = [(max(0, -y0), max(0, y0 + side - height)), (max(0, -x0), max(0, x0 + side - width))]
+    pad = [(max(0, -y0), max(0, y0 + h - height)), (max(0, -x0), max(0, x0 + w - width))]
     padded = np.pad(array, pad + [(0, 0)] * (array.ndim - 2))
     top, left = y0 + pad[0][0], x0 + pad[1][0]
-    return padded[top : top + side, left : left + side]
+    return padded[top : top + h, left : left + w]
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -199,7 +201,8 @@ def crop_like_image(mask: np.ndarray, image_path: Path) -> np.ndarray:
         image_path: the image the mask belongs to.
 
     Returns:
-        The mask's square (resize it as the image is resized).
+        The mask's cut of the image's square (resize it as the image is resized: it is square
+        unless the mask's aspect ratio differs from the image's).
 
     Raises:
         ValueError: the image cannot be read (the message names the file).
@@ -207,9 +210,11 @@ def crop_like_image(mask: np.ndarray, image_path: Path) -> np.ndarray:
     rgb = _read_rgb(Path(image_path))
     x0, y0, side = brain_box(rgb)
     sy, sx = mask.shape[0] / rgb.shape[0], mask.shape[1] / rgb.shape[1]
-    if (sy, sx) != (1.0, 1.0):
-        x0, y0, side = round(x0 * sx), round(y0 * sy), max(1, round(side * max(sx, sy)))
-    return crop_square(mask, (x0, y0, side))
+    if (sy, sx) == (1.0, 1.0):
+        return crop_square(mask, (x0, y0, side))
+    # the image's square, in the mask's pixels: a rectangle where the aspect ratios differ
+    box = (round(x0 * sx), round(y0 * sy), max(1, round(side * sx)), max(1, round(side * sy)))
+    return crop_square(mask, box)
 
 
 def load_image(path: Path, size: int, *, crop: bool = False) -> np.ndarray:

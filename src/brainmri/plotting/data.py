@@ -81,7 +81,7 @@ def plot_class_counts(manifest: pd.DataFrame) -> Figure:
 
 
 def plot_sample_grid(manifest: pd.DataFrame, root: Path | str, per_class: int, seed: int) -> Figure:
-    """A grid of randomly drawn images, one row per class, as the model sees them (load_image).
+    """A grid of randomly drawn images, one row per class, as decoded (load_image, uncropped).
 
     Args:
         manifest: the data set manifest (columns ``SCAN_COLUMNS``); only rows with status
