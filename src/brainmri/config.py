@@ -524,9 +524,9 @@ _FLOAT = re.compile(
 def parse_yaml(text: str) -> Any:
     """Parse YAML as ``yaml.safe_load`` does, except that ``1e-4`` is a float (YAML 1.2).
 
-    As in YAML 1.2, a sexagesimal float (``1:30.5``) stays a string, and so does ``+.5``; a
-    string of digits with an ``e`` (a short commit hash such as ``0e12345``) becomes a number,
-    so quote such strings.
+    A sexagesimal float (``1:30.5``, YAML 1.1 only) stays a string, and so does ``+.5`` (as in
+    PyYAML); a string of digits with an ``e`` (a short commit hash such as ``0e12345``) becomes
+    a number, so quote such strings.
 
     Args:
         text: a YAML document, e.g. a profile file or one ``KEY=VALUE`` value of a tool.
