@@ -45,6 +45,15 @@ def test_localisation_report_and_summary(cnn, square_data):
     assert set(summary["overall"]["methods"]) == {"gradcam", "random", "centre"}
     fig = pex.plot_localisation_summary(summary)
     assert isinstance(fig, Figure) and len(fig.axes) == 3
+    # one figure legend (methods and chance), no legend inside a panel
+    (legend,) = fig.legends
+    assert sorted(t.get_text() for t in legend.get_texts()) == [
+        "centre",
+        "chance",
+        "gradcam",
+        "random",
+    ]
+    assert all(ax.get_legend() is None for ax in fig.axes)
 
 
 def test_a_capped_scorecam_is_named_as_such(cnn, square_data):

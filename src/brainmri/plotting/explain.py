@@ -255,7 +255,9 @@ def plot_localisation_summary(summary: Mapping[str, Any]) -> Figure:
         ax.set_xticks(positions, list(groups))
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    # one legend for the three panels, under them: inside a panel it hid the bars
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
     return fig
 
 
