@@ -29,8 +29,7 @@ from brainmri.data.images import (
     _decode_image_bytes,
     _DecodeError,
     _to_rgb8,
-    brain_box,
-    crop_square,
+    fit_image,
 )
 from brainmri.io import atomic_write, write_csv, write_json
 
@@ -110,11 +109,7 @@ def read_scan(path: Path, size: int, *, crop: bool = False) -> np.ndarray:
             f"unsupported file type {path.suffix or '(none)'!r}: expected an image "
             f"({', '.join(IMAGE_EXTENSIONS)}) or DICOM ({', '.join(DICOM_EXTENSIONS)})"
         )
-    if crop:
-        rgb = crop_square(rgb, brain_box(rgb))
-    if rgb.shape[:2] != (size, size):
-        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    return rgb
+    return fit_image(rgb, size, crop=crop)
 
 
 def find_scans(target: str | Path) -> list[Path]:

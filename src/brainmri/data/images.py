@@ -239,7 +239,23 @@ def load_image(path: Path, size: int, *, crop: bool = False) -> np.ndarray:
     path, size = Path(path), int(size)
     if size < 1:
         raise ValueError(f"{path}: image size must be a positive integer, got {size}")
-    rgb = _read_rgb(path)
+    return fit_image(_read_rgb(path), size, crop=crop)
+
+
+def fit_image(rgb: np.ndarray, size: int, *, crop: bool = False) -> np.ndarray:
+    """Decoded uint8 RGB pixels as a model input: optionally cut to the head, then resized.
+
+    The one place both the data set's images (:func:`load_image`) and new scans
+    (``predict.read_scan``, DICOM included) become size x size.
+
+    Args:
+        rgb: (H, W, 3) uint8 pixels.
+        size: the side of the square output.
+        crop: first cut to the square around the head (:func:`brain_box`).
+
+    Returns:
+        The (size, size, 3) pixels, resized with area interpolation where needed.
+    """
     if crop:
         rgb = crop_square(rgb, brain_box(rgb))
     if rgb.shape[:2] != (size, size):
