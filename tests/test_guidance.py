@@ -119,6 +119,35 @@ def test_a_margin_forgives_energy_next_to_the_mask_and_only_there():
     assert np.all(guidance.outside_share(head, fmap, y, none, margin=8) == 0)
 
 
+def test_centre_cells_count_a_cell_by_the_mask_at_its_centre():
+    """cells="centre": a cell is on the lesion when the mask covers its centre pixel (where the
+    upsampled map takes the cell's value), however little else of it; otherwise not at all."""
+    model = _model()
+    features, head = guidance.split_at_feature_map(model)
+    x, y = _batch()
+    fmap = features(x)
+    whole = guidance.outside_share(head, fmap, y, _cell_masks(8, [(1, 2)])).numpy()
+    # cell (1, 2) spans rows 8-15 and columns 16-23; its centre is pixel (12, 20)
+    dot = np.zeros((8, SIZE, SIZE, 1), np.float32)
+    dot[:, 12, 20] = 1.0
+    np.testing.assert_allclose(
+        guidance.outside_share(head, fmap, y, dot, cells="centre"), whole, atol=1e-6
+    )
+    # the cell's top-left quadrant: a quarter of its area, but not its centre
+    quadrant = np.zeros((8, SIZE, SIZE, 1), np.float32)
+    quadrant[:, 8:12, 16:20] = 1.0
+    by_area = guidance.outside_share(head, fmap, y, quadrant).numpy()
+    by_centre = guidance.outside_share(head, fmap, y, quadrant, cells="centre").numpy()
+    live = by_area > 0  # a map with any energy (a dead head unit zeroes a class's map)
+    assert live.sum() >= 4
+    # all energy counts as outside (1e-6 guards the division)
+    np.testing.assert_allclose(by_centre[live], 1.0, atol=1e-3)
+    assert np.all(by_centre[~live] == 0)
+    assert np.all(by_area[live] < 1.0) and np.all(by_area >= whole - 1e-6)
+    with pytest.raises(ValueError, match="cells: expected one of"):
+        guidance.outside_share(head, fmap, y, quadrant, cells="middle")
+
+
 def _shortcut_data(n: int = 32, seed: int = 2):
     """Each class twice over: a lesion at the centre (the mask) and a corner mark, as bright."""
     rng = np.random.default_rng(seed)

@@ -184,4 +184,5 @@ def test_training_state_covers_the_decoding_code_of_the_data_package(project_roo
     """A resumed state must not mix code versions: the image decoder is in data/images.py."""
     src = project_root / "src" / "brainmri"
     names = {f.relative_to(src).as_posix() for f in training.training_code_files()}
-    assert {"data/images.py", "data/__init__.py", "inputs.py", "model.py", "training.py"} <= names
+    expected = {"data/images.py", "data/__init__.py", "inputs.py", "model.py", "training.py"}
+    assert expected | {"guidance.py"} <= names  # the guided phase's penalty too

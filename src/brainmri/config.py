@@ -18,6 +18,8 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".
 LOGITS_LAYER = "logits"
 """Name of the pre-softmax Dense layer; explainability reads its scores."""
 KAGGLE_DATASET = "masoudnickparvar/brain-tumor-mri-dataset"
+GUIDANCE_CELLS: tuple[str, ...] = ("area", "centre")
+"""How lesion guidance counts a Grad-CAM cell as on the lesion (``train.guidance_cells``)."""
 
 
 @dataclass(frozen=True)
@@ -315,6 +317,12 @@ SCHEMA: dict[str, dict[str, Spec]] = {
             "penalised (15/224 = the pointing game's tolerance)",
             0.0,
             0.5,
+        ),
+        "guidance_cells": Spec(
+            "choice",
+            "how a Grad-CAM cell counts as on the lesion: the share of it the mask covers (area) "
+            "or whether the mask covers its centre, where the upsampled map's peak sits (centre)",
+            choices=GUIDANCE_CELLS,
         ),
         "aug_rotation": Spec("float", "max random rotation in degrees", 0.0, 180.0),
         "aug_width_shift": Spec("float", "max horizontal shift (fraction of width)", 0.0, 0.5),

@@ -9,8 +9,14 @@ that falls outside the lesion, measured at the target layer's resolution:
     cam = ReLU(sum_k alpha_k A_k),   alpha_k = mean_ij d logit_c / d A_k,ij   (held constant)
     penalty = sum_ij cam_ij (1 - m_ij) / sum_ij cam_ij
 
-where ``A`` is the last feature map, ``c`` the true class and ``m`` the fraction of each
-feature-map cell that the mask covers. Holding the channel weights ``alpha`` constant within a
+where ``A`` is the last feature map, ``c`` the true class and ``m`` says how far each
+feature-map cell lies on the lesion: the fraction of the cell the mask covers (``cells="area"``),
+or whether the cell's centre lies on it (``cells="centre"``). The second is what the reports read:
+Grad-CAM's map is the feature-map grid upsampled bilinearly, whose values at the cell centres are
+the cells' own and in between are blends of them, so the map's maximum, which the pointing game
+scores, sits on a cell centre. Under ``"area"`` a cell whose corner touches the lesion earns part
+of the credit, and energy moved into it leaves the maximum on a cell centre off the lesion; under
+``"centre"`` only cells whose centre is on the (margin-grown) lesion count. Holding the channel weights ``alpha`` constant within a
 step (no second-order gradient) keeps the step at the cost of one extra pass through the small
 head: the gradient moves the feature map, which is what decides where the map points. Images
 without a mask (no tumour, or none drawn) add nothing.
@@ -64,6 +70,7 @@ def outside_share(
     masks: tf.Tensor,
     *,
     margin: int = 0,
+    cells: str = "area",
 ) -> tf.Tensor:
     """Each image's share of Grad-CAM energy outside its mask (0 for images without a mask).
 
@@ -78,10 +85,15 @@ def outside_share(
             (``gradcam.pointing_tolerance``), and the tissue around a tumour may be part of
             what tells the classes apart (a meningioma's dural attachment, the sella around a
             pituitary adenoma).
+        cells: how a feature-map cell counts as on the lesion: "area", the share of the cell
+            the mask covers; "centre", whether the mask covers the cell's centre (the pixel the
+            upsampled map takes the cell's value at).
 
     Returns:
         Shares (N,) in [0, 1], differentiable with respect to fmap.
     """
+    if cells not in config.GUIDANCE_CELLS:
+        raise ValueError(f"cells: expected one of {config.GUIDANCE_CELLS}, got {cells!r}")
     if margin > 0:  # a square window's maximum, taken along rows then columns (2k, not k^2)
         masks = tf.cast(masks, tf.float32)
         for window in ((2 * margin + 1, 1), (1, 2 * margin + 1)):
@@ -94,11 +106,15 @@ def outside_share(
     # Grad-CAM's channel weights, held constant: the penalty moves the map, not the weights
     alpha = tf.stop_gradient(tf.reduce_mean(tape.gradient(score, fmap), axis=(1, 2)))
     cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", fmap, alpha))
-    # the share of each feature-map cell that the lesion covers
-    inside = tf.image.resize(tf.cast(masks, tf.float32), tf.shape(fmap)[1:3], method="area")
+    # how far each feature-map cell lies on the lesion: its covered share, or the mask at its
+    # centre (TF's nearest-neighbour resize samples pixel floor((i + 1/2) * H / h))
+    method = "area" if cells == "area" else "nearest"
+    inside = tf.image.resize(tf.cast(masks, tf.float32), tf.shape(fmap)[1:3], method=method)
     inside = inside[..., 0]
     share = tf.reduce_sum(cam * (1.0 - inside), axis=(1, 2)) / (
         tf.reduce_sum(cam, axis=(1, 2)) + _EPS
     )
-    has_mask = tf.cast(tf.reduce_max(inside, axis=(1, 2)) > 0, tf.float32)
+    # from the mask itself: under "centre" a lesion may cover no cell centre at all, and all of
+    # its image's energy is then outside (a share of 1, no gradient), not an image without one
+    has_mask = tf.cast(tf.reduce_max(masks, axis=(1, 2, 3)) > 0, tf.float32)
     return share * has_mask

@@ -164,6 +164,7 @@ class _Steps:
         jit_compile: bool,
         lesion_guidance: float = 0.0,
         guidance_margin: int = 0,
+        guidance_cells: str = "area",
     ) -> None:
         self.model = model
         self.strategy = model.distribute_strategy
@@ -192,7 +193,7 @@ class _Steps:
                     fmap = features(images, training=True)
                     probs = head(fmap, training=True)[1]
                     shares = guidance.outside_share(
-                        head, fmap, labels, masks, margin=guidance_margin
+                        head, fmap, labels, masks, margin=guidance_margin, cells=guidance_cells
                     )
                 else:
                     probs = model(images, training=True)
@@ -264,6 +265,7 @@ def run_epochs(
     jit_compile: bool,
     lesion_guidance: float = 0.0,
     guidance_margin: int = 0,
+    guidance_cells: str = "area",
     guidance_columns: bool = False,
 ) -> None:
     """Train a compiled model for epochs ``initial_epoch .. epochs - 1``, driving the callbacks.
@@ -286,11 +288,15 @@ def run_epochs(
             train_ds yields (images, labels, masks).
         guidance_margin: pixels by which the penalty grows each mask
             (:func:`brainmri.guidance.outside_share`).
+        guidance_cells: how a Grad-CAM cell counts as on the lesion ("area" or "centre",
+            :func:`brainmri.guidance.outside_share`).
         guidance_columns: log "lesion_guidance" (the weight) and "lesion_outside" (the mean
             share of Grad-CAM energy outside the training lesions, NaN when unguided) every
             epoch, so every phase of a guided run writes the same history columns.
     """
-    steps = _Steps(model, label_smoothing, jit_compile, lesion_guidance, guidance_margin)
+    steps = _Steps(
+        model, label_smoothing, jit_compile, lesion_guidance, guidance_margin, guidance_cells
+    )
     strategy = steps.strategy
     train_dist = devices.distribute_dataset(strategy, train_ds)
     val_dist = devices.distribute_dataset(strategy, val_ds)
@@ -385,6 +391,7 @@ def fit(
             jit_compile=bool(model.jit_compile),  # "auto" resolved by Keras' compile
             lesion_guidance=weight,
             guidance_margin=guidance_margin_pixels(params),
+            guidance_cells=params["guidance_cells"],
             guidance_columns=guide > 0,
         )
 
@@ -510,13 +517,13 @@ def training_code_files() -> list[Path]:
     """The source files whose code decides what training computes (decoding, model, training).
 
     Returns:
-        The .py files of ``data`` (every module of the package), ``inputs``, ``model`` and
-        ``training``.
+        The .py files of ``data`` (every module of the package), ``inputs``, ``model``,
+        ``guidance`` (the guided phase's penalty) and ``training``.
     """
     from brainmri import data, inputs, model
 
     files = []
-    for m in (data, inputs, model, sys.modules[__name__]):
+    for m in (data, inputs, model, guidance, sys.modules[__name__]):
         file = Path(m.__file__)
         # a package's __init__.py holds none of its code: every module of it counts
         files += sorted(file.parent.rglob("*.py")) if hasattr(m, "__path__") else [file]

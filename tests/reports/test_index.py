@@ -143,7 +143,12 @@ def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):
     metrics["params"]["train"]["lesion_guidance"] = 3.0
     metrics["data"] |= {"mask_root": "/m", "masks": {"train": {"glioma": 2, "pituitary": 5}}}
     guided = model_card_markdown(metrics, {})
-    assert "Lesion guidance: weight 3;" in guided and "(7 images; masks: /m)" in guided
+    assert "Lesion guidance: weight 3;" in guided and "(7 images; masks: /m); a Grad-CAM" in guided
+    assert "cell counts as inside by the share of it the mask covers." in guided
+    metrics["params"]["train"] |= {"guidance_margin": 0.067, "guidance_cells": "centre"}
+    guided = model_card_markdown(metrics, {})
+    assert "(7 images; masks: /m), grown by 0.067 of the image side; a Grad-CAM" in guided
+    assert "cell counts as inside when the mask covers its centre." in guided
     metrics["params"]["train"]["lesion_guidance"] = 0.0
     assert "around the head" not in text
     metrics["params"]["model"]["crop_to_brain"] = True

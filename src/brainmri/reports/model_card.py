@@ -59,10 +59,18 @@ def _guidance_line(train_p: Mapping[str, Any], data: Mapping[str, Any]) -> str:
         return "Lesion guidance: off (the loss is the cross-entropy alone)."
     masked = sum((dig(data, "masks", "train") or {}).values())
     where = data.get("mask_root") or "the data set's own masks/"
+    margin = train_p.get("guidance_margin") or 0
+    grown = f", grown by {margin:g} of the image side" if margin else ""
+    cells = (
+        "when the mask covers its centre"
+        if train_p.get("guidance_cells") == "centre"
+        else "by the share of it the mask covers"
+    )
     return (
         f"Lesion guidance: weight {weight:g}; the loss adds the share of Grad-CAM energy outside "
         f"the expert tumour mask of each training image that has one ({masked} images; masks: "
-        f"{where}). Validation masks are not used."
+        f"{where}){grown}; a Grad-CAM cell counts as inside {cells}. Validation masks are not "
+        "used."
     )
 
 
