@@ -118,7 +118,9 @@ save_figure(fig, paths.figures_dir, "cam_methods")
 # the tolerant one the area of the mask grown by the tolerance (several times larger for a small
 # lesion), 1 for the energy ratio; a random smooth map and a centred Gaussian prior are scored on
 # every metric, deletion and insertion included. A method is only worth its name where it beats both
-# baselines clearly.
+# baselines clearly. Deletion and insertion cost two forward passes per step for every image and map,
+# so `faithfulness_images` may limit them to the first images of each class (their count is in the
+# summary, `n_faithfulness`); the other metrics cover every scored image.
 #
 # A model trained with lesion guidance (`train.lesion_guidance`, see `run.json`) was trained to put
 # its Grad-CAM on the masks of the *training* images. These validation masks were never seen, so
@@ -149,6 +151,7 @@ else:
         methods=cfg["cam_methods_compare"],
         seed=cfg["seed"],
         steps=cfg["faithfulness_steps"],
+        faithfulness_images=cfg["faithfulness_images"],
         layer_name=layer,
         tolerance=cfg["pointing_tolerance"] * image_size,
         max_channels=cfg["scorecam_max_channels"],

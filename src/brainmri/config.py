@@ -352,6 +352,14 @@ SCHEMA: dict[str, dict[str, Spec]] = {
             "int", "tumour images per class scored for localisation (max)", 1, 100000
         ),
         "faithfulness_steps": Spec("int", "steps of the deletion/insertion curves", 2, 256),
+        "faithfulness_images": Spec(
+            "int",
+            "of the images scored for localisation, how many per class also get deletion/"
+            "insertion curves, the costly part (null = all)",
+            1,
+            100000,
+            nullable=True,
+        ),
         "scorecam_max_channels": Spec(
             "int",
             "Score-CAM's channel cap (null = every channel, as Wang et al.)",

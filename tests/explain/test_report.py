@@ -56,6 +56,28 @@ def test_localisation_report_and_summary(cnn, square_data):
     assert all(ax.get_legend() is None for ax in fig.axes)
 
 
+def test_faithfulness_can_be_limited_to_the_first_images_of_each_class(cnn, square_data):
+    """The cheap metrics on every image, deletion/insertion on the first of each class only."""
+    x, _, masks = square_data(4, 32, seed=1)
+    labels = ["glioma", "meningioma", "glioma", "pituitary"]
+    run = dict(methods=["gradcam"], seed=0, steps=4)
+    full = ex.localisation_report(cnn, x, masks, labels, **run)
+    first = ex.localisation_report(cnn, x, masks, labels, **run, faithfulness_images=1)
+    aucs = ["deletion_auc", "insertion_auc"]
+    cheap = [c for c in full.columns if c not in aucs]
+    assert first[cheap].equals(full[cheap])
+    scored = first["image"] != 2  # the second glioma
+    assert first.loc[scored, aucs].equals(full.loc[scored, aucs])
+    assert first.loc[~scored, aucs].isna().all().all() and len(first[~scored]) == 3
+    glioma = ex.summarise_localisation(first)["classes"]["glioma"]
+    assert (glioma["n_images"], glioma["n_faithfulness"]) == (2, 1)
+    auc = full[(full["image"] == 0) & (full["method"] == "gradcam")]["deletion_auc"].item()
+    assert glioma["methods"]["gradcam"]["deletion_auc"] == pytest.approx(auc)
+    assert ex.summarise_localisation(full)["classes"]["glioma"]["n_faithfulness"] == 2
+    with pytest.raises(ValueError, match="faithfulness_images: expected None or >= 1, got 0"):
+        ex.localisation_report(cnn, x, masks, labels, **run, faithfulness_images=0)
+
+
 def test_a_capped_scorecam_is_named_as_such(cnn, square_data):
     x, _, masks = square_data(2, 32, seed=2)
     labels = ["glioma", "pituitary"]

@@ -132,6 +132,8 @@ def localisation_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
                     "energy / area": scores.get("energy_ratio"),
                     "deletion AUC": scores.get("deletion_auc"),
                     "insertion AUC": scores.get("insertion_auc"),
+                    # the AUCs may cover the first images only (gradcam.faithfulness_images)
+                    "AUC images": entry.get("n_faithfulness", entry.get("n_images")),
                 }
             )
     return pd.DataFrame(rows).round(3) if rows else None
