@@ -171,16 +171,20 @@ def test_guidance_study_fine_tunes_the_run_under_each_variant(
         "lesion_guidance=1,guidance_epochs=1",
         "lesion_guidance=2,guidance_margin=0.1,guidance_epochs=2",
     ]
-    argv = ["--root", str(copy), "--profile", "smoke", "--out", str(out)]
+    argv = ["--root", str(copy), "--profile", "smoke", "--out", str(out), "--mix", "0.5"]
     assert study.main([*argv, *(a for v in variants for a in ("--variant", v))]) == 0
     printed = capsys.readouterr().out
     rows = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
+    first = {"lesion_guidance": 1, "guidance_epochs": 1}
     second = {"lesion_guidance": 2, "guidance_margin": 0.1, "guidance_epochs": 2}
+    kept_second = 1 + int(rows[4]["val_accuracy"] > rows[3]["val_accuracy"])
     assert [(r["variant"], r["epoch"]) for r in rows] == [
         ({}, 0),  # the run's own model, where every variant starts
-        ({"lesion_guidance": 1, "guidance_epochs": 1}, 1),
+        (first, 1),
+        (first | {"mix": 0.5}, 1),  # halfway from the start to the kept epoch
         (second, 1),
         (second, 2),
+        (second | {"mix": 0.5}, kept_second),
     ]
     assert [json.loads(line) for line in out.read_text().splitlines()] == rows
     for r in rows:

@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 
+import numpy as np
 import pytest
 
 from brainmri.config import TUMOUR_CLASSES
@@ -144,6 +145,28 @@ def test_guidance_study_rejects_bad_variants(project_root, tmp_path, capsys, loa
     with pytest.raises(SystemExit):
         study.main(["--profile", "smoke", "--root", str(tmp_path), "--variant", "seed=1"])
     assert "no trained model; run make all PROFILE=smoke first" in capsys.readouterr().err
+    for mix in ("0", "1", "1.5"):  # 0 is the start and 1 the kept epoch: both scored anyway
+        with pytest.raises(SystemExit):
+            study.main(["--root", str(tmp_path), "--variant", "seed=1", "--mix", "0.5", mix])
+        assert "each fraction must lie strictly between 0 and 1" in capsys.readouterr().err
+
+
+def test_guidance_study_interpolates_weights_between_start_and_kept_epoch(load_script):
+    study = load_script("tools/guidance_study.py")
+    start = [np.array([[0.0, 2.0]], np.float32), np.array([1.0]), np.array([3], np.int64)]
+    end = [np.array([[4.0, -2.0]], np.float32), np.array([5.0]), np.array([7], np.int64)]
+    quarter = study.interpolate(start, end, 0.25)
+    np.testing.assert_allclose(quarter[0], [[1.0, 1.0]])
+    np.testing.assert_allclose(quarter[1], [2.0])
+    assert quarter[0].dtype == np.float32
+    assert quarter[2].tolist() == [7]  # a counter (an integer variable) is not averaged
+    for mix, expected in ((0.0, [*start[:2], end[2]]), (1.0, end)):
+        for got, want in zip(study.interpolate(start, end, mix), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="not of the same model"):
+        study.interpolate(start, end[:2], 0.5)
+    with pytest.raises(ValueError, match="not of the same model"):
+        study.interpolate(start, [np.zeros((2, 1)), *end[1:]], 0.5)
 
 
 def test_guidance_study_picks_the_most_accurate_variant_that_localises(load_script):

@@ -5,10 +5,11 @@ tumour, but on the real data the recipe first tried (weight 3, learning rate 5e-
 also cost about a point of accuracy. Each run of the pipeline trains 25 minutes before its guided
 phase starts; this tool starts where that phase starts, from a run's kept (unguided) model, and
 tries the guided phase under each ``--variant`` of the train parameters (``lesion_guidance``,
-``guidance_learning_rate``, ``guidance_epochs``, ``guidance_margin``, ``seed``). After every
-epoch it records the validation accuracy and Grad-CAM's localisation on the **validation** images
-that have a tumour mask (the metrics of 05_gradcam and of issue 18's goals), and for each variant
-the epoch the pipeline would keep (the best validation accuracy). No Testing image is read: a
+``guidance_learning_rate``, ``guidance_epochs``, ``guidance_margin``, ``guidance_cells``,
+``seed``). After every epoch it records the validation accuracy and Grad-CAM's localisation on
+the **validation** images that have a tumour mask (the metrics of 05_gradcam and of issue 18's
+goals), and for each variant the epoch the pipeline would keep (the best validation accuracy).
+No Testing image is read: a
 recipe chosen here is chosen on validation. E.g. after
 ``make all PROFILE=cpu DATA_DIR=../shared/data/brain-tumor-mri-dataset`` (no masks, so the kept
 model is the unguided one):
@@ -17,7 +18,13 @@ model is the unguided one):
         --mask-dir ../shared/data/brain-tumor-masks \\
         --variant lesion_guidance=3 --variant lesion_guidance=1,guidance_margin=0.067
 
-It prints one JSON line per epoch (also appended to ``--out``), then a table. On 2 cores about
+With ``--mix 0.5 ...`` it also scores, for each variant, the kept epoch's weights pulled part of
+the way back to the unguided start's (weight-space ensembling, WiSE-FT: Wortsman et al. 2022,
+"Robust fine-tuning of zero-shot models"): the guided phase moves a model that has converged on
+the classes, and a point on the line between the two may keep most of the maps' gain and less of
+the accuracy's loss. Both ends share their batch-norm statistics (frozen in the `cpu` profile).
+
+It prints one JSON line per epoch and mix (also appended to ``--out``), then a table. On 2 cores about
 7-10 minutes per variant of 2 epochs for the `cpu` model; run one study at a time. The guided
 phase here starts from a fresh shuffle and augmentation stream, where the pipeline's continues
 the fine-tuning's (the same recipe, another draw), and runs without the pipeline's learning-rate
@@ -54,13 +61,15 @@ VARIANT_KEYS = (
     "guidance_learning_rate",
     "guidance_epochs",
     "guidance_margin",
+    "guidance_cells",
     "seed",
 )
 
 
 def parse_variant(text: str) -> dict:
     """``KEY=VALUE[,KEY=VALUE...]`` of VARIANT_KEYS, the values as YAML numbers
-    (:func:`brainmri.config.parse_yaml`: ``2e-5`` included)."""
+    (:func:`brainmri.config.parse_yaml`: ``2e-5`` included), ``guidance_cells`` one of its
+    choices (:data:`brainmri.config.GUIDANCE_CELLS`)."""
     variant = {}
     for item in text.split(","):
         key, sep, value = item.partition("=")
@@ -70,6 +79,14 @@ def parse_variant(text: str) -> dict:
                 f"--variant {text!r}: expected KEY=VALUE pairs separated by commas, KEY one of "
                 f"{', '.join(VARIANT_KEYS)}"
             )
+        if key == "guidance_cells":
+            if value.strip() not in config.GUIDANCE_CELLS:
+                raise argparse.ArgumentTypeError(
+                    f"--variant {text!r}: {key} = {value!r}: expected one of "
+                    f"{', '.join(config.GUIDANCE_CELLS)}"
+                )
+            variant[key] = value.strip()
+            continue
         try:
             number = config.parse_yaml(value)
         except yaml.YAMLError:
@@ -96,6 +113,8 @@ class _Score(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):  # noqa: D102
         seconds = time.perf_counter() - self.start
+        if not self.records or logs["val_accuracy"] > kept(self.records)["val_accuracy"]:
+            self.kept_weights = self.model.get_weights()  # the epoch the pipeline would keep
         record = {
             "variant": self.variant,
             "epoch": epoch + 1,
@@ -106,6 +125,19 @@ class _Score(keras.callbacks.Callback):
             **self.report(self.model),
         }
         self.records.append(record)
+
+
+def interpolate(start: list[np.ndarray], end: list[np.ndarray], mix: float) -> list[np.ndarray]:
+    """Weights ``mix`` of the way from ``start`` to ``end`` (WiSE-FT, Wortsman et al. 2022).
+
+    Both are one model's weights (``get_weights``) before and after a phase of training from the
+    same start, so every array lines up; 0 gives ``start``, 1 gives ``end``.
+    """
+    if len(start) != len(end) or any(a.shape != b.shape for a, b in zip(start, end, strict=True)):
+        raise ValueError("interpolate: the two weight lists are not of the same model")
+    return [
+        a + mix * (b - a) if a.dtype.kind == "f" else b for a, b in zip(start, end, strict=True)
+    ]
 
 
 def kept(records: list[dict]) -> dict:
@@ -152,8 +184,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE[,...]",
         help=f"a guided phase to try; keys: {', '.join(VARIANT_KEYS)}; repeat for more",
     )
+    parser.add_argument(
+        "--mix",
+        type=float,
+        nargs="+",
+        metavar="FRACTION",
+        help="also score each variant's kept epoch interpolated with the unguided start: its "
+        "weights this fraction of the way from the start's (WiSE-FT; 0 < FRACTION < 1)",
+    )
     parser.add_argument("--out", type=Path, help="append each JSON line to this file too")
     args = parser.parse_args(argv)
+    if any(not 0 < mix < 1 for mix in args.mix or ()):
+        parser.error(f"--mix {args.mix}: each fraction must lie strictly between 0 and 1")
     paths = config.paths(args.profile, args.root)
     if not paths.model.is_file():
         parser.error(f"{paths.model}: no trained model; run make all PROFILE={args.profile} first")
@@ -203,16 +245,16 @@ def main(argv: list[str] | None = None) -> int:
             with args.out.open("a") as out:
                 out.write(line + "\n")
 
-    _, probs = mdl.predict(
-        start_model, inputs.make_dataset(val_files, None, size, 64, cache="none", crop=crop)
-    )
-    start = {
-        "variant": {},
-        "epoch": 0,
-        "val_accuracy": float((probs.argmax(1) == np.asarray(val_labels)).mean()),
-        **report(start_model),
-    }
+    val_images = inputs.make_dataset(val_files, None, size, 64, cache="none", crop=crop)
+
+    def val_accuracy(model: keras.Model) -> float:
+        _, probs = mdl.predict(model, val_images)
+        return float((probs.argmax(1) == np.asarray(val_labels)).mean())
+
+    start = {"variant": {}, "epoch": 0, "val_accuracy": val_accuracy(start_model)}
+    start |= report(start_model)
     emit(start)
+    start_weights = start_model.get_weights()
     del start_model
     rows, best = [start], []
     for variant, p in zip(args.variant, params, strict=True):
@@ -247,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             jit_compile=bool(model.jit_compile),
             lesion_guidance=cfg["lesion_guidance"],
             guidance_margin=training.guidance_margin_pixels(cfg),
+            guidance_cells=cfg["guidance_cells"],
         )
         for row in scorer.records:
             emit(row)
@@ -257,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
                 "variant": {"lesion_guidance": cfg["lesion_guidance"]} | variant,
             }
         )
+        # the kept epoch's weights pulled back towards the unguided start (WiSE-FT)
+        for mix in args.mix or ():
+            model.set_weights(interpolate(start_weights, scorer.kept_weights, mix))
+            row = {"variant": variant | {"mix": mix}, "epoch": best[-1]["epoch"]}
+            row |= {"val_accuracy": val_accuracy(model), **report(model)}
+            emit(row)
+            rows.append(row)
+            best.append({**row, "variant": best[-1]["variant"] | {"mix": mix}})
     print(table(rows))
     chosen = choose(best)
     if chosen is None:
