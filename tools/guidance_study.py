@@ -9,8 +9,7 @@ tries the guided phase under each ``--variant`` of the train parameters (``lesio
 ``seed``). After every epoch it records the validation accuracy and Grad-CAM's localisation on
 the **validation** images that have a tumour mask (the metrics of 05_gradcam and of issue 18's
 goals), and for each variant the epoch the pipeline would keep (the best validation accuracy).
-No Testing image is read: a
-recipe chosen here is chosen on validation. E.g. after
+No Testing image is read: a recipe chosen here is chosen on validation. E.g. after
 ``make all PROFILE=cpu DATA_DIR=../shared/data/brain-tumor-mri-dataset`` (no masks, so the kept
 model is the unguided one):
 
@@ -24,8 +23,9 @@ the way back to the unguided start's (weight-space ensembling, WiSE-FT: Wortsman
 the classes, and a point on the line between the two may keep most of the maps' gain and less of
 the accuracy's loss. Both ends share their batch-norm statistics (frozen in the `cpu` profile).
 
-It prints one JSON line per epoch and mix (also appended to ``--out``), then a table. On 2 cores about
-7-10 minutes per variant of 2 epochs for the `cpu` model; run one study at a time. The guided
+It prints one JSON line per epoch and mix (also appended to ``--out``), then a table. On 2 cores
+about 7-10 minutes per variant of 2 epochs for the `cpu` model, scored on 60 lesions per class
+(10 on all of them, with two mixes); run one study at a time. The guided
 phase here starts from a fresh shuffle and augmentation stream, where the pipeline's continues
 the fine-tuning's (the same recipe, another draw), and runs without the pipeline's learning-rate
 reduction and early stopping (with the `cpu` profile's patience of 2 and 4 they cannot act

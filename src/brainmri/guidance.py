@@ -16,10 +16,13 @@ Grad-CAM's map is the feature-map grid upsampled bilinearly, whose values at the
 the cells' own and in between are blends of them, so the map's maximum, which the pointing game
 scores, sits on a cell centre. Under ``"area"`` a cell whose corner touches the lesion earns part
 of the credit, and energy moved into it leaves the maximum on a cell centre off the lesion; under
-``"centre"`` only cells whose centre is on the (margin-grown) lesion count. Holding the channel weights ``alpha`` constant within a
-step (no second-order gradient) keeps the step at the cost of one extra pass through the small
-head: the gradient moves the feature map, which is what decides where the map points. Images
-without a mask (no tumour, or none drawn) add nothing.
+``"centre"`` only cells whose centre is on the (margin-grown) lesion count. (On the real data the
+two rules localised alike: README, "The guided phase on the cropped model".)
+
+Holding the channel weights ``alpha`` constant within a step (no second-order gradient) keeps the
+step at the cost of one extra pass through the small head: the gradient moves the feature map,
+which is what decides where the map points. Images without a mask (no tumour, or none drawn) add
+nothing.
 
 On the real data this matters: an unguided model reads glioma from outside the brain (see the
 context test of 05_gradcam) and its maps miss the tumour; the penalty makes the features that
