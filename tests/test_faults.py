@@ -107,6 +107,8 @@ def test_cross_field_rules_are_part_of_validation():
             config.load_profile("smoke", overrides=half)
     guided = config.load_profile("smoke", overrides={"lesion_guidance": 2.0, "guidance_epochs": 1})
     assert guided["train"]["guidance_epochs"] == 1
+    with pytest.raises(ParamError, match="'train.guidance_distillation' = 0.5 needs a guided"):
+        config.load_profile("smoke", overrides={"guidance_distillation": 0.5})
 
 
 def test_a_data_dir_without_the_data_set_is_refused(tmp_path):

@@ -191,6 +191,7 @@ def test_the_guided_phase_follows_fine_tuning_and_its_best_epoch_is_kept(phantom
     p = load_profile("smoke")
     cfg = {**p["run"], **p["model"], **p["train"], "epochs": 1, "warmup_epochs": 0}
     cfg |= {"lesion_guidance": 1.0, "guidance_epochs": 1, "guidance_learning_rate": 1e-4}
+    cfg |= {"guidance_distillation": 0.5}  # the teacher: the fine-tuned epoch's weights
     files = sorted((phantom_set / "Training").glob("*/*.jpg"))
     labels = [config.CLASS_NAMES.index(f.parent.name) for f in files]
     rows = sources.pd.DataFrame(
@@ -230,3 +231,79 @@ def test_the_margin_parameter_is_a_fraction_of_the_input_side():
     """train.guidance_margin 0.067 (15/224) is 13 pixels at the cpu profile's 192 px."""
     assert training.guidance_margin_pixels({"guidance_margin": 0.067, "image_size": 192}) == 13
     assert training.guidance_margin_pixels({"guidance_margin": 0.0, "image_size": 240}) == 0
+
+
+# --- distillation towards the fine-tuned model (Learning without Forgetting) --------------------
+
+
+def test_distillation_is_the_softened_kl_divergence_times_t_squared():
+    rng = np.random.default_rng(0)
+    teacher, student = rng.normal(0, 3, (2, 5, 4)).astype(np.float32)
+    t = config.DISTILLATION_TEMPERATURE
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    p, q = softmax(teacher / t), softmax(student / t)
+    expected = t**2 * np.sum(p * np.log(p / q), -1)
+    np.testing.assert_allclose(guidance.distillation(teacher, student), expected, rtol=1e-5)
+    np.testing.assert_allclose(guidance.distillation(teacher, teacher), 0.0, atol=1e-6)
+    assert np.all(expected > 0)
+    # only the student learns: the teacher's logits are targets
+    teacher_t, student_t = tf.constant(teacher), tf.constant(student)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([teacher_t, student_t])
+        loss = tf.reduce_sum(guidance.distillation(teacher_t, student_t))
+    assert tape.gradient(loss, teacher_t) is None
+    assert np.abs(tape.gradient(loss, student_t).numpy()).max() > 0
+
+
+def test_the_teacher_is_a_frozen_copy_of_the_logits():
+    model = _model()
+    teacher = guidance.frozen_teacher(model)
+    x, _ = _batch()
+    before = mdl.logits_model(model)(x).numpy()
+    np.testing.assert_allclose(teacher(x), before, rtol=1e-5, atol=1e-6)
+    assert not teacher.trainable_weights
+    # training the model leaves the teacher where the model was
+    model.get_layer("conv2").kernel.assign(model.get_layer("conv2").kernel * 2.0)
+    assert not np.allclose(mdl.logits_model(model)(x), before)
+    np.testing.assert_allclose(teacher(x), before, rtol=1e-5, atol=1e-6)
+
+
+def test_distillation_keeps_the_guided_model_nearer_its_start():
+    """On the shortcut data, the guided steps with distillation end closer to the start
+    model's predictions than the same steps without; without guidance it is refused."""
+    tf.config.experimental.enable_op_determinism()
+    x, y, masks = _shortcut_data()
+    start = _model(seed=1)
+    training.compile_model(start, 1e-2, 0.0, "never")
+    warm = training._Steps(start, 0.0, jit_compile=False)
+    for _ in range(60):  # the start: a model that has learnt the classes, unguided
+        warm.train_step((x, y))
+    target = mdl.logits_model(start)(x).numpy()
+
+    def drift(weight: float) -> float:
+        model = keras.models.clone_model(start)
+        model.set_weights(start.get_weights())
+        training.compile_model(model, 1e-2, 0.0, "never")
+        run = training._Steps(
+            model,
+            0.0,
+            jit_compile=False,
+            lesion_guidance=2.0,
+            teacher=guidance.frozen_teacher(start),
+            distillation=weight,
+        )
+        for _ in range(40):
+            run.train_step((x, y, masks))
+        logits = mdl.logits_model(model)(x)
+        return float(np.mean(guidance.distillation(target, logits)))
+
+    free, kept = drift(0.0), drift(5.0)
+    assert kept < free / 2, (kept, free)
+    with pytest.raises(ValueError, match="needs lesion_guidance > 0"):
+        training._Steps(
+            start, 0.0, jit_compile=False, teacher=guidance.frozen_teacher(start), distillation=1.0
+        )

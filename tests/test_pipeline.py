@@ -169,14 +169,19 @@ def test_guidance_study_fine_tunes_the_run_under_each_variant(
     out = tmp_path / "study.jsonl"
     variants = [
         "lesion_guidance=1,guidance_epochs=1",
-        "lesion_guidance=2,guidance_margin=0.1,guidance_epochs=2",
+        "lesion_guidance=2,guidance_margin=0.1,guidance_epochs=2,guidance_distillation=0.5",
     ]
     argv = ["--root", str(copy), "--profile", "smoke", "--out", str(out), "--mix", "0.5"]
     assert study.main([*argv, *(a for v in variants for a in ("--variant", v))]) == 0
     printed = capsys.readouterr().out
     rows = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
     first = {"lesion_guidance": 1, "guidance_epochs": 1}
-    second = {"lesion_guidance": 2, "guidance_margin": 0.1, "guidance_epochs": 2}
+    second = {
+        "lesion_guidance": 2,
+        "guidance_margin": 0.1,
+        "guidance_epochs": 2,
+        "guidance_distillation": 0.5,
+    }
     kept_second = 1 + int(rows[4]["val_accuracy"] > rows[3]["val_accuracy"])
     assert [(r["variant"], r["epoch"]) for r in rows] == [
         ({}, 0),  # the run's own model, where every variant starts

@@ -6,7 +6,8 @@ also cost about a point of accuracy. Each run of the pipeline trains 25 minutes 
 phase starts; this tool starts where that phase starts, from a run's kept (unguided) model, and
 tries the guided phase under each ``--variant`` of the train parameters (``lesion_guidance``,
 ``guidance_learning_rate``, ``guidance_epochs``, ``guidance_margin``, ``guidance_cells``,
-``seed``). After every epoch it records the validation accuracy and Grad-CAM's localisation on
+``guidance_distillation``, ``seed``; the distillation's teacher is the start model, as in the
+pipeline). After every epoch it records the validation accuracy and Grad-CAM's localisation on
 the **validation** images that have a tumour mask (the metrics of 05_gradcam and of issue 18's
 goals), and for each variant the epoch the pipeline would keep (the best validation accuracy).
 No Testing image is read: a recipe chosen here is chosen on validation. E.g. after
@@ -50,7 +51,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tools"))
 from cam_layer_study import run_parser, score_layers  # noqa: E402
 
-from brainmri import config, explain, inputs, predict, sources, training  # noqa: E402
+from brainmri import config, explain, guidance, inputs, predict, sources, training  # noqa: E402
 from brainmri import model as mdl  # noqa: E402
 from brainmri.config import TUMOUR_CLASSES  # noqa: E402
 
@@ -62,6 +63,7 @@ VARIANT_KEYS = (
     "guidance_epochs",
     "guidance_margin",
     "guidance_cells",
+    "guidance_distillation",
     "seed",
 )
 
@@ -255,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     start |= report(start_model)
     emit(start)
     start_weights = start_model.get_weights()
+    teacher = guidance.frozen_teacher(start_model)  # for variants with guidance_distillation
     del start_model
     rows, best = [start], []
     for variant, p in zip(args.variant, params, strict=True):
@@ -290,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             lesion_guidance=cfg["lesion_guidance"],
             guidance_margin=training.guidance_margin_pixels(cfg),
             guidance_cells=cfg["guidance_cells"],
+            teacher=teacher,
+            distillation=cfg["guidance_distillation"],
         )
         for row in scorer.records:
             emit(row)

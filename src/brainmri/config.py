@@ -21,6 +21,10 @@ KAGGLE_DATASET = "masoudnickparvar/brain-tumor-mri-dataset"
 GUIDANCE_CELLS: tuple[str, ...] = ("area", "centre")
 """How lesion guidance counts a Grad-CAM cell as on the lesion (``train.guidance_cells``)."""
 
+DISTILLATION_TEMPERATURE = 2.0
+"""The softmax temperature of ``train.guidance_distillation`` (brainmri.guidance.distillation):
+Learning without Forgetting's value (Li & Hoiem 2016)."""
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -323,6 +327,13 @@ SCHEMA: dict[str, dict[str, Spec]] = {
             "how a Grad-CAM cell counts as on the lesion: the share of it the mask covers (area) "
             "or whether the mask covers its centre, where the upsampled map's peak sits (centre)",
             choices=GUIDANCE_CELLS,
+        ),
+        "guidance_distillation": Spec(
+            "float",
+            "weight of the guided phase's divergence from the fine-tuned model's predictions "
+            "(brainmri.guidance.distillation, Learning without Forgetting; 0 = off)",
+            0.0,
+            100.0,
         ),
         "aug_rotation": Spec("float", "max random rotation in degrees", 0.0, 180.0),
         "aug_width_shift": Spec("float", "max horizontal shift (fraction of width)", 0.0, 0.5),
@@ -633,6 +644,11 @@ def validate(params: Mapping[str, Any], source: str) -> dict[str, Any]:
             f"{source}: 'train.lesion_guidance' = {train['lesion_guidance']} and "
             f"'train.guidance_epochs' = {train['guidance_epochs']} do not go together: expected "
             "both above 0 (a guided phase after fine-tuning) or both 0 (no guided phase)"
+        )
+    if train["guidance_distillation"] > 0 and train["lesion_guidance"] <= 0:
+        raise ParamError(
+            f"{source}: 'train.guidance_distillation' = {train['guidance_distillation']} needs "
+            "a guided phase: expected 'train.lesion_guidance' above 0, or distillation 0"
         )
     unknown = set(out["gradcam"]["cam_methods_compare"]) - set(CAM_METHODS)
     if unknown:

@@ -38,7 +38,7 @@ from brainmri import config
 from brainmri.explain._plumbing import _layer_output, find_target_layer
 from brainmri.model import head_layer_names
 
-__all__ = ["outside_share", "split_at_feature_map"]
+__all__ = ["distillation", "frozen_teacher", "outside_share", "split_at_feature_map"]
 
 _EPS = 1e-6
 
@@ -121,3 +121,49 @@ def outside_share(
     # its image's energy is then outside (a share of 1, no gradient), not an image without one
     has_mask = tf.cast(tf.reduce_max(masks, axis=(1, 2, 3)) > 0, tf.float32)
     return share * has_mask
+
+
+def frozen_teacher(model: keras.Model) -> keras.Model:
+    """A frozen copy of ``model`` that outputs its logits: the teacher of :func:`distillation`.
+
+    Args:
+        model: a classifier with a ``LOGITS_LAYER``, built in the strategy's scope it will run in
+            (the copy is built in the current scope).
+
+    Returns:
+        image -> logits, with ``model``'s current weights, not trainable.
+    """
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.trainable = False
+    return keras.Model(copy.inputs[0], copy.get_layer(config.LOGITS_LAYER).output)
+
+
+def distillation(
+    teacher_logits: tf.Tensor,
+    logits: tf.Tensor,
+    *,
+    temperature: float = config.DISTILLATION_TEMPERATURE,
+) -> tf.Tensor:
+    """Each image's KL divergence from the teacher's predictions to the student's, softened.
+
+    The guided phase can keep what the fine-tuned model knew while it moves the explanation:
+    Learning without Forgetting (Li & Hoiem 2016) adds this term with the original network's
+    responses as targets, in the form of knowledge distillation (Hinton et al. 2015): both
+    softmaxes at temperature ``T``, the divergence times ``T**2`` so that its gradients keep
+    their scale whatever ``T``. Unlike the labels, the teacher's soft predictions carry how
+    alike it finds the classes for each image (a glioma that looks like a meningioma).
+
+    Args:
+        teacher_logits: the teacher's logits (N, K), held constant.
+        logits: the student's logits (N, K).
+        temperature: the softmax temperature ``T``.
+
+    Returns:
+        ``T**2 * KL(softmax(teacher / T) || softmax(student / T))`` per image (N,), >= 0.
+    """
+    teacher = tf.stop_gradient(tf.cast(teacher_logits, tf.float32)) / temperature
+    student = tf.cast(logits, tf.float32) / temperature
+    target = tf.nn.softmax(teacher)
+    kl = tf.reduce_sum(target * (tf.nn.log_softmax(teacher) - tf.nn.log_softmax(student)), -1)
+    return temperature**2 * kl

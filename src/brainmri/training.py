@@ -165,6 +165,8 @@ class _Steps:
         lesion_guidance: float = 0.0,
         guidance_margin: int = 0,
         guidance_cells: str = "area",
+        teacher: keras.Model | None = None,
+        distillation: float = 0.0,
     ) -> None:
         self.model = model
         self.strategy = model.distribute_strategy
@@ -179,6 +181,12 @@ class _Steps:
             label_smoothing=label_smoothing, reduction=None
         )
         guided = lesion_guidance > 0
+        distil = teacher is not None and distillation > 0
+        if distil and not guided:
+            raise ValueError(
+                "distillation towards a teacher is part of the guided phase: it needs "
+                f"lesion_guidance > 0, got {lesion_guidance}"
+            )
         if guided:  # the same layers, cut where Grad-CAM reads them (brainmri.guidance)
             features, head = guidance.split_at_feature_map(model)
 
@@ -191,7 +199,7 @@ class _Steps:
             with tf.GradientTape() as tape:
                 if guided:
                     fmap = features(images, training=True)
-                    probs = head(fmap, training=True)[1]
+                    logits, probs = head(fmap, training=True)
                     shares = guidance.outside_share(
                         head, fmap, labels, masks, margin=guidance_margin, cells=guidance_cells
                     )
@@ -207,6 +215,9 @@ class _Steps:
                     )
                     masked = tf.distribute.get_replica_context().all_reduce("sum", masked)
                     loss += lesion_guidance * tf.reduce_sum(shares) / tf.maximum(masked, 1.0)
+                if distil:  # what the fine-tuned model predicted (brainmri.guidance.distillation)
+                    kept = guidance.distillation(teacher(images, training=False), logits)
+                    loss += distillation * tf.nn.compute_average_loss(kept)
                 if model.losses:  # the compact CNN's activity penalty
                     loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
                 # mixed_float16: scale the loss so small float16 gradients do not vanish
@@ -267,6 +278,8 @@ def run_epochs(
     guidance_margin: int = 0,
     guidance_cells: str = "area",
     guidance_columns: bool = False,
+    teacher: keras.Model | None = None,
+    distillation: float = 0.0,
 ) -> None:
     """Train a compiled model for epochs ``initial_epoch .. epochs - 1``, driving the callbacks.
 
@@ -293,9 +306,20 @@ def run_epochs(
         guidance_columns: log "lesion_guidance" (the weight) and "lesion_outside" (the mean
             share of Grad-CAM energy outside the training lesions, NaN when unguided) every
             epoch, so every phase of a guided run writes the same history columns.
+        teacher: a model giving the logits the guided model is kept close to
+            (:func:`brainmri.guidance.frozen_teacher` of the model the phase started from).
+        distillation: the weight of :func:`brainmri.guidance.distillation` towards ``teacher``
+            (0 = off); only in a guided phase.
     """
     steps = _Steps(
-        model, label_smoothing, jit_compile, lesion_guidance, guidance_margin, guidance_cells
+        model,
+        label_smoothing,
+        jit_compile,
+        lesion_guidance,
+        guidance_margin,
+        guidance_cells,
+        teacher,
+        distillation,
     )
     strategy = steps.strategy
     train_dist = devices.distribute_dataset(strategy, train_ds)
@@ -340,7 +364,9 @@ def fit(
     The phases: ``warmup_epochs`` head-only epochs on the frozen backbone; up to ``epochs`` epochs
     with the ``trainable`` policy; with ``lesion_guidance`` > 0, up to ``guidance_epochs`` more
     at ``guidance_learning_rate`` with the lesion-guidance penalty (:mod:`brainmri.guidance`),
-    starting from the best fine-tuned weights and keeping the best guided epoch. Guiding only
+    starting from the best fine-tuned weights and keeping the best guided epoch; with
+    ``guidance_distillation`` > 0 the guided loss also keeps the predictions close to those
+    fine-tuned weights' (:func:`brainmri.guidance.distillation`). Guiding only
     after the model has learnt the classes is what worked on the real data: guided from the
     first fine-tuning epoch, the penalty pulled the validation accuracy down to 0.77.
 
@@ -373,7 +399,9 @@ def fit(
     done = {name: state_dir / f"{name}.weights.h5" for name in ("warmup", "main")}
     smoothing = params["label_smoothing"]
 
-    def phase(name: str, learning_rate: float, first: int, last: int, weight: float) -> None:
+    def phase(
+        name: str, learning_rate: float, first: int, last: int, weight: float, teacher=None
+    ) -> None:
         if done.get(name, Path("/nonexistent")).is_file():
             print(f"{name} phase already finished: loading {done[name].name}")
             model.load_weights(done[name])
@@ -393,6 +421,8 @@ def fit(
             guidance_margin=guidance_margin_pixels(params),
             guidance_cells=params["guidance_cells"],
             guidance_columns=guide > 0,
+            teacher=teacher,
+            distillation=params["guidance_distillation"] if teacher is not None else 0.0,
         )
 
     if warmup > 0:
@@ -404,6 +434,10 @@ def fit(
     phase("main", params["learning_rate"], warmup, last, 0.0)
     if guide:
         model.save_weights(done["main"])  # the best fine-tuned weights (EarlyStopping restored)
+        teacher = None
+        if params["guidance_distillation"] > 0:  # those weights, also after a resume
+            with model.distribute_strategy.scope():
+                teacher = guidance.frozen_teacher(model)
         # numbered on from the epochs that ran (early stopping may have ended the main phase)
         first = len(read_history(history_path))
         phase(
@@ -412,6 +446,7 @@ def fit(
             first,
             first + guide,
             params["lesion_guidance"],
+            teacher,
         )
     # Finished: the phases' weights are no longer resume points, and a rerun of the stage with
     # the same parameters and data can reuse the result instead of training again.

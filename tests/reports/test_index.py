@@ -148,7 +148,13 @@ def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):
     metrics["params"]["train"] |= {"guidance_margin": 0.067, "guidance_cells": "centre"}
     guided = model_card_markdown(metrics, {})
     assert "(7 images; masks: /m), grown by 0.067 of the image side; a Grad-CAM" in guided
-    assert "cell counts as inside when the mask covers its centre." in guided
+    assert "cell counts as inside when the mask covers its centre. Validation masks" in guided
+    metrics["params"]["train"]["guidance_distillation"] = 0.5
+    guided = model_card_markdown(metrics, {})
+    assert (
+        "its centre. It also adds 0.5 x the divergence of the predictions from those of " in guided
+    )
+    assert "(distillation at temperature 2). Validation masks are not used." in guided
     metrics["params"]["train"]["lesion_guidance"] = 0.0
     assert "around the head" not in text
     metrics["params"]["model"]["crop_to_brain"] = True

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from brainmri import evaluation
-from brainmri.config import CLASS_NAMES, Paths
+from brainmri.config import CLASS_NAMES, DISTILLATION_TEMPERATURE, Paths
 from brainmri.io import atomic_write, dig, read_json
 from brainmri.reports.index import (
     SPLIT_LABELS,
@@ -66,11 +66,19 @@ def _guidance_line(train_p: Mapping[str, Any], data: Mapping[str, Any]) -> str:
         if train_p.get("guidance_cells") == "centre"
         else "by the share of it the mask covers"
     )
+    distil = train_p.get("guidance_distillation") or 0
+    kept = (
+        f" It also adds {distil:g} x the divergence of the predictions from those of the "
+        "fine-tuned model the guided phase started from (distillation at temperature "
+        f"{DISTILLATION_TEMPERATURE:g})."
+        if distil > 0
+        else ""
+    )
     return (
         f"Lesion guidance: weight {weight:g}; the loss adds the share of Grad-CAM energy outside "
         f"the expert tumour mask of each training image that has one ({masked} images; masks: "
-        f"{where}){grown}; a Grad-CAM cell counts as inside {cells}. Validation masks are not "
-        "used."
+        f"{where}){grown}; a Grad-CAM cell counts as inside {cells}.{kept} Validation masks are "
+        "not used."
     )
 
 
