@@ -303,6 +303,8 @@ def test_distillation_keeps_the_guided_model_nearer_its_start():
 
     free, kept = drift(0.0), drift(5.0)
     assert kept < free / 2, (kept, free)
+    with pytest.raises(ValueError, match="needs a teacher model"):
+        training._Steps(start, 0.0, jit_compile=False, lesion_guidance=1.0, distillation=1.0)
     with pytest.raises(ValueError, match="needs lesion_guidance > 0"):
         training._Steps(
             start, 0.0, jit_compile=False, teacher=guidance.frozen_teacher(start), distillation=1.0

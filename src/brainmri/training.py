@@ -181,7 +181,9 @@ class _Steps:
             label_smoothing=label_smoothing, reduction=None
         )
         guided = lesion_guidance > 0
-        distil = teacher is not None and distillation > 0
+        distil = distillation > 0
+        if distil and teacher is None:
+            raise ValueError(f"distillation = {distillation} needs a teacher model, got None")
         if distil and not guided:
             raise ValueError(
                 "distillation towards a teacher is part of the guided phase: it needs "
