@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from brainmri import config
 from brainmri.explain._plumbing import _layer_output, find_target_layer
-from brainmri.model import head_layer_names
+from brainmri.model import head_layer_names, logits_model
 
 __all__ = ["distillation", "frozen_teacher", "outside_share", "split_at_feature_map"]
 
@@ -136,7 +136,7 @@ def frozen_teacher(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     copy.trainable = False
-    return keras.Model(copy.inputs[0], copy.get_layer(config.LOGITS_LAYER).output)
+    return logits_model(copy)
 
 
 def distillation(

@@ -282,7 +282,9 @@ def parameter_counts(model: keras.Model) -> dict[str, int]:
 
 def logits_model(model: keras.Model) -> keras.Model:
     """A view of the classifier that outputs pre-softmax logits."""
-    return keras.Model(model.inputs, model.get_layer(LOGITS_LAYER).output)
+    # the image input itself, not a list of one: called on a tensor, Keras then warns of
+    # nothing ("The structure of `inputs` doesn't match the expected structure")
+    return keras.Model(model.inputs[0], model.get_layer(LOGITS_LAYER).output)
 
 
 def load_model(path: Path) -> keras.Model:
