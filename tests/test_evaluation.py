@@ -460,3 +460,235 @@ def test_cluster_bootstrap_counts_copies_once():
     assert width["naive"] < 0.6 * width["clustered"]  # ~1/sqrt(5): too narrow
     with pytest.raises(ValueError, match="groups: expected 1000"):
         ev.bootstrap_ci(copies_y, copies_pred, n_resamples=5, seed=0, groups=cluster[:10])
+
+
+# --- exact intervals for small classes --------------------------------------------------------
+
+
+def test_clopper_pearson_and_wilson_match_textbook_values():
+    # All right / none right: the bounds have closed forms.
+    assert ev.clopper_pearson_interval(15, 15) == pytest.approx((0.025 ** (1 / 15), 1.0))
+    assert ev.clopper_pearson_interval(15, 15)[0] == pytest.approx(0.7820, abs=5e-5)
+    assert ev.clopper_pearson_interval(0, 10) == pytest.approx((0.0, 1 - 0.025 ** (1 / 10)))
+    z2 = 1.959963984540054**2
+    assert ev.wilson_interval(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))  # 0 to 0.2775
+    assert ev.wilson_interval(10, 10) == pytest.approx((10 / (10 + z2), 1.0))
+    # Newcombe (1998), Stat Med 17:857, Table II: methods 3 (Wilson) and 5 (Clopper-Pearson).
+    for (x, n), wilson, exact in [
+        ((81, 263), (0.2553, 0.3662), (0.2527, 0.3676)),
+        ((15, 148), (0.0624, 0.1605), (0.0578, 0.1617)),
+        ((0, 20), (0.0, 0.1611), (0.0, 0.1684)),
+        ((1, 29), (0.0061, 0.1718), (0.0009, 0.1776)),
+    ]:
+        assert ev.wilson_interval(x, n) == pytest.approx(wilson, abs=5e-5), (x, n)
+        assert ev.clopper_pearson_interval(x, n) == pytest.approx(exact, abs=5e-5), (x, n)
+    # 99% is wider than 95%, and Clopper-Pearson (conservative) is wider than Wilson.
+    low95, high95 = ev.clopper_pearson_interval(12, 20)
+    low99, high99 = ev.clopper_pearson_interval(12, 20, confidence=0.99)
+    assert low99 < low95 < 0.6 < high95 < high99
+    wilson = ev.wilson_interval(12, 20)
+    assert low95 < wilson[0] and wilson[1] < high95
+
+
+def test_clopper_pearson_agrees_with_scipy_and_takes_fractional_counts():
+    from scipy.stats import binomtest
+
+    for n in (1, 7, 30):
+        for x in range(n + 1):
+            ref = binomtest(x, n).proportion_ci(0.9, method="exact")
+            assert ev.clopper_pearson_interval(x, n, confidence=0.9) == pytest.approx(
+                (ref.low, ref.high), abs=1e-12
+            ), (x, n)
+    # An effective count between two integers gives bounds between theirs.
+    low7, high7 = ev.clopper_pearson_interval(7, 15)
+    low_mid, high_mid = ev.clopper_pearson_interval(7.5, 15)
+    low8, high8 = ev.clopper_pearson_interval(8, 15)
+    assert low7 < low_mid < low8 and high7 < high_mid < high8
+
+
+def test_proportion_intervals_refuse_bad_counts():
+    with pytest.raises(ValueError, match="n: expected a positive number"):
+        ev.clopper_pearson_interval(0, 0)
+    with pytest.raises(ValueError, match=r"successes: expected a count in \[0, 10\]"):
+        ev.clopper_pearson_interval(11, 10)
+    with pytest.raises(ValueError, match="confidence"):
+        ev.wilson_interval(3, 10, confidence=95)
+    with pytest.raises(ValueError, match="integer counts"):
+        ev.wilson_interval(2.5, 10)
+
+
+def _tiny_class_case() -> tuple[np.ndarray, np.ndarray]:
+    """300 cases: pituitary only 15, all right; meningioma 20 with 12 right; rest ~10% wrong."""
+    rng = np.random.default_rng(21)
+    y = np.array([0] * 140 + [1] * 20 + [2] * 125 + [3] * 15)
+    pred = y.copy()
+    big = np.flatnonzero((y == 0) | (y == 2))
+    wrong = rng.choice(big, size=26, replace=False)
+    pred[wrong] = np.where(y[wrong] == 0, 2, 0)  # glioma <-> notumor: nobody called pituitary
+    pred[np.flatnonzero(y == 1)[:8]] = 0  # 12 of 20 meningiomas right
+    p = np.full((y.size, K), 0.1)
+    p[np.arange(y.size), pred] = 0.7
+    return y, p
+
+
+def _evaluate(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None = None) -> dict:
+    paths = [f"img{i}.jpg" for i in range(y.size)]
+    return ev.evaluate_split(
+        y, p, None, paths, n_resamples=300, seed=3, n_bins=10, temperature=None, groups=groups
+    )
+
+
+def test_evaluate_split_replaces_degenerate_bootstrap_with_clopper_pearson():
+    y, p = _tiny_class_case()
+    pred = p.argmax(axis=1)
+    boot = ev.bootstrap_ci(y, pred, n_resamples=300, seed=3)
+    # The failure this fixes: 15/15 right bootstraps to the point interval 1.000-1.000.
+    assert boot["sensitivity/pituitary"] == {"point": 1.0, "low": 1.0, "high": 1.0}
+    ci = _evaluate(y, p)["ci"]
+
+    assert ci["sensitivity/pituitary"] == {
+        "point": 1.0,
+        "low": pytest.approx(0.025 ** (1 / 15)),
+        "high": 1.0,
+        "method": "clopper_pearson",
+        "successes": 15,
+        "n": 15,
+    }
+    assert ev.format_interval(ci["sensitivity/pituitary"]) == "1.000 (0.782-1.000)"
+    # Under 30 cases but not degenerate: exact interval as well.
+    mening = ci["sensitivity/meningioma"]
+    assert (mening["method"], mening["successes"], mening["n"]) == ("clopper_pearson", 12, 20)
+    assert (mening["low"], mening["high"]) == pytest.approx(ev.clopper_pearson_interval(12, 20))
+    # Nobody is called pituitary wrongly: specificity 285/285, all right although n is large.
+    spec = ci["specificity/pituitary"]
+    assert (spec["method"], spec["successes"], spec["n"]) == ("clopper_pearson", 285, 285)
+    assert spec["low"] == pytest.approx(0.025 ** (1 / 285)) and spec["high"] == 1.0
+    # Large classes and accuracy with some mistakes keep the bootstrap interval.
+    for key in ("accuracy", "sensitivity/glioma", "sensitivity/notumor", "specificity/glioma"):
+        assert ci[key]["method"] == "bootstrap", key
+        assert {k: ci[key][k] for k in ("point", "low", "high")} == boot[key], key
+    assert (ci["accuracy"]["successes"], ci["accuracy"]["n"]) == (300 - 26 - 8, 300)
+    assert ci["sensitivity/glioma"]["n"] == 140
+    assert ci["macro_f1"] == {**boot["macro_f1"], "method": "bootstrap"}  # no count: not a ratio
+    for key, entry in ci.items():
+        if entry["point"] is not None:
+            assert entry["low"] <= entry["point"] <= entry["high"], key
+
+
+def test_exact_interval_counts_near_copy_clusters_once():
+    y, p = _tiny_class_case()
+    # The 15 pituitary images are 5 pictures with 3 copies each; every other image is unique.
+    groups = np.arange(y.size)
+    groups[y == 3] = 1000 + np.arange(15) // 3
+    ci = _evaluate(y, p, groups)["ci"]
+    pit = ci["sensitivity/pituitary"]
+    assert (pit["method"], pit["successes"], pit["n"], pit["clusters"]) == (
+        "clopper_pearson",
+        15,
+        15,
+        5,
+    )
+    # 5 independent pictures, all right: far wider than 15 independent ones would give.
+    assert pit["low"] == pytest.approx(0.025 ** (1 / 5)) and pit["high"] == 1.0
+    assert ci["sensitivity/glioma"]["method"] == "cluster_bootstrap"
+    assert ci["sensitivity/glioma"]["clusters"] == 140
+    assert ci["accuracy"]["clusters"] == 285 + 5
+    assert ci["macro_f1"]["method"] == "cluster_bootstrap"
+
+
+def test_interval_schema_accepts_new_keys_and_old_blocks():
+    y, p = _tiny_class_case()
+    block = _evaluate(y, p)
+    ev.validate_metrics_block(block)
+    assert json.loads(json.dumps(block, allow_nan=False)) == block
+    # A block written before the method and counts existed still validates.
+    old = copy.deepcopy(block)
+    old["ci"] = {
+        key: {k: entry[k] for k in ("point", "low", "high")} for key, entry in old["ci"].items()
+    }
+    ev.validate_metrics_block(old)
+    bad = copy.deepcopy(block)
+    bad["ci"]["accuracy"]["method"] = "wald"
+    with pytest.raises(ValueError, match="at /ci/accuracy/method: 'wald' is not one of"):
+        ev.validate_metrics_block(bad)
+    bad = copy.deepcopy(block)
+    bad["ci"]["accuracy"]["n"] = -1
+    with pytest.raises(ValueError, match="at /ci/accuracy/n"):
+        ev.validate_metrics_block(bad)
+    bad = copy.deepcopy(block)
+    bad["ci"]["accuracy"]["width"] = 0.1  # still closed to unknown keys
+    with pytest.raises(ValueError, match="at /ci/accuracy"):
+        ev.validate_metrics_block(bad)
+
+
+# --- paired comparison ------------------------------------------------------------------------
+
+
+def test_mcnemar_exact_p_values():
+    # b = 10 (a right, b wrong), c = 0: p = 2 * P(X = 10 | Binomial(10, 1/2)).
+    a = np.array([True] * 10 + [True] * 5 + [False] * 3)
+    b = np.array([False] * 10 + [True] * 5 + [False] * 3)
+    assert ev.mcnemar_test(a, b) == {"n": 18, "b": 10, "c": 0, "p_value": pytest.approx(2 / 1024)}
+    # b = 3, c = 1: P(X <= 1 or X >= 3 | Binomial(4, 1/2)) = (1 + 4 + 4 + 1) / 16.
+    a = [1, 1, 1, 0, 1, 0]
+    b = [0, 0, 0, 1, 1, 0]
+    assert ev.mcnemar_test(a, b) == {"n": 6, "b": 3, "c": 1, "p_value": pytest.approx(10 / 16)}
+    assert ev.mcnemar_test(b, a) == {"n": 6, "b": 1, "c": 3, "p_value": pytest.approx(10 / 16)}
+    assert ev.mcnemar_test([1, 0, 1], [1, 0, 1])["p_value"] == 1.0  # no discordant pair
+    assert ev.mcnemar_test([], [])["p_value"] is None
+    with pytest.raises(ValueError, match="expected 3 flags"):
+        ev.mcnemar_test([1, 0, 1], [1, 0])
+    with pytest.raises(ValueError, match="correct_a: expected booleans"):
+        ev.mcnemar_test([0.5, 1], [1, 1])
+
+
+def test_paired_comparison_hand_example():
+    # glioma 4 images: a 4/4, b 2/4; meningioma 4: a 2/4, b 4/4; notumor 2: a 2/2, b 0/2;
+    # pituitary: none.
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    pred_a = np.array([0, 0, 0, 0, 1, 1, 0, 3, 2, 2])
+    pred_b = np.array([0, 0, 1, 3, 1, 1, 1, 1, 0, 3])
+    probs_a, probs_b = (np.where(np.eye(K)[pred] == 1, 0.7, 0.1) for pred in (pred_a, pred_b))
+    out = ev.paired_comparison(y, probs_a, probs_b, class_names=CLASS_NAMES, names=("old", "new"))
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+    assert out["names"] == ["old", "new"]
+    assert out["overall"] == {
+        "n": 10,
+        "accuracy": {"old": pytest.approx(0.8), "new": pytest.approx(0.6)},
+        # b = 2 glioma + 2 notumor, c = 2 meningioma: 2 * P(X >= 4 | Binomial(6, 1/2)) = 44/64
+        "mcnemar": {"n": 10, "b": 4, "c": 2, "p_value": pytest.approx(44 / 64)},
+    }
+    pc = out["per_class"]
+    assert pc["glioma"]["accuracy"] == {"old": 1.0, "new": 0.5}
+    assert pc["glioma"]["mcnemar"] == {"n": 4, "b": 2, "c": 0, "p_value": pytest.approx(0.5)}
+    assert pc["meningioma"]["accuracy"] == {"old": 0.5, "new": 1.0}
+    assert pc["meningioma"]["mcnemar"] == {"n": 4, "b": 0, "c": 2, "p_value": pytest.approx(0.5)}
+    assert pc["notumor"]["mcnemar"] == {"n": 2, "b": 2, "c": 0, "p_value": pytest.approx(0.5)}
+    assert pc["pituitary"] == {
+        "n": 0,
+        "accuracy": {"old": None, "new": None},
+        "mcnemar": {"n": 0, "b": 0, "c": 0, "p_value": None},
+    }
+    # Per-class accuracy is the sensitivity of classification_summary.
+    for name in CLASS_NAMES[:3]:
+        recall = ev.classification_summary(y, probs_b)["per_class"][name]["recall"]
+        assert pc[name]["accuracy"]["new"] == pytest.approx(recall)
+
+    table = ev.paired_table(out)
+    assert list(table.index) == [*CLASS_NAMES, "overall"]
+    assert list(table.columns) == [
+        "n",
+        "accuracy old",
+        "accuracy new",
+        "only old right",
+        "only new right",
+        "McNemar p",
+    ]
+    assert table.loc["overall", "only old right"] == 4
+    assert table.loc["meningioma", "only new right"] == 2
+    assert table.loc["overall", "McNemar p"] == pytest.approx(44 / 64)
+    assert table.loc["pituitary", "n"] == 0 and np.isnan(table.loc["pituitary", "McNemar p"])
+    with pytest.raises(ValueError, match="names: expected two distinct"):
+        ev.paired_comparison(y, probs_a, probs_b, names=("m", "m"))
+    with pytest.raises(ValueError, match=r"probs: expected shape \(10, 4\)"):
+        ev.paired_comparison(y, probs_a, probs_b[:5])

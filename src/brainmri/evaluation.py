@@ -1,4 +1,4 @@
-"""Held-out evaluation: discrimination, bootstrap CIs, calibration, errors and run comparison."""
+"""Held-out evaluation: discrimination, bootstrap and exact CIs, calibration, errors, comparisons."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from scipy.special import softmax as _scipy_softmax
+from scipy.stats import beta as _beta
+from scipy.stats import binomtest
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -36,6 +38,7 @@ __all__ = [
     "brier_score",
     "calibration_table",
     "classification_summary",
+    "clopper_pearson_interval",
     "compare_runs",
     "compare_table",
     "error_analysis",
@@ -45,12 +48,16 @@ __all__ = [
     "headline_table",
     "format_interval",
     "interval_table",
+    "mcnemar_test",
     "nll",
+    "paired_comparison",
+    "paired_table",
     "per_class_table",
     "reliability_curve",
     "roc_pr_curves",
     "softmax",
     "validate_metrics_block",
+    "wilson_interval",
 ]
 
 _PROB_SUM_TOLERANCE = 1e-3
@@ -59,6 +66,8 @@ _BOOTSTRAP_CHUNK_CELLS = 2_000_000
 """Resampled cases held in memory at once; keeps 10k x 7k bootstraps within ~20 MB."""
 _LOG_T_BOUNDS = (math.log(0.01), math.log(100.0))
 """Search interval of log T in temperature scaling."""
+_EXACT_BELOW = 30
+"""A proportion over fewer independent cases than this gets the Clopper-Pearson interval."""
 
 
 # --- input checks -----------------------------------------------------------------------------
@@ -400,6 +409,135 @@ def bootstrap_ci(
     return out
 
 
+# --- exact intervals for proportions ----------------------------------------------------------
+
+
+def _check_proportion(successes: float, n: float, confidence: float) -> None:
+    """Raise ValueError unless 0 <= successes <= n, n > 0 and confidence lies in (0, 1)."""
+    if not (math.isfinite(n) and n > 0):
+        raise ValueError(f"n: expected a positive number of cases, got {n!r}")
+    if not (math.isfinite(successes) and 0 <= successes <= n):
+        raise ValueError(f"successes: expected a count in [0, {n}], got {successes!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: expected a level in (0, 1), got {confidence!r}")
+
+
+def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (no continuity correction).
+
+    Unlike the bootstrap it does not collapse to a point when every case (or none) is right:
+    0/10 gives 0 to 0.278 at 95%. Its coverage is close to nominal on average but may fall a
+    little below it; :func:`clopper_pearson_interval` never does.
+
+    Args:
+        successes: the number of successes, an integer in [0, n].
+        n: the number of cases, a positive integer.
+        confidence: the confidence level, in (0, 1).
+
+    Returns:
+        The (low, high) bounds, within [0, 1].
+
+    Raises:
+        ValueError: n is not a positive integer, successes is not an integer in [0, n] or
+            confidence is not in (0, 1).
+    """
+    if not all(isinstance(v, int | np.integer) for v in (successes, n)):
+        raise ValueError(f"wilson_interval: expected integer counts, got {successes!r}/{n!r}")
+    _check_proportion(successes, n, confidence)
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def clopper_pearson_interval(
+    successes: float, n: float, *, confidence: float = 0.95
+) -> tuple[float, float]:
+    """The Clopper-Pearson ("exact") interval of a binomial proportion.
+
+    Its coverage is at least the nominal level for every true proportion (it is
+    conservative), and it stays informative at the extremes: 15/15 gives 0.782 to 1 at 95%
+    (the low bound is 0.025 ** (1 / 15)), where a bootstrap gives 1 to 1.
+
+    Args:
+        successes: the number of successes, in [0, n]. It may be fractional: an effective
+            count, e.g. the proportion times the number of independent clusters.
+        n: the number of cases (or effective cases), positive, possibly fractional.
+        confidence: the confidence level, in (0, 1).
+
+    Returns:
+        The (low, high) bounds, within [0, 1]; low is 0 when successes is 0 and high is 1
+        when successes is n.
+
+    Raises:
+        ValueError: n is not positive, successes is not in [0, n] or confidence is not in
+            (0, 1).
+    """
+    _check_proportion(successes, n, confidence)
+    # The beta quantiles that define the interval, rather than scipy's
+    # binomtest(...).proportion_ci(method="exact"): that takes integer counts only, and the
+    # cluster-adjusted effective counts of evaluate_split are fractional. For integer counts
+    # both agree (tests/test_evaluation.py checks it).
+    alpha = 1 - confidence
+    low = 0.0 if successes == 0 else float(_beta.ppf(alpha / 2, successes, n - successes + 1))
+    high = 1.0 if successes == n else float(_beta.ppf(1 - alpha / 2, successes + 1, n - successes))
+    return low, high
+
+
+def _proportion_cases(
+    y: np.ndarray, pred: np.ndarray, class_names: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per interval key of a proportion: (mask of the cases it is over, mask of its successes)."""
+    right = pred == y
+    cases = {"accuracy": (np.ones_like(right), right)}
+    for j, name in enumerate(class_names):
+        cases[f"sensitivity/{name}"] = (y == j, right)  # TP among the positives
+    for j, name in enumerate(class_names):
+        cases[f"specificity/{name}"] = (y != j, pred != j)  # TN among the negatives
+    return cases
+
+
+def _exact_where_small(
+    ci: Mapping[str, Mapping[str, Any]],
+    y: np.ndarray,
+    pred: np.ndarray,
+    class_names: Sequence[str],
+    level: float,
+    groups: np.ndarray | None,
+) -> dict[str, dict[str, Any]]:
+    """The intervals of ci with their method and counts, Clopper-Pearson where bootstrap fails.
+
+    Accuracy, sensitivity and specificity get "successes" and "n" (and "clusters" with
+    groups); one over fewer than _EXACT_BELOW independent cases, with all or none right, or
+    whose bootstrap interval is degenerate (low == high, or undefined although the value is
+    defined) gets the Clopper-Pearson interval. With groups each near-copy cluster counts as
+    one case, the proportion kept: x = point * clusters of n = clusters (the most cautious
+    design effect, as the cluster bootstrap treats copies as one piece of evidence).
+    """
+    bootstrap = "bootstrap" if groups is None else "cluster_bootstrap"
+    cluster = None if groups is None else pd.factorize(np.asarray(groups))[0]
+    cases = _proportion_cases(y, pred, class_names)
+    out: dict[str, dict[str, Any]] = {}
+    for key, interval in ci.items():
+        entry = {**interval, "method": bootstrap}
+        out[key] = entry
+        if key not in cases:
+            continue  # macro F1 is no proportion; only the bootstrap interval applies
+        among, hit = cases[key]
+        n, successes = int(among.sum()), int((among & hit).sum())
+        entry.update(successes=successes, n=n)
+        units = n
+        if cluster is not None:
+            units = int(np.unique(cluster[among]).size)
+            entry["clusters"] = units
+        if n == 0:
+            continue  # undefined (a class absent from the split, or the only class)
+        low, high = entry["low"], entry["high"]
+        degenerate = low is None or high is None or low == high
+        if degenerate or units < _EXACT_BELOW or successes in (0, n):
+            low, high = clopper_pearson_interval(successes * units / n, units, confidence=level)
+            entry.update(low=low, high=high, method="clopper_pearson")
+    return out
+
+
 # --- calibration ------------------------------------------------------------------------------
 
 
@@ -589,8 +727,8 @@ def evaluate_split(
 ) -> dict[str, Any]:
     """Return the JSON-ready evaluation block of one split (see METRICS_SCHEMA for its shape).
 
-    Keys: "summary" (classification_summary), "ci" (bootstrap_ci) with "bootstrap" settings,
-    "calibration" (ece/brier/nll/reliability, plus "temperature" and the same after scaling in
+    Keys: "summary" (classification_summary), "ci" (the intervals of bootstrap_ci, each with
+    the "method" that made it; see below) with "bootstrap" settings, "calibration" (ece/brier/nll/reliability, plus "temperature" and the same after scaling in
     "scaled" when a temperature is given, else both None) and "misclassified" (every wrong case,
     most confident first).
 
@@ -609,6 +747,16 @@ def evaluate_split(
         level: the confidence level of the intervals, in (0, 1).
         groups: the near-copy cluster of each case, for a cluster bootstrap (see
             :func:`bootstrap_ci`); None resamples images.
+
+    The intervals of accuracy and of each class's sensitivity and specificity also carry
+    "successes" and "n" (the cases right and the cases the proportion is over; with groups,
+    "clusters": the near-copy clusters among those cases). Where the bootstrap cannot be
+    trusted, namely the proportion is over fewer than 30 independent cases (images, or
+    clusters with groups), all or none of them are right, or the bootstrap interval is
+    degenerate (low == high), the interval is the Clopper-Pearson one instead
+    (:func:`clopper_pearson_interval`; with groups over the clusters, keeping the
+    proportion), and its "method" is "clopper_pearson"; else "method" is "bootstrap" (or
+    "cluster_bootstrap" with groups). Macro F1 keeps its bootstrap interval.
 
     Returns:
         The block with the keys above; undefined values are None. It is checked against
@@ -635,11 +783,11 @@ def evaluate_split(
         calibration["temperature"] = float(temperature)
         calibration["scaled"] = _calibration_block(y, softmax(z, temperature), n_bins)
     mistakes = error_analysis(y, p, paths, y.size, class_names)["confident_mistakes"]
+    pred = p.argmax(axis=1)
+    ci = bootstrap_ci(y, pred, n_resamples, seed, class_names, level, groups=groups)
     block = {
         "summary": classification_summary(y, p, class_names),
-        "ci": bootstrap_ci(
-            y, p.argmax(axis=1), n_resamples, seed, class_names, level, groups=groups
-        ),
+        "ci": _exact_where_small(ci, y, pred, class_names, level, groups),
         "bootstrap": {
             "n_resamples": int(n_resamples),
             "seed": int(seed),
@@ -687,7 +835,7 @@ def headline_table(blocks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def format_interval(entry: Any, digits: int = 3) -> str:
-    """An interval of :func:`bootstrap_ci` as "point (low-high)"; "-" when it is missing."""
+    """An interval (of :func:`bootstrap_ci` or a block's "ci") as "point (low-high)"; "-" if none."""
     point, low, high = (dig(entry, key) for key in ("point", "low", "high"))
     if not isinstance(point, int | float):
         return "-"
@@ -761,13 +909,17 @@ _NUM_OR_NULL = {"type": ["number", "null"]}
 _UNIT = {"type": "number", "minimum": 0, "maximum": 1}
 _UNIT_OR_NULL = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
 _COUNT = {"type": "integer", "minimum": 0}
+_INTERVAL_METHODS = ("bootstrap", "cluster_bootstrap", "clopper_pearson")
+"""The values of the "method" key of a block's intervals (see :func:`evaluate_split`)."""
 
 
-def _obj(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A closed JSON-Schema object whose listed properties are all required."""
+def _obj(
+    properties: dict[str, Any], optional: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A closed JSON-Schema object: the properties all required, the optional ones allowed."""
     return {
         "type": "object",
-        "properties": properties,
+        "properties": {**properties, **(optional or {})},
         "required": list(properties),
         "additionalProperties": False,
         **extra,
@@ -797,7 +949,17 @@ METRICS_SCHEMA: dict[str, Any] = {
     "$id": "https://brainmri.local/schemas/evaluation-block.json",
     "title": "Evaluation block of one held-out split (brainmri.evaluation.evaluate_split)",
     "$defs": {
-        "interval": _obj({"point": _NUM_OR_NULL, "low": _NUM_OR_NULL, "high": _NUM_OR_NULL}),
+        # method, successes, n and clusters are optional: blocks written before they existed
+        # hold point/low/high alone.
+        "interval": _obj(
+            {"point": _NUM_OR_NULL, "low": _NUM_OR_NULL, "high": _NUM_OR_NULL},
+            {
+                "method": {"enum": list(_INTERVAL_METHODS)},
+                "successes": _COUNT,
+                "n": _COUNT,
+                "clusters": _COUNT,
+            },
+        ),
         "class_metrics": _obj(
             {
                 "precision": _UNIT,
@@ -911,7 +1073,7 @@ def validate_metrics_block(block: Mapping[str, Any]) -> None:
 
 # --- run comparison ---------------------------------------------------------------------------
 
-_SPLIT_ORDER = ("clean", "official")
+_SPLIT_ORDER = ("headline", "official", "unguided")
 
 
 def _block_headline(block: Any, class_names: Sequence[str]) -> dict[str, float | None]:
@@ -997,3 +1159,137 @@ def compare_table(
                 }
             )
     return pd.DataFrame.from_records(records)
+
+
+# --- paired comparison of two models ----------------------------------------------------------
+
+
+def _check_correct(values: Any, name: str) -> np.ndarray:
+    """Return values as a 1-D bool array of right (True) / wrong (False), or raise ValueError."""
+    v = np.asarray(values)
+    if v.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of right/wrong flags, got shape {v.shape}")
+    if v.size and not (v.dtype == np.bool_ or np.all(np.isin(v, (0, 1)))):
+        raise ValueError(f"{name}: expected booleans (or 0/1), got values of dtype {v.dtype}")
+    return v.astype(bool)
+
+
+def mcnemar_test(correct_a: Any, correct_b: Any) -> dict[str, Any]:
+    """McNemar's exact test of two classifiers judged on the same cases.
+
+    Only the discordant cases carry evidence: b (a right, b wrong) and c (a wrong, b right).
+    Under the null of equal accuracy, b given b + c is Binomial(b + c, 1/2); the p-value is
+    the exact two-sided binomial one (scipy's ``binomtest``), so it needs no large-sample
+    approximation however few discordant cases there are.
+
+    Args:
+        correct_a: per case, whether model a classified it correctly (booleans or 0/1).
+        correct_b: the same for model b, case for case in the same order.
+
+    Returns:
+        A JSON-ready mapping: "n" (cases), "b", "c" and "p_value" (two-sided; 1.0 when there
+        are no discordant cases, None when there are no cases).
+
+    Raises:
+        ValueError: the inputs are not 1-D right/wrong flags of equal length.
+    """
+    a = _check_correct(correct_a, "correct_a")
+    b_right = _check_correct(correct_b, "correct_b")
+    if a.size != b_right.size:
+        raise ValueError(f"correct_b: expected {a.size} flags like correct_a, got {b_right.size}")
+    b = int(np.sum(a & ~b_right))
+    c = int(np.sum(~a & b_right))
+    if a.size == 0:
+        p_value = None
+    elif b + c == 0:
+        p_value = 1.0  # the models agree on every case: no evidence of a difference
+    else:
+        p_value = float(binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
+    return {"n": int(a.size), "b": b, "c": c, "p_value": p_value}
+
+
+def paired_comparison(
+    y_true: Any,
+    probs_a: Any,
+    probs_b: Any,
+    *,
+    class_names: Sequence[str] = CLASS_NAMES,
+    names: tuple[str, str] = ("a", "b"),
+) -> dict[str, Any]:
+    """Compare two models on the same images: accuracies and McNemar tests, overall and per class.
+
+    Per class the comparison is over the images of that true class, so its accuracy is the
+    model's sensitivity to the class. The per-class p-values are not corrected for testing
+    K + 1 times.
+
+    Args:
+        y_true: the true class indices, shape (N,), each in [0, K).
+        probs_a: the softmax probabilities of model a, shape (N, K), rows summing to 1.
+        probs_b: those of model b on the same images, in the same order.
+        class_names: the K class names, in the order of the columns of the probabilities.
+        names: the names of the two models, used as keys of the accuracies; distinct.
+
+    Returns:
+        A JSON-ready mapping: "names" (the two names, a first); "overall" with "n",
+        "accuracy" (per model name) and "mcnemar" (:func:`mcnemar_test`, b counting the
+        images only model a gets right); "per_class", per class name the same over the
+        images of that class (accuracies None and p_value None when it has none).
+
+    Raises:
+        ValueError: y_true, probs_a or probs_b is invalid (as in
+            :func:`classification_summary`), or names is not two distinct strings.
+    """
+    if len(names) != 2 or names[0] == names[1]:
+        raise ValueError(f"names: expected two distinct model names, got {names!r}")
+    name_a, name_b = (str(n) for n in names)
+    y, p_a = _check_inputs(y_true, probs_a, class_names)
+    _, p_b = _check_inputs(y, probs_b, class_names)
+    right_a = p_a.argmax(axis=1) == y
+    right_b = p_b.argmax(axis=1) == y
+
+    def compare(among: np.ndarray) -> dict[str, Any]:
+        n = int(among.sum())
+        return {
+            "n": n,
+            "accuracy": {
+                name_a: float(right_a[among].mean()) if n else None,
+                name_b: float(right_b[among].mean()) if n else None,
+            },
+            "mcnemar": mcnemar_test(right_a[among], right_b[among]),
+        }
+
+    return _jsonable(
+        {
+            "names": [name_a, name_b],
+            "overall": compare(np.ones_like(right_a)),
+            "per_class": {name: compare(y == j) for j, name in enumerate(class_names)},
+        }
+    )
+
+
+def paired_table(comparison: Mapping[str, Any]) -> pd.DataFrame:
+    """A :func:`paired_comparison` as a table: one row per class, then "overall".
+
+    Args:
+        comparison: the mapping :func:`paired_comparison` returns.
+
+    Returns:
+        Columns "n", "accuracy <a>", "accuracy <b>", "only <a> right" (McNemar's b), "only
+        <b> right" (c) and "McNemar p", where <a> and <b> are the model names.
+    """
+    name_a, name_b = comparison["names"]
+    rows = {**comparison["per_class"], "overall": comparison["overall"]}
+    return pd.DataFrame.from_dict(
+        {
+            label: {
+                "n": row["n"],
+                f"accuracy {name_a}": row["accuracy"][name_a],
+                f"accuracy {name_b}": row["accuracy"][name_b],
+                f"only {name_a} right": row["mcnemar"]["b"],
+                f"only {name_b} right": row["mcnemar"]["c"],
+                "McNemar p": row["mcnemar"]["p_value"],
+            }
+            for label, row in rows.items()
+        },
+        orient="index",
+    )

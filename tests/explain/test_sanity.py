@@ -11,6 +11,7 @@ from keras import layers
 
 from brainmri import config
 from brainmri import explain as ex
+from brainmri.explain import sanity
 
 
 def test_randomize_weights_refuses_a_learned_weight_without_initialiser(head):
@@ -28,34 +29,146 @@ def test_randomize_weights_refuses_a_learned_weight_without_initialiser(head):
         ex.randomize_weights(model, seed=0)
 
 
-def test_randomisation_check_reports_json_safe_per_image_correlations(make_cnn, square_data):
-    model = make_cnn(seed=3)
-    x, y, _ = square_data(64, 32, seed=0)
-    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=32, epochs=4, verbose=0)
-    probe = x[:8]
-    maps = ex.gradcam(model, probe)
-    # A map with no positive evidence is all zeros after Grad-CAM's ReLU; its rank correlation is
-    # undefined (NaN) by design. Which probe images get one depends on CPU training's float order.
-    rho = ex.rank_correlation(maps, maps)
-    flat = np.ptp(maps, axis=(1, 2)) == 0
-    assert (~flat).any(), "every probe map is flat: the check below would test nothing"
-    assert np.array_equal(np.isnan(rho), flat) and np.allclose(rho[~flat], 1.0)
-    trained, randomised = ex.randomization_maps(model, probe, seed=0)
-    assert np.allclose(trained, maps) and randomised.shape == maps.shape
+def test_rank_correlation_scores_flat_maps_zero_and_ranks_the_rest():
+    rng = np.random.default_rng(0)
+    base = rng.random((3, 6, 6)) + 0.1
+    other = base.copy()
+    other[0] = base[0] ** 3  # the same ranks, other values: 1
+    other[1] = -base[1]  # every rank reversed: -1
+    other[2] = 0.0  # turned flat: no ranks, scored 0 rather than NaN
+    rho = ex.rank_correlation(base, other)
+    np.testing.assert_allclose(rho, [1.0, -1.0, 0.0])
+    # flat on the trained side, or on both, scores 0 too
+    np.testing.assert_array_equal(ex.rank_correlation(np.zeros((2, 4, 4)), base[:2, :4, :4]), 0)
+    np.testing.assert_array_equal(ex.rank_correlation(np.zeros((1, 4, 4)), np.ones((1, 4, 4))), 0)
+    with pytest.raises(ValueError, match="equal shape"):
+        ex.rank_correlation(base, base[:2])
+
+
+def _maps_with_known_similarity() -> tuple[np.ndarray, np.ndarray]:
+    """Four trained maps and randomised ones: kept (rho 1), reversed (-1), flat (0), half kept."""
+    rng = np.random.default_rng(1)
+    trained = rng.random((4, 8, 8)) + 0.1
+    randomised = np.stack([trained[0] * 2, 1 - trained[1], np.zeros((8, 8)), trained[3] ** 2])
+    return trained, randomised
+
+
+def test_randomisation_check_counts_flat_maps_as_changed_and_judges_the_share():
+    trained, randomised = _maps_with_known_similarity()
     check = ex.randomization_check(trained, randomised)
     json.dumps(check, allow_nan=False)
-    assert check["n_images"] == len(check["spearman_per_image"]) == 8
-    assert check["n_undefined"] == sum(r is None for r in check["spearman_per_image"])
-    assert check["passed"] == (check["spearman_mean"] is not None and check["spearman_mean"] < 0.5)
+    np.testing.assert_allclose(check["spearman_per_image"], [1.0, -1.0, 0.0, 1.0])
+    assert check["spearman_mean"] == pytest.approx(0.25)
+    assert (check["n_flat"], check["n_flat_trained"], check["n_flat_randomised"]) == (1, 0, 1)
+    # changed: the reversed map and the flat one; the rescaled and squared maps kept their ranks
+    assert check["n_changed"] == 2 and check["share_changed"] == 0.5
+    assert check["max_correlation"] == 0.5 and check["min_share_changed"] == 0.75
+    assert not check["passed"]  # 0.5 < 0.75
+    assert ex.randomization_check(trained, randomised, min_share_changed=0.5)["passed"]
+    # no logits given: no spread, no degeneracy verdict
+    assert check["logit_spread_randomised"] is None and check["degenerate"] is None
 
 
-def test_flat_randomised_maps_fail_the_check():
-    """No correlation is no evidence: all-flat randomised maps are a failure, not a pass."""
+def test_all_flat_randomised_maps_pass_the_check_with_the_spread_beside_them():
+    """A map that turns flat has changed completely: a pass, not a failure (issue 32 item 7)."""
     trained = np.random.default_rng(0).random((4, 8, 8))
-    check = ex.randomization_check(trained, np.zeros_like(trained))
-    assert check["n_undefined"] == 4 and check["spearman_mean"] is None
-    assert not check["passed"]
+    logits = np.array([[1.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0], [1.0, 2.0, 0, 0], [3, 2, 0, 0]])
+    constant = np.tile([0.5, -0.5, 0.0, 0.0], (4, 1))  # a dead network: its biases only
+    check = ex.randomization_check(
+        trained, np.zeros_like(trained), trained_logits=logits, randomised_logits=constant
+    )
+    assert check["spearman_per_image"] == [0.0] * 4 and check["n_flat_randomised"] == 4
+    assert check["share_changed"] == 1.0 and check["passed"]
+    # spread: per class the std over images (1, 1, 0, 0), averaged; class offsets do not count
+    assert check["logit_spread_trained"] == pytest.approx(0.5)
+    assert check["logit_spread_randomised"] == 0.0 and check["degenerate"] is True
+    lively = ex.randomization_check(
+        trained, np.zeros_like(trained), trained_logits=logits, randomised_logits=logits * 0.5
+    )
+    assert lively["logit_spread_randomised"] == pytest.approx(0.25)
+    assert lively["degenerate"] is False
+
+
+def _dead_when_reinitialised(head) -> keras.Model:
+    """A net whose BatchNorm learned to centre a conv biased far below zero (bias -50).
+
+    Re-initialised with fresh statistics (mean 0, variance 1), its BatchNorm passes on about
+    -50, the ReLU outputs zeros, and the randomised net is dead: flat maps and constant logits.
+    """
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    x = layers.Rescaling(1 / 255.0)(inp)
+    conv = layers.Conv2D(
+        8, 3, padding="same", bias_initializer=keras.initializers.Constant(-50.0), name="conv1"
+    )
+    x = layers.BatchNormalization(name="bn1")(conv(x))
+    model = keras.Model(inp, head(layers.Activation("relu", name="top_activation")(x)))
+    model.get_layer("bn1").moving_mean.assign(np.full(8, -50.0, np.float32))  # "learned"
+    return model
+
+
+def test_reestimated_batchnorm_statistics_are_the_images_moments(head, random_images):
+    model = _dead_when_reinitialised(head)
+    x = random_images(7, 16, seed=2)
+    clone = ex.randomize_weights(model, seed=0, images=x, batch_size=3)  # chunks of 3, 3 and 1
+    conv_out = keras.Model(clone.inputs[0], clone.get_layer("conv1").output)(x).numpy()
+    bn = clone.get_layer("bn1")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), conv_out.mean(axis=(0, 1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), conv_out.var(axis=(0, 1, 2)), rtol=1e-3)
+    assert bn.momentum == 0.99 and bn.trainable  # the pass's settings are undone
+    assert np.all(model.get_layer("bn1").moving_mean.numpy() == -50.0)  # the original kept
+    # the re-initialised conv is random, not trained: the statistics are the clone's own
+    assert not np.allclose(
+        clone.get_layer("conv1").kernel.numpy(), model.get_layer("conv1").kernel.numpy()
+    )
+    assert ex.randomize_weights(model, seed=0).get_layer("bn1").moving_variance.numpy().max() == 1
+
+
+def _logits(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The model's pre-softmax outputs."""
+    return keras.Model(model.inputs[0], model.get_layer(config.LOGITS_LAYER).output)(x).numpy()
+
+
+def test_reestimation_keeps_the_randomised_network_alive(head, random_images):
+    model = _dead_when_reinitialised(head)
+    x = random_images(6, 16, seed=3)
+    trained_logits = _logits(model, x)
+    for reestimate, dead in ((False, True), (True, False)):
+        trained, randomised = ex.randomization_maps(model, x, seed=0, reestimate_bn=reestimate)
+        clone = ex.randomize_weights(model, seed=0, images=x if reestimate else None)
+        check = ex.randomization_check(
+            trained,
+            randomised,
+            trained_logits=trained_logits,
+            randomised_logits=_logits(clone, x),
+        )
+        assert check["n_flat_trained"] == 0  # the trained net is alive
+        assert (check["n_flat_randomised"] == 6) == dead
+        assert (check["logit_spread_randomised"] == 0.0) == dead
+        assert check["degenerate"] is dead
+        assert check["passed"]  # flat or not, the maps changed
+
+
+def test_reestimation_silences_dropout_and_leaves_other_batchnorm_layers_alone(head, random_images):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    x = layers.Conv2D(4, 3, padding="same", name="conv_a")(layers.Rescaling(1 / 255.0)(inp))
+    x = layers.BatchNormalization(name="bn_a")(layers.Dropout(0.5, name="drop")(x))
+    x = layers.Conv2D(4, 3, padding="same", name="conv_b")(x)
+    x = layers.BatchNormalization(name="bn_b")(x)  # a trained layer: trainable, not chosen
+    model = keras.Model(inp, head(layers.Activation("relu", name="top_activation")(x)))
+    kept = np.linspace(-1, 1, 4).astype(np.float32)
+    model.get_layer("bn_b").moving_mean.assign(kept)
+    images = random_images(5, 16, seed=4)
+    assert sanity.reestimate_batchnorm(model, images, layers=["bn_a", "conv_b"]) == ["bn_a"]
+    # inference-mode moments of bn_a's input: dropout (training mode) would double the variance
+    before = keras.Model(model.inputs[0], model.get_layer("drop").output)(images).numpy()
+    bn_a = model.get_layer("bn_a")
+    np.testing.assert_allclose(bn_a.moving_mean.numpy(), before.mean(axis=(0, 1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(bn_a.moving_variance.numpy(), before.var(axis=(0, 1, 2)), rtol=1e-3)
+    np.testing.assert_array_equal(model.get_layer("bn_b").moving_mean.numpy(), kept)
+    assert model.get_layer("bn_b").trainable and model.get_layer("drop").rate == 0.5
+    assert sanity.reestimate_batchnorm(model, images, layers=["conv_a"]) == []  # no BatchNorm
 
 
 def test_layer_groups_run_from_the_output_to_the_input(make_cnn):
@@ -78,13 +191,18 @@ def test_cascading_randomization_ends_in_the_full_check(make_cnn, square_data):
     assert [s["layer"] for s in result["steps"]] == [g for g, _ in ex.layer_groups(model)]
     for step in result["steps"]:
         for key in ("cascading", "independent"):
-            assert step[key] is None or -1.0 <= step[key] <= 1.0
-            assert 0 <= step[f"{key}_flat"] <= 8
+            assert -1.0 <= step[key] <= 1.0  # flat maps score 0: never undefined
+            assert 0 <= step[f"{key}_flat"] <= 8 and 0.0 <= step[f"{key}_changed"] <= 1.0
     # The last cascading step re-initialises everything: the plain check's randomised model.
     full = ex.randomization_check(*ex.randomization_maps(model, x[:8], seed=0))
     assert result["steps"][-1]["cascading"] == pytest.approx(full["spearman_mean"])
+    assert result["steps"][-1]["cascading_changed"] == full["share_changed"]
     assert result["spearman_mean"] == pytest.approx(full["spearman_mean"])
     assert result["passed"] == full["passed"] and result["method"] == "gradcam"
+    assert result["batchnorm_reestimated"]
+    # the spreads of the trained model and of the fully randomised one, which is not degenerate
+    assert result["logit_spread_trained"] > 0 and result["logit_spread_randomised"] > 0
+    assert result["degenerate"] is False
     # Randomising one group alone is the cascade's first step when it is the top group.
     assert result["steps"][0]["independent"] == pytest.approx(result["steps"][0]["cascading"])
 
@@ -100,7 +218,7 @@ def test_randomisation_lowers_the_map_correlation(trained_phantom):
     ]
     maps = ex.randomization_maps(model, inp.load_batch(files, size), seed=0)
     check = ex.randomization_check(*maps)
-    assert check["n_undefined"] < check["n_images"] / 2
+    assert check["n_flat_randomised"] < check["n_images"] / 2  # BatchNorm re-estimated: alive
     assert check["spearman_mean"] < 0.5 and check["passed"]
     # A threshold no correlation can undercut fails it: the verdict is not a constant.
     assert not ex.randomization_check(*maps, max_correlation=-1)["passed"]
@@ -131,3 +249,22 @@ def test_randomize_weights_reinitialises_every_learned_weight(make_cnn):
     assert np.all(clone.get_layer("bn2").moving_variance.numpy() == 1)
     assert np.allclose(bn.moving_variance.numpy(), np.linspace(0.5, 2.0, 8))  # original kept
     assert not model.get_layer("conv1").trainable  # the original is untouched
+
+
+def test_the_index_page_calls_all_flat_randomised_maps_a_pass():
+    """The report reads the check's keys: flat maps changed, so the verdict is no failure."""
+    from brainmri.reports import index
+
+    trained = np.random.default_rng(0).random((4, 8, 8))
+    logits = np.random.default_rng(1).normal(size=(4, 4))
+    flat = ex.randomization_check(
+        trained, np.zeros_like(trained), trained_logits=logits, randomised_logits=logits * 0
+    )
+    verdict = index.sanity_verdict({"gradcam": {"randomization": flat}})
+    assert verdict.startswith("Randomisation check passed: 4 of 4 maps changed")
+    assert "4 flat" in verdict and "100% where 75% is required" in verdict
+    assert "Logit spread of the randomised network 0.000" in verdict and "degenerate" in verdict
+    kept = ex.randomization_check(trained, trained**2)  # every map keeps its ranks
+    verdict = index.sanity_verdict({"gradcam": {"randomization": kept}})
+    assert verdict.startswith("Randomisation check FAILED: 0 of 4 maps changed")
+    assert "Logit spread" not in verdict  # no logits given
