@@ -76,12 +76,15 @@ fig = dplot.plot_head_fill(manifest, data_root, 200, cfg["seed"])
 save_figure(fig, paths.figures_dir, "eda_head_fill")
 
 # %% [markdown]
-# ## Duplicate and leakage audit
-# Exact duplicates share a content hash. A near copy is a pair whose perceptual hashes are close
-# (Testing is compared with all of Training) *and* whose pixels confirm it: the rank correlation of
-# their 64x64 grey thumbnails reaches `near_dup_correlation` (a perceptual hash alone pairs different
-# pictures). Testing images with a copy in Training inflate the official accuracy, so 04_evaluate
-# leads with the clean split, which leaves them out. A copy filed under another label is label noise.
+# ## Copy audit
+# The data set holds many scans more than once: byte for byte, re-encoded or with another contrast,
+# **mirrored left-right**, or cut and scaled differently. 01_download compared every pair of images in
+# three views of their 64x64 grey thumbnails: as they are (`plain`), with one mirrored (`mirrored`),
+# and both cut to the head (`recropped`); a pair is a copy when the rank correlation in some view
+# reaches `near_dup_correlation`. Training flips images left-right, so a mirrored copy of a training
+# image is an image the model has trained on. Copies form groups (chains included), and each group
+# lies in one subset. `pairs_by_kind` counts the pairs each view found first; `groups` their sizes;
+# `test_in_training` the official Testing images with a copy in Training.
 
 # %%
 audit = dict(record["audit"])  # computed once by 01_download
@@ -89,25 +92,27 @@ evidence = audit.pop("threshold_pairs", {})
 display(audit)
 
 # %% [markdown]
-# The evidence for the threshold: Testing images and their most similar Training image just
-# **below** it (kept in the clean split) and just **above** it (removed). Above, the pairs should be
-# one slice (re-encoded, rescaled or with another contrast); below, neighbouring slices or other
-# images.
+# The evidence for the threshold, for each kind of match: the least certain pairs each view
+# **accepted** (just above the threshold) and the near misses it **rejected** (just below). Above,
+# each pair should be one slice (mirrored, re-cut or re-encoded as the kind says); below,
+# neighbouring slices of a series or other images.
 
 # %%
 threshold = audit["min_correlation"]
-for side in ("below", "above"):
-    if evidence.get(side):
-        fig = dplot.plot_duplicate_pairs(
-            manifest,
-            data_root,
-            evidence[side],
-            title=f"Closest Training image, pixel correlation just {side} {threshold}",
-        )
-        save_figure(fig, paths.figures_dir, f"eda_copies_{side}_threshold")
+for kind, sides in evidence.items():
+    for side in ("above", "below"):
+        if sides.get(side):
+            fig = dplot.plot_duplicate_pairs(
+                manifest,
+                data_root,
+                sides[side],
+                value_name=f"{kind} correlation",
+                title=f"{kind}: pairs just {side} {threshold}",
+            )
+            save_figure(fig, paths.figures_dir, f"eda_copies_{kind}_{side}")
 conflicts = manifest[manifest["label_conflict"]]
 print(f"{len(conflicts)} images have a copy filed under another label")
-conflicts[["path", "split", "label", "exact_group", "closest_training"]].head(20)
+conflicts[["path", "split", "label", "copy_group", "closest_training"]].head(20)
 
 # %% [markdown]
 # ## Excluded files

@@ -104,6 +104,7 @@ model, history, status = training.train_or_resume(
     model_path=paths.model,
     history_path=paths.history,
     state_dir=paths.state_dir / "train",
+    unguided_path=paths.unguided_model,
 )
 best = training.best_epoch(history)
 print(
@@ -136,6 +137,9 @@ run = training.run_metadata(
 )
 # `brainmri predict` checks the model against this; a cluster's other workers write no model
 run["model_sha256"] = file_sha256(paths.model) if devices.is_chief() else None
+# a guided run also keeps the fine-tuned model it started from: 04 and 05 compare the two
+guided = devices.is_chief() and len(training.guided_epochs(history)) > 0
+run["unguided_model_sha256"] = file_sha256(paths.unguided_model) if guided else None
 write_json(paths.run_json, run)
 write_json(paths.stage_metrics(STAGE), run["summary"])
 run["summary"]

@@ -1,22 +1,27 @@
 # %% [markdown]
 # # 4 · Evaluation
 #
-# Everything here is computed on **Testing**, which no earlier stage touched: the leakage-free
-# ("clean") split, without the Testing images that have an exact or pixel-confirmed near copy in
-# Training, and the official split beside it. Confidence intervals are 95% percentile intervals of a
-# cluster bootstrap (near copies within Testing resampled together); calibration is checked before
-# and after temperature scaling fitted on the validation subset.
+# Everything here is computed on the **test** subset, which no earlier stage touched. The headline
+# is computed on the images the manifest marks `headline_test`: none has a copy of any kind (as it
+# is, mirrored or re-cut) in train or validation. Under `protocol: grouped` that is the whole test
+# subset (whole copy groups held out from the pooled folders); under `official` it is the Testing
+# images without a copy in Training, and the official Testing folder is reported beside it, copies
+# included, for comparison with published figures. Confidence intervals are 95% percentile
+# intervals of a cluster bootstrap (copies resampled together), exact (Clopper-Pearson) where few
+# copy groups or a perfect score make the bootstrap degenerate; calibration is checked before and
+# after temperature scaling fitted on the validation subset.
 
 # %%
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from IPython.display import display
 
 from brainmri import config, evaluation, inputs, predict, sources
 from brainmri import model as mdl
 from brainmri.config import CLASS_NAMES
-from brainmri.io import write_json
+from brainmri.io import file_sha256, read_json, write_json
 from brainmri.plotting import evaluation as eplot
 from brainmri.plotting.common import plot_image_gallery, save_figure
 
@@ -44,10 +49,13 @@ val_rows, val_files, val_labels = sources.subset_files(manifest, data_root, "val
 val_logits, _ = mdl.predict_files(model, val_files, crop=crop)
 temperature = evaluation.fit_temperature(val_logits, val_rows["label_index"].to_numpy())
 print(f"temperature fitted on validation: T = {temperature:.3f}")
-# The clean (leakage-free) split is a subset of Testing: predicted once, then sliced.
+# The headline images are a part of the test subset: predicted once, then sliced.
 test_rows, test_files, _ = sources.subset_files(manifest, data_root, "test")
 test_logits, test_probs = mdl.predict_files(model, test_files, crop=crop)
-keep = {"clean": test_rows["test_clean"].to_numpy(), "official": slice(None)}
+keep = {"headline": test_rows["headline_test"].to_numpy()}
+if record["protocol"] == "official":  # the published Testing folder, copies included
+    keep["official"] = np.ones(len(test_rows), dtype=bool)
+print(f"protocol: {record['protocol']}")
 results = {
     split: (test_rows[rows], test_logits[rows], test_probs[rows]) for split, rows in keep.items()
 }
@@ -56,9 +64,9 @@ for split, (rows, _, _) in results.items():
 
 # %% [markdown]
 # ## Metrics with 95% confidence intervals
-# The clean split is the headline: the official one counts copies of Training images as if they
-# were new scans. The intervals come from a cluster bootstrap: near copies within Testing are
-# resampled together, since they are one piece of evidence, not several.
+# The headline block is the result; an official block, where there is one, counts copies of training
+# images as if they were new scans. The intervals come from a cluster bootstrap: the copies of one
+# picture are resampled together, since they are one piece of evidence, not several.
 
 # %%
 blocks = {
@@ -87,7 +95,7 @@ evaluation.per_class_table(blocks).round(4)
 # %%
 for split, b in blocks.items():
     fig = eplot.plot_ci_forest(b["ci"])
-    fig.suptitle(f"95% bootstrap intervals: {split} Testing")
+    fig.suptitle(f"95% intervals: {split} test")
     save_figure(fig, paths.figures_dir, f"eval_ci_{split}")
 
 # %% [markdown]
@@ -98,7 +106,7 @@ for split, b in blocks.items():
 # %%
 for split, b in blocks.items():
     fig = eplot.plot_confusion_matrices(b["summary"], CLASS_NAMES)
-    fig.suptitle(f"{split} Testing")
+    fig.suptitle(f"{split} test")
     save_figure(fig, paths.figures_dir, f"eval_confusion_{split}")
 
 # %% [markdown]
@@ -110,7 +118,7 @@ for split, b in blocks.items():
 for split, (rows, _, probs) in results.items():
     curves = evaluation.roc_pr_curves(rows["label_index"].to_numpy(), probs)
     fig = eplot.plot_roc_pr(curves, blocks[split]["summary"])
-    fig.suptitle(f"{split} Testing")
+    fig.suptitle(f"{split} test")
     save_figure(fig, paths.figures_dir, f"eval_roc_pr_{split}")
 
 # %% [markdown]
@@ -122,9 +130,49 @@ for split, (rows, _, probs) in results.items():
 for split, b in blocks.items():
     cal = b["calibration"]
     fig = eplot.plot_reliability(cal["reliability"], cal["scaled"]["reliability"])
-    fig.suptitle(f"{split} Testing: before and after temperature scaling (T = {temperature:.2f})")
+    fig.suptitle(f"{split} test: before and after temperature scaling (T = {temperature:.2f})")
     save_figure(fig, paths.figures_dir, f"eval_reliability_{split}")
 evaluation.calibration_table(blocks).round(4)
+
+# %% [markdown]
+# ## Guided against unguided, on the same images
+# A lesion-guided run keeps the fine-tuned model its guided phase started from
+# (`model_unguided.keras`): the same data, seed and epochs, only the guided phase differs. Both are
+# scored on the headline images; McNemar's exact test asks whether the images only one of them gets
+# right are more than chance would split unevenly (per class: on that class's images only; not
+# corrected for four comparisons). An unguided run has nothing to compare and says so.
+
+# %%
+paired = None
+run_record = read_json(paths.run_json)
+if run_record.get("unguided_model_sha256"):
+    if file_sha256(paths.unguided_model) != run_record["unguided_model_sha256"]:
+        raise RuntimeError(
+            f"{paths.unguided_model} is not the model 03_train saved (its SHA-256 differs from "
+            "run.json's unguided_model_sha256): rerun 03_train"
+        )
+    unguided = mdl.load_model(paths.unguided_model)
+    rows, _, probs = results["headline"]
+    headline_files = [str(data_root / p) for p in rows["path"]]
+    u_val_logits, _ = mdl.predict_files(unguided, val_files, crop=crop)
+    u_logits, u_probs = mdl.predict_files(unguided, headline_files, crop=crop)
+    blocks["unguided"] = evaluation.evaluate_split(
+        rows["label_index"].to_numpy(),
+        u_probs,
+        u_logits,
+        rows["path"].tolist(),
+        n_resamples=cfg["bootstrap_resamples"],
+        seed=cfg["seed"],
+        n_bins=cfg["calibration_bins"],
+        temperature=evaluation.fit_temperature(u_val_logits, val_rows["label_index"].to_numpy()),
+        groups=sources.copy_clusters(rows),
+    )
+    paired = evaluation.paired_comparison(
+        rows["label_index"].to_numpy(), u_probs, probs, names=("unguided", "guided")
+    )
+    display(evaluation.paired_table(paired).round(4))
+else:
+    print("no guided phase in this run: nothing to pair")
 
 # %% [markdown]
 # ## Test-time augmentation (horizontal flip)
@@ -156,7 +204,7 @@ else:
 # %%
 val_images = inputs.load_batch(val_files[:64], image_size, crop=crop)
 ood, groups = predict.ood_summary(
-    model, val_logits, val_images, {"clean Testing": results["clean"][1]}, keep=0.95
+    model, val_logits, val_images, {"headline test": results["headline"][1]}, keep=0.95
 )
 fig = eplot.plot_ood_scores(groups, ood["threshold"])
 save_figure(fig, paths.figures_dir, "eval_ood")
@@ -168,7 +216,7 @@ pd.Series(ood["flagged"], name="share flagged").round(3)
 # Confident mistakes are worth opening: they are often label noise or an unusual view.
 
 # %%
-rows, logits, probs = results["official"]
+rows, logits, probs = results["headline"]
 errors = evaluation.error_analysis(
     rows["label_index"].to_numpy(), probs, rows["path"].tolist(), cfg["error_gallery_size"]
 )
@@ -190,12 +238,10 @@ write_json(
     {
         **blocks,
         "temperature": temperature,
+        "paired": paired,
         "ood": ood,
         "tta": tta_report,
         "errors": {k: v.to_dict(orient="records") for k, v in errors.items()},
     },
 )
-print(
-    f"accuracy: clean {blocks['clean']['summary']['accuracy']:.4f}, "
-    f"official {blocks['official']['summary']['accuracy']:.4f}"
-)
+print(", ".join(f"{s} accuracy {b['summary']['accuracy']:.4f}" for s, b in blocks.items()))

@@ -146,16 +146,17 @@ def test_a_decompression_bomb_is_excluded_unread(tmp_path):
 
 
 def test_an_empty_training_class_stops_and_an_empty_testing_class_warns(tmp_path):
-    cfg = config.flat_params(config.load_profile("smoke"))
+    cfg = config.flat_params(config.load_profile("smoke", overrides={"protocol": "official"}))
     empty = _dataset(tmp_path / "a", skip=(TRAIN, "pituitary"))
     with pytest.raises(
         data.DataSourceError, match=r"no usable Training image of class\(es\) \['pituitary'\]"
     ):
         sources.build_manifest(empty, cfg)
     no_test = _dataset(tmp_path / "b", skip=(TEST, "notumor"))
-    manifest = sources.build_manifest(no_test, cfg)
-    warnings = sources.data_warnings(manifest)
+    manifest, _ = sources.build_manifest(no_test, cfg)
+    warnings = sources.data_warnings(manifest, protocol="official")
     assert any("official Testing split has no notumor image" in w for w in warnings)
+    assert any("headline test split has no notumor image" in w for w in warnings)
 
 
 def test_a_zip_entry_through_a_symlink_entry_gets_the_projects_error(tmp_path):

@@ -34,6 +34,10 @@ def first_run(copy, make, edit_param) -> subprocess.CompletedProcess:
     # `auto` tries the Kaggle download with the planted credentials first (it fails: no network
     # here, or the fake key is rejected), then falls back to the phantom set.
     edit_param(copy, "smoke", "data", "data_source", "auto")
+    # One guided epoch on the phantoms' masks: the run keeps its unguided model, and 04/05 pair
+    # the two on the same images (the cpu profile's shape, at seconds scale).
+    edit_param(copy, "smoke", "train", "lesion_guidance", "1.0")
+    edit_param(copy, "smoke", "train", "guidance_epochs", "1")
     result = make(copy, "all", "PROFILE=smoke")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result
@@ -132,8 +136,9 @@ def test_metrics_validate_and_compare(copy, first_run, make):
     from brainmri.evaluation import validate_metrics_block
 
     metrics = json.loads((copy / "reports" / "smoke" / "metrics.json").read_text())
-    for split in ("clean", "official"):
+    for split in ("headline", "unguided"):  # smoke: protocol grouped, a guided phase
         validate_metrics_block(metrics["evaluate"][split])
+    assert "official" not in metrics["evaluate"]
     shutil.copytree(copy / "reports" / "smoke", copy / "reports" / "smoke-copy")
     result = make(copy, "compare", "A=smoke", "B=smoke-copy")
     assert result.returncode == 0, result.stderr
@@ -142,7 +147,7 @@ def test_metrics_validate_and_compare(copy, first_run, make):
     # Ten headline rows per split (accuracy, macro F1, kappa, MCC, 2 x ECE, 4 sensitivities),
     # identical runs: every difference is zero.
     rows = [line.split() for line in lines[1:]]
-    assert sorted({r[0] for r in rows}) == ["clean", "official"] and len(rows) == 20
+    assert sorted({r[0] for r in rows}) == ["headline", "unguided"] and len(rows) == 20
     assert all(r[-1] in ("+0.0000", "-") for r in rows)
     missing = make(copy, "compare", "A=smoke", "B=absent")
     assert missing.returncode != 0 and "make all PROFILE=absent" in missing.stdout + missing.stderr

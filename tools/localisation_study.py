@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = config.paths(args.profile, ROOT)
     data = {**params["run"], **params["data"]}
     root = Path(sources.resolve_source(data, paths)["root"])
-    manifest = sources.build_manifest(root, data)  # the pipeline's own subsets
+    manifest, _ = sources.build_manifest(root, data)  # the pipeline's own subsets
     with tempfile.TemporaryDirectory(prefix="localisation-study-") as work:
         for seed in args.seeds:
             result = {

@@ -56,7 +56,7 @@ class Stage:
 # fmt: off
 PIPELINE: tuple[Stage, ...] = (
     #     name           title                                              sections                      upstream                      outputs                            metrics key  figures
-    Stage("01_download", "Data: source, validation, manifest and splits",  ("run", "data"),              (),                           ("manifest", "data_json"),         "data",      None),
+    Stage("01_download", "Data: source, validation, manifest and splits",  ("run", "data"),              (),                           ("manifest", "data_json", "copy_pairs"), "data", None),
     Stage("02_eda",      "Exploratory data analysis and duplicate audit",  ("run", "eda"),               ("01_download",),             (),                                "eda",       "eda_"),
     Stage("03_train",    "Training",                                       ("run", "model", "train"),    ("01_download",),             ("model", "history", "run_json"),  "train",     "train_"),
     Stage("04_evaluate", "Evaluation",                                     ("run", "evaluate"),          ("01_download", "03_train"),  (),                                "evaluate",  "eval_"),
@@ -224,14 +224,23 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "phantom_train_per_class": Spec("int", "phantom Training images per class", 2, 100000),
         "phantom_test_per_class": Spec("int", "phantom Testing images per class", 2, 100000),
         "phantom_size": Spec("int", "side of the square phantom images in pixels", 32, 1024),
-        "val_fraction": Spec("float", "share of Training held out for validation", 0.02, 0.5),
+        "protocol": Spec(
+            "choice",
+            "evaluation protocol: grouped (pool Training and Testing, hold out whole copy "
+            "groups) or official (the published Training/Testing folders)",
+            choices=("grouped", "official"),
+        ),
+        "test_fraction": Spec(
+            "float", "share of all images held out for test (protocol grouped only)", 0.05, 0.5
+        ),
+        "val_fraction": Spec(
+            "float", "share of the training pool held out for validation", 0.02, 0.5
+        ),
         "dedup": Spec(
             "choice",
-            "which Training duplicates are dropped before training (Testing: see test_clean)",
+            "which copies the train subset keeps: none, exact (one per byte copy), near "
+            "(one per copy group)",
             choices=("none", "exact", "near"),
-        ),
-        "near_dup_distance": Spec(
-            "int", "max perceptual-hash Hamming distance of a candidate near copy", 0, 32
         ),
         "max_image_pixels": Spec(
             "int",
@@ -240,7 +249,10 @@ SCHEMA: dict[str, dict[str, Spec]] = {
             2**31,
         ),
         "near_dup_correlation": Spec(
-            "float", "min pixel rank correlation that confirms a near copy", 0.5, 1.0
+            "float",
+            "min thumbnail rank correlation (as is, mirrored or cut to the head) of a copy",
+            0.5,
+            1.0,
         ),
     },
     "eda": {
@@ -453,12 +465,22 @@ class Paths:
         return self.run_dir / "manifest.csv"
 
     @property
+    def copy_pairs(self) -> Path:
+        """The copy audit's pairs (brainmri.data.audit): the evidence behind the copy groups."""
+        return self.run_dir / "copy_pairs.csv"
+
+    @property
     def data_json(self) -> Path:
         return self.run_dir / "data.json"
 
     @property
     def model(self) -> Path:
         return self.run_dir / "model.keras"
+
+    @property
+    def unguided_model(self) -> Path:
+        """A guided run's fine-tuned model before the guided phase (04/05 compare the two)."""
+        return self.run_dir / "model_unguided.keras"
 
     @property
     def history(self) -> Path:

@@ -80,22 +80,20 @@ def build_manifest(root: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
 
     Args:
         root: the folder holding Training/ and Testing/.
-        cfg: the run and data parameters ("max_image_pixels", "near_dup_distance",
-            "near_dup_correlation", "dedup", "val_fraction", "seed").
+        cfg: the run and data parameters ("max_image_pixels", "near_dup_correlation",
+            "protocol", "dedup", "val_fraction", "test_fraction", "seed").
 
     Returns:
-        The manifest: one row per file (``data.SCAN_COLUMNS``, the audit's and the subsets'
-        columns) plus "label_index", the class's position in ``CLASS_NAMES``.
+        ``(manifest, pairs)``: the manifest, one row per file (``data.SCAN_COLUMNS``, the
+        audit's and the subsets' columns) plus "label_index", the class's position in
+        ``CLASS_NAMES``; and the audit's copy pairs (``data.audit_duplicates``).
 
     Raises:
         DataSourceError: a class has no usable Training image.
     """
     manifest = data.scan_dataset(Path(root), max_pixels=cfg["max_image_pixels"])
-    manifest = data.audit_duplicates(
-        manifest,
-        root,
-        near_distance=cfg["near_dup_distance"],
-        min_correlation=cfg["near_dup_correlation"],
+    manifest, pairs = data.audit_duplicates(
+        manifest, root, min_correlation=cfg["near_dup_correlation"]
     )
     usable = manifest[(manifest["status"] == "ok") & (manifest["split"] == "Training")]
     missing = [c for c in CLASS_NAMES if not (usable["label"] == c).any()]
@@ -106,52 +104,61 @@ def build_manifest(root: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
             "never sees; see the manifest's 'reason' column"
         )
     manifest = data.assign_subsets(
-        manifest, dedup=cfg["dedup"], val_fraction=cfg["val_fraction"], seed=cfg["seed"]
+        manifest,
+        protocol=cfg["protocol"],
+        dedup=cfg["dedup"],
+        val_fraction=cfg["val_fraction"],
+        test_fraction=cfg["test_fraction"],
+        seed=cfg["seed"],
     )
     manifest["label_index"] = manifest["label"].map(CLASS_NAMES.index).astype(int)
-    return manifest
+    return manifest, pairs
 
 
-def data_warnings(manifest: pd.DataFrame) -> list[str]:
-    """What a reader must know before trusting the per-class results: empty Testing classes.
+def data_warnings(manifest: pd.DataFrame, *, protocol: str) -> list[str]:
+    """What a reader must know before trusting the per-class results: empty test classes.
 
     Args:
         manifest: the run's manifest.
+        protocol: the evaluation protocol (``data.protocol``).
 
     Returns:
-        One sentence per Testing split (official, clean) and class without any image.
+        One sentence per test split (the headline one, and under ``official`` the Testing
+        folder) and class without any image.
     """
+    splits = [("headline test", "headline")]
+    if protocol == "official":
+        splits.append(("official Testing", "test"))
     warnings = []
-    for name, split in (("official", "test"), ("clean", "test_clean")):
+    for name, split in splits:
         rows = subset(manifest, name=split)
         for label in CLASS_NAMES:
             if not (rows["label"] == label).any():
                 warnings.append(
-                    f"the {name} Testing split has no {label} image: its sensitivity is "
+                    f"the {name} split has no {label} image: its sensitivity is "
                     "undefined there and the accuracy says nothing about it"
                 )
     return warnings
 
 
 def subset(manifest: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Rows of one subset: 'train', 'val', 'test' (official) or 'test_clean' (leakage-free)."""
-    if name == "test_clean":
-        return manifest[(manifest["subset"] == "test") & manifest["test_clean"]]
+    """Rows of one subset: 'train', 'val', 'test' or 'headline' (the test images the headline
+    is computed on: the manifest's headline_test column)."""
+    if name == "headline":
+        return manifest[(manifest["subset"] == "test") & manifest["headline_test"]]
     return manifest[manifest["subset"] == name]
 
 
 def copy_clusters(rows: pd.DataFrame) -> np.ndarray:
-    """The near-copy cluster of each row, for a cluster bootstrap; a file without copies is
-    its own cluster.
+    """The copy group of each row, for a cluster bootstrap (copies are one piece of evidence).
 
     Args:
-        rows: manifest rows (with the audit's "near_group" column).
+        rows: manifest rows (with the audit's "copy_group" column).
 
     Returns:
-        One integer per row: its near_group, or a distinct negative number for a singleton.
+        One integer per row: its copy group.
     """
-    near = rows["near_group"].to_numpy(dtype=np.int64)
-    return np.where(near >= 0, near, -1 - np.arange(len(rows)))
+    return rows["copy_group"].to_numpy(dtype=np.int64)
 
 
 def subset_files(
@@ -162,7 +169,7 @@ def subset_files(
     Args:
         manifest: the run's manifest.
         root: the data root the manifest's relative paths start from.
-        name: 'train', 'val', 'test' (official Testing) or 'test_clean' (leakage-free).
+        name: 'train', 'val', 'test' or 'headline' (see :func:`subset`).
 
     Returns:
         ``(rows, files, labels)``: the manifest rows, their absolute paths as strings, and
@@ -196,7 +203,9 @@ def data_record(
     source: Mapping[str, Any],
     manifest: pd.DataFrame,
     manifest_file: Path,
+    pairs: pd.DataFrame,
     *,
+    protocol: str,
     min_correlation: float,
 ) -> dict:
     """The data section of metrics.json: source, counts per subset and class, manifest hash.
@@ -205,26 +214,44 @@ def data_record(
         source: what :func:`resolve_source` returned.
         manifest: the run's manifest.
         manifest_file: the manifest as written, whose bytes are hashed.
-        min_correlation: the near-copy threshold of the audit (for its evidence pairs).
+        pairs: the audit's copy pairs.
+        protocol: the evaluation protocol (``data.protocol``).
+        min_correlation: the copy threshold of the audit (for its evidence pairs).
 
     Returns:
-        The record: the source's keys, "manifest_sha256", "files", "excluded",
-        "counts" (per subset and class), "test_clean" (the leakage-free Testing split's
-        size), "warnings" (:func:`data_warnings`) and "audit".
+        The record: the source's keys, "protocol", "manifest_sha256", "files", "excluded",
+        "counts" (per subset and class), "headline_test" (the headline test images per class
+        and their copy groups), "leaks" (copies of train images in val and headline test:
+        zero by construction, counted from the manifest), "warnings" (:func:`data_warnings`)
+        and "audit".
     """
     counts = (
         manifest.groupby(["subset", "label"]).size().unstack(fill_value=0).to_dict(orient="index")
     )
+    headline = subset(manifest, "headline")
     return {
         **{k: v for k, v in source.items()},
+        "protocol": protocol,
         "manifest_sha256": data.manifest_hash(manifest_file),
         "files": int(len(manifest)),
         "excluded": int((manifest["status"] != "ok").sum()),
         "counts": {s: {c: int(n) for c, n in row.items()} for s, row in counts.items()},
-        "test_clean": int(subset(manifest, "test_clean").shape[0]),
-        "warnings": data_warnings(manifest),
-        "audit": data.audit_summary(manifest, min_correlation=min_correlation),
+        "headline_test": {
+            "images": _class_counts(headline),
+            "copy_groups": {
+                c: int(headline.loc[headline["label"] == c, "copy_group"].nunique())
+                for c in CLASS_NAMES
+            },
+        },
+        "leaks": data.subset_leaks(manifest),
+        "warnings": data_warnings(manifest, protocol=protocol),
+        "audit": data.audit_summary(manifest, pairs, min_correlation=min_correlation),
     }
+
+
+def _class_counts(rows: pd.DataFrame) -> dict[str, int]:
+    counts = rows["label"].value_counts()
+    return {c: int(counts.get(c, 0)) for c in CLASS_NAMES}
 
 
 def resolve_mask_root(mask_dir: str | Path | None, project_root: Path) -> Path | None:

@@ -360,6 +360,7 @@ def fit(
     model_path: Path,
     history_path: Path,
     state_dir: Path,
+    unguided_path: Path | None = None,
 ) -> pd.DataFrame:
     """Train (optional head warm-up, fine-tuning, optional guided phase), resuming after a kill.
 
@@ -387,6 +388,9 @@ def fit(
         model_path: where the best model is saved (ModelCheckpoint).
         history_path: the CSV history, appended to across resumed runs.
         state_dir: BackupAndRestore state of the phases, so a killed run resumes.
+        unguided_path: with a guided phase, where the fine-tuned model it starts from is saved
+            (the unguided model of the same run, for a paired comparison on the same test
+            images); a stale file there is removed when no guided phase runs.
 
     Returns:
         The history, one row per epoch.
@@ -436,6 +440,8 @@ def fit(
     phase("main", params["learning_rate"], warmup, last, 0.0)
     if guide:
         model.save_weights(done["main"])  # the best fine-tuned weights (EarlyStopping restored)
+        if unguided_path is not None and devices.is_chief():
+            save_model_atomically(model, Path(unguided_path))
         teacher = None
         if params["guidance_distillation"] > 0:  # those weights, also after a resume
             with model.distribute_strategy.scope():
@@ -450,6 +456,8 @@ def fit(
             params["lesion_guidance"],
             teacher,
         )
+    elif unguided_path is not None:
+        Path(unguided_path).unlink(missing_ok=True)  # not this run's: never compared with it
     # Finished: the phases' weights are no longer resume points, and a rerun of the stage with
     # the same parameters and data can reuse the result instead of training again.
     for path in done.values():
@@ -458,6 +466,19 @@ def fit(
     # replaced) is never taken for the result of this training.
     (state_dir / COMPLETE).write_text(_file_sha256(model_path) + "\n")
     return read_history(history_path)
+
+
+def save_model_atomically(model: keras.Model, path: Path) -> Path:
+    """Save a model beside ``path`` and rename it into place: a crash or a full disk leaves the
+    earlier file whole, never a truncated zip."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
 
 
 def guidance_margin_pixels(params: Mapping[str, Any]) -> int:
@@ -628,6 +649,7 @@ def train_or_resume(
     model_path: Path,
     history_path: Path,
     state_dir: Path,
+    unguided_path: Path | None = None,
 ) -> tuple[keras.Model, pd.DataFrame, str]:
     """Train, resume a killed run, or reuse a finished one.
 
@@ -640,6 +662,7 @@ def train_or_resume(
         model_path: where the best model is saved.
         history_path: the CSV history.
         state_dir: the folder holding the training state and its key.
+        unguided_path: where a guided run saves its fine-tuned model (see :func:`fit`).
 
     Returns:
         ``(best model, history, status)`` with status 'complete', 'resume' or 'fresh'.
@@ -664,6 +687,7 @@ def train_or_resume(
             model_path=model_path,
             history_path=history_path,
             state_dir=state_dir,
+            unguided_path=unguided_path,
         )
     return load_model(model_path), read_history(history_path), status
 

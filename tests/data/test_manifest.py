@@ -91,7 +91,14 @@ def test_scan_gives_documented_outcome_for_each_crafted_file(
 
 
 def test_manifest_round_trip_and_hash(tmp_path, clustered):
-    manifest = data.assign_subsets(clustered, dedup="exact", val_fraction=0.25, seed=1)
+    manifest = data.assign_subsets(
+        clustered,
+        protocol="official",
+        dedup="exact",
+        val_fraction=0.25,
+        test_fraction=0.2,
+        seed=1,
+    )
     manifest["label_index"] = manifest["label"].map(CLASS_NAMES.index).astype(int)
     path = tmp_path / "run" / "manifest.csv"
     data.write_manifest(manifest, path)
@@ -99,7 +106,8 @@ def test_manifest_round_trip_and_hash(tmp_path, clustered):
     back = data.read_manifest(path)
     pd.testing.assert_frame_equal(back, manifest, check_dtype=False)
     assert back["bytes"].dtype == np.int64 and back["label_index"].dtype == np.int64
-    assert back["test_clean"].dtype == bool and back["label_conflict"].dtype == bool
+    assert back["headline_test"].dtype == bool and back["label_conflict"].dtype == bool
+    assert back["copy_group"].dtype == np.int64 and back["closest_kind"].tolist()[0] == ""
     assert back["training_copy"].dtype == bool and back["closest_correlation"].dtype == float
     assert (back["reason"] == "").sum() == (manifest["status"] == "ok").sum()  # "" stays ""
 

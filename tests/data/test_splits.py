@@ -1,61 +1,124 @@
-"""Subsets: de-duplication, the leakage-free test flags, a grouped stratified seeded split."""
+"""Subsets: whole copy groups per subset under both protocols, stratified, seeded; the leak count."""
 
 from __future__ import annotations
 
 import pytest
 
 from brainmri import data
-from brainmri.config import SPLITS
+from brainmri.config import CLASS_NAMES, SPLITS
 
 TRAIN, TEST = SPLITS
 
 
-def test_assign_subsets_dedup_and_test_flags(clustered):
-    exact = data.assign_subsets(clustered, dedup="exact", val_fraction=0.25, seed=1)
-    assert set(exact["subset"]) == {"train", "val", "test", "excluded", "dropped"}
-    assert list(exact.columns[-2:]) == ["subset", "test_clean"]
-    assert (exact["subset"] == "dropped").sum() == 4 * 5 * 2
-    kept = exact[exact["subset"].isin(["train", "val"])]
-    assert not kept[kept["exact_group"] >= 0].duplicated("exact_group").any()
-    assert (exact.loc[exact["split"] == TEST, "subset"] == "test").all()
-    assert exact.loc[exact["status"] != "ok", "subset"].tolist() == ["excluded"]
-    test = exact[exact["split"] == TEST].set_index("path")
-    leaks = [p for p in test.index if p.endswith(("leak.jpg", "near.jpg"))]
-    # Byte copies and pixel-confirmed near copies of Training images both leave the clean split.
-    assert not test.loc[leaks, "test_clean"].any()
-    assert test.drop(index=leaks)["test_clean"].all()
-    assert not exact.loc[exact["split"] == TRAIN, "test_clean"].any()
+def split(manifest, **kwargs):
+    settings = {
+        "protocol": "grouped",
+        "dedup": "none",
+        "val_fraction": 0.25,
+        "test_fraction": 0.25,
+        "seed": 1,
+        **kwargs,
+    }
+    return data.assign_subsets(manifest, **settings)
 
-    # Training-side de-duplication is a separate choice: the clean split does not depend on it.
-    near = data.assign_subsets(clustered, dedup="near", val_fraction=0.25, seed=1)
-    none = data.assign_subsets(clustered, dedup="none", val_fraction=0.25, seed=1)
-    assert "dropped" not in set(none["subset"])
-    assert (
-        none["test_clean"].tolist() == exact["test_clean"].tolist() == near["test_clean"].tolist()
+
+@pytest.fixture(scope="module")
+def audited_copies(copies):
+    manifest, _ = data.audit_duplicates(
+        data.scan_dataset(copies[0]), copies[0], min_correlation=0.97
+    )
+    return manifest
+
+
+@pytest.mark.parametrize("protocol", ["grouped", "official"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_no_planted_copy_straddles_the_subsets(audited_copies, copies, protocol, seed):
+    """Checked against the copies planted by construction, not against the audit's own pairs."""
+    _, truth, _ = copies
+    rows = split(audited_copies, protocol=protocol, seed=seed).set_index("path")
+    side = rows["subset"].replace({"dropped": "train"})
+    for group in truth:
+        members = side[sorted(group)]
+        if protocol == "grouped":
+            assert members.nunique() == 1, members  # one subset per picture
+        else:  # official keeps the folders: a Testing copy of a Training image is no headline
+            assert not rows.loc[sorted(group), "headline_test"].any()
+            assert members[members != "test"].nunique() <= 1  # never in train and val at once
+    assert data.subset_leaks(rows.reset_index()) == dict.fromkeys(
+        ("val_in_train", "headline_in_train", "headline_in_val"), 0
     )
 
-    with pytest.raises(ValueError, match="dedup='fuzzy'"):
-        data.assign_subsets(clustered, dedup="fuzzy", val_fraction=0.25, seed=1)
-    with pytest.raises(ValueError, match="missing column"):
-        data.assign_subsets(
-            clustered.drop(columns="near_group"), dedup="none", val_fraction=0.25, seed=1
-        )
+
+def test_grouped_protocol_pools_the_folders_and_stratifies(clustered):
+    none = split(clustered, seed=3)
+    assert set(none["subset"]) == {"train", "val", "test", "excluded"}
+    assert list(none.columns[-2:]) == ["subset", "headline_test"]
+    assert (none["headline_test"] == (none["subset"] == "test")).all()
+    assert none.loc[none["status"] != "ok", "subset"].tolist() == ["excluded"]
+    ok = none[none["status"] == "ok"]
+    for _, members in ok.groupby("copy_group"):
+        assert members["subset"].nunique() == 1  # copies never straddle subsets
+    # Test takes 1/4 of each class (of 51 images), validation 1/4 of the rest: to a group (3).
+    per_class = ok.groupby("label")["subset"].value_counts().unstack(fill_value=0)
+    assert ((per_class["test"] - 51 / 4).abs() <= 3).all(), per_class
+    assert ((per_class["val"] - (51 - per_class["test"]) / 4).abs() <= 3).all(), per_class
+    assert set(ok.loc[ok["subset"] == "test", "split"]) == {TRAIN, TEST}  # the folders pooled
+
+    assert split(clustered, seed=3)["subset"].tolist() == none["subset"].tolist()
+    assert split(clustered, seed=4)["subset"].tolist() != none["subset"].tolist()
 
 
-def test_validation_split_is_grouped_stratified_and_seeded(clustered):
-    none = data.assign_subsets(clustered, dedup="none", val_fraction=0.25, seed=3)
-    train_side = none[none["subset"].isin(["train", "val"])]
-    for _, members in train_side[train_side["near_group"] >= 0].groupby("near_group"):
-        assert members["subset"].nunique() == 1  # copies never straddle train and val
-    share = train_side.groupby("label")["subset"].apply(lambda s: (s == "val").mean())
-    assert (share * 45 - 11.25).abs().le(1).all(), share  # 11.25 of 45 per class, to an image
+def test_official_protocol_keeps_the_folders_and_heads_with_testing_without_copies(clustered):
+    official = split(clustered, protocol="official", dedup="exact")
+    assert (official.loc[official["split"] == TEST, "subset"] == "test").all()
+    assert set(official.loc[official["split"] == TRAIN, "subset"]) == {
+        "train",
+        "val",
+        "dropped",
+        "excluded",
+    }
+    test = official[official["split"] == TEST].set_index("path")
+    leaks = [p for p in test.index if p.endswith(("leak.jpg", "near.jpg"))]
+    assert len(leaks) == 2 * len(CLASS_NAMES)
+    assert not test.loc[leaks, "headline_test"].any()
+    assert test.drop(index=leaks)["headline_test"].all()
+    assert not official.loc[official["split"] == TRAIN, "headline_test"].any()
+    # dedup is a choice for the train subset only: the headline does not depend on it
+    near = split(clustered, protocol="official", dedup="near")
+    assert near["headline_test"].tolist() == official["headline_test"].tolist()
+    kept = near[near["subset"] == "train"]
+    assert not kept.duplicated("copy_group").any()
+    assert (official["subset"] == "dropped").sum() > 0  # the byte copies the train subset had
 
-    again = data.assign_subsets(clustered, dedup="none", val_fraction=0.25, seed=3)
-    assert again["subset"].tolist() == none["subset"].tolist()
-    other = data.assign_subsets(clustered, dedup="none", val_fraction=0.25, seed=4)
-    assert other["subset"].tolist() != none["subset"].tolist()
-    # The fraction asked is the fraction given (a K-fold split would round 0.3 to 1/3).
+
+def test_fractions_are_met_and_bad_settings_refused(clustered):
     for fraction in (0.1, 0.3, 0.45):
-        split = data.assign_subsets(clustered, dedup="none", val_fraction=fraction, seed=3)
-        side = split[split["subset"].isin(["train", "val"])]
-        assert abs((side["subset"] == "val").mean() - fraction) <= 0.01, fraction
+        side = split(clustered, protocol="official", val_fraction=fraction, seed=3)
+        side = side[side["subset"].isin(["train", "val"])]
+        assert abs((side["subset"] == "val").mean() - fraction) <= 0.05, fraction
+    with pytest.raises(ValueError, match="dedup='fuzzy'"):
+        split(clustered, dedup="fuzzy")
+    with pytest.raises(ValueError, match="protocol='random'"):
+        split(clustered, protocol="random")
+    with pytest.raises(ValueError, match="test_fraction=0.9"):
+        split(clustered, test_fraction=0.9)
+    with pytest.raises(ValueError, match="missing column"):
+        split(clustered.drop(columns="copy_group"))
+
+
+def test_subset_leaks_counts_a_broken_split(clustered):
+    """The check reads the right way: a copy moved across subsets is counted, per direction."""
+    rows = split(clustered, seed=5)
+    assert data.subset_leaks(rows) == dict.fromkeys(
+        ("val_in_train", "headline_in_train", "headline_in_val"), 0
+    )
+    group = rows.loc[(rows["subset"] == "test") & (rows["copy_group_size"] == 3), "copy_group"]
+    members = rows.index[rows["copy_group"] == group.iloc[0]]
+    broken = rows.copy()
+    broken.loc[members[0], "subset"] = "train"  # one copy of a test picture now trains
+    broken.loc[members[1], "subset"] = "val"
+    assert data.subset_leaks(broken) == {
+        "val_in_train": 1,
+        "headline_in_train": 1,
+        "headline_in_val": 1,
+    }

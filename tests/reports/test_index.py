@@ -51,7 +51,7 @@ def metrics() -> dict:
         },
         "data": {"source": "phantom", "detail": "synthetic", "files": 1200},
         "train": {"model": "cnn", "epochs_run": 7, "best": {"epoch": 5, "val_accuracy": 0.97}},
-        "evaluate": {"official": _block(400, 0.1, 1), "clean": _block(300, 0.1, 2)},
+        "evaluate": {"official": _block(400, 0.1, 1), "headline": _block(300, 0.1, 2)},
         "gradcam": {
             "method": "gradcam",
             "localisation": {"classes": localisation},
@@ -65,8 +65,10 @@ def metrics() -> dict:
                         "accuracy_outside_only": 0.625},
             },
             "randomization": {
-                "n_images": 8, "n_undefined": 2, "spearman_mean": 0.21,
-                "max_correlation": 0.5, "passed": True,
+                "n_images": 8, "n_flat": 2, "n_changed": 7, "share_changed": 0.875,
+                "min_share_changed": 0.75, "spearman_mean": 0.21, "max_correlation": 0.5,
+                "logit_spread_trained": 2.5, "logit_spread_randomised": 0.8,
+                "degenerate": False, "passed": True,
             },
         },
     }  # fmt: skip
@@ -76,19 +78,31 @@ def test_results_table_has_both_splits_and_every_class_with_intervals(metrics):
     table = idx.results_table(metrics)
     assert list(table.index) == list(CLASS_NAMES)
     splits = {s for s, _ in table.columns}
-    assert splits == {"official Testing (n=400)", "clean Testing (n=300)"}
+    official = "official Testing (copies included) (n=400)"
+    assert splits == {official, "headline test (n=300)"}
     ci = metrics["evaluate"]["official"]["ci"]["specificity/glioma"]
-    cell = table[("official Testing (n=400)", "specificity")]["glioma"]
+    cell = table[(official, "specificity")]["glioma"]
     assert cell == f"{ci['point']:.3f} ({ci['low']:.3f}-{ci['high']:.3f})"
-    assert idx.accuracy_line(metrics).startswith("clean Testing (n=300): 0.")  # headline first
+    assert idx.accuracy_line(metrics).startswith("headline test (n=300): 0.")  # headline first
 
 
-def test_sanity_verdict_never_calls_all_flat_maps_a_pass(metrics):
+def test_sanity_verdict_reads_flat_maps_as_changed_and_flags_a_degenerate_network(metrics):
     verdict = idx.sanity_verdict(metrics)
-    assert verdict.startswith("Randomisation check passed") and "0.210 over 6 of 8" in verdict
-    flat = {"n_images": 8, "n_undefined": 8, "spearman_mean": None, "passed": True}
-    metrics["gradcam"]["randomization"] = flat
-    assert idx.sanity_verdict(metrics).startswith("Randomisation check FAILED: the fully")
+    assert verdict.startswith("Randomisation check passed: 7 of 8 maps changed")
+    assert "88% where 75% is required" in verdict and "degenerate" not in verdict
+    # Every randomised map flat: they all changed (similarity 0), which is what the check wants;
+    # a network whose logits no longer depend on the image is named, not called a failure.
+    metrics["gradcam"]["randomization"] |= {
+        "n_flat": 8, "n_changed": 8, "share_changed": 1.0, "spearman_mean": 0.0,
+        "logit_spread_randomised": 0.001, "degenerate": True, "passed": True,
+    }  # fmt: skip
+    verdict = idx.sanity_verdict(metrics)
+    assert verdict.startswith("Randomisation check passed: 8 of 8") and "FAILED" not in verdict
+    assert "degenerate" in verdict
+    metrics["gradcam"]["randomization"] |= {"n_changed": 2, "share_changed": 0.25, "passed": False}
+    assert idx.sanity_verdict(metrics).startswith("Randomisation check FAILED: 2 of 8")
+    metrics["gradcam"]["randomization"] = {"n_images": 8, "n_undefined": 8, "passed": True}
+    assert "older format" in idx.sanity_verdict(metrics)
 
 
 def test_changes_list_the_parameters_and_accuracy_that_moved(metrics):
@@ -140,6 +154,11 @@ def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):
         assert heading in text
     assert "not a medical device" in text and "synthetic phantoms" in text
     assert "Lesion guidance: off" in text
+    metrics["data"]["protocol"] = "grouped"
+    assert "Evaluation protocol `grouped`: Training and Testing pooled" in model_card_markdown(
+        metrics, {}
+    )
+    del metrics["data"]["protocol"]
     metrics["params"]["train"]["lesion_guidance"] = 3.0
     metrics["data"] |= {"mask_root": "/m", "masks": {"train": {"glioma": 2, "pituitary": 5}}}
     guided = model_card_markdown(metrics, {})
@@ -162,7 +181,7 @@ def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):
         metrics, {}
     )
     metrics["params"]["model"]["crop_to_brain"] = False
-    spec = metrics["evaluate"]["clean"]["ci"]["specificity/pituitary"]
+    spec = metrics["evaluate"]["headline"]["ci"]["specificity/pituitary"]
     assert f"{spec['point']:.3f} ({spec['low']:.3f}-{spec['high']:.3f})" in text
     paths = config.Paths(root=tmp_path, profile="demo")
     write_model_card(paths)  # no metrics yet: nothing written

@@ -8,9 +8,10 @@ Submodules, in the order a run uses them:
   optional crop to the head (brain_box, crop_square,
   crop_like_image).
 - `manifest`: the scan of every file into the manifest table; its CSV file and hash.
-- `audit`: exact and pixel-confirmed near copies, their clusters, and the counts per split.
-- `splits`: the train/val/test subsets, Training de-duplication and the clean (leakage-free)
-  Testing split.
+- `audit`: copies of every kind (same bytes, as is, mirrored, re-cut), their groups (connected
+  components), and the counts per split and kind.
+- `splits`: the train/val/test subsets by whole copy groups under the evaluation protocol
+  (grouped or official), train de-duplication, the headline test images and the leak count.
 
 SciPy, scikit-learn, imagehash and the Kaggle API are imported by the functions that use them,
 not here: the input pipeline imports this package for load_image only.
@@ -18,8 +19,12 @@ not here: the input pipeline imports this package for load_image only.
 
 from brainmri.data.audit import (
     AUDIT_COLUMNS,
+    MATCH_KINDS,
     audit_duplicates,
     audit_summary,
+    copy_groups,
+    copy_pairs,
+    mirror_signatures,
     pixel_signatures,
     threshold_pairs,
 )
@@ -39,11 +44,20 @@ from brainmri.data.manifest import (
     scan_dataset,
     write_manifest,
 )
-from brainmri.data.splits import DEDUP_CHOICES, SUBSET_COLUMNS, SUBSETS, assign_subsets
+from brainmri.data.splits import (
+    DEDUP_CHOICES,
+    PROTOCOLS,
+    SUBSET_COLUMNS,
+    SUBSETS,
+    assign_subsets,
+    subset_leaks,
+)
 
 __all__ = [
     "AUDIT_COLUMNS",
     "DEDUP_CHOICES",
+    "MATCH_KINDS",
+    "PROTOCOLS",
     "SCAN_COLUMNS",
     "SUBSETS",
     "SUBSET_COLUMNS",
@@ -53,6 +67,9 @@ __all__ = [
     "assign_subsets",
     "audit_duplicates",
     "audit_summary",
+    "copy_groups",
+    "copy_pairs",
+    "mirror_signatures",
     "download_kaggle",
     "find_dataset_root",
     "kaggle_credentials",
@@ -65,6 +82,7 @@ __all__ = [
     "read_manifest",
     "safe_extract",
     "scan_dataset",
+    "subset_leaks",
     "threshold_pairs",
     "write_manifest",
 ]

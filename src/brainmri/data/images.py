@@ -127,7 +127,9 @@ background in :func:`brain_box`: the value of the widely used brain-cropping ste
 set (threshold, erode and dilate twice, largest contour's extreme points)."""
 
 
-def brain_box(rgb: np.ndarray) -> tuple[int, int, int]:
+def brain_box(
+    rgb: np.ndarray, *, threshold: float | None = BRAIN_THRESHOLD
+) -> tuple[int, int, int]:
     """The square around the head in an MRI slice: ``(x0, y0, side)`` in pixels.
 
     The head is the largest connected region brighter than :data:`BRAIN_THRESHOLD` (after
@@ -139,6 +141,9 @@ def brain_box(rgb: np.ndarray) -> tuple[int, int, int]:
 
     Args:
         rgb: a uint8 image, (H, W, 3) or (H, W).
+        threshold: the grey level of the head; None adapts it to the image's contrast (half
+            its Otsu threshold), which finds one box for copies of a slice whose contrast
+            differs (the copy audit); the model's crop keeps the fixed level.
 
     Returns:
         ``(x0, y0, side)``: the square's top-left corner (may be negative) and its side.
@@ -146,7 +151,12 @@ def brain_box(rgb: np.ndarray) -> tuple[int, int, int]:
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
     height, width = grey.shape
     blurred = cv2.GaussianBlur(grey, (5, 5), 0)
-    _, binary = cv2.threshold(blurred, BRAIN_THRESHOLD, 255, cv2.THRESH_BINARY)
+    if threshold is None:
+        # Measured on 500 known copies of the Kaggle set: the fixed level 45 gave both copies one
+        # head square in 47% of the pairs (a darker copy loses its scalp), half Otsu's in 69%.
+        otsu, _ = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        threshold = otsu / 2
+    _, binary = cv2.threshold(blurred, float(threshold), 255, cv2.THRESH_BINARY)
     binary = cv2.dilate(cv2.erode(binary, None, iterations=2), None, iterations=2)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:

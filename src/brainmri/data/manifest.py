@@ -38,8 +38,8 @@ SCAN_COLUMNS: tuple[str, ...] = (
 )
 """Columns written by scan_dataset, in order."""
 
-_INT_COLUMNS = ("bytes", "width", "height", "exact_group", "near_group")
-_BOOL_COLUMNS = ("label_conflict", "training_copy", "test_clean")
+_INT_COLUMNS = ("bytes", "width", "height", "exact_group", "copy_group", "copy_group_size")
+_BOOL_COLUMNS = ("label_conflict", "training_copy", "headline_test")
 _FLOAT_COLUMNS = ("closest_correlation",)
 
 

@@ -17,9 +17,15 @@ from brainmri import evaluation
 from brainmri.config import PIPELINE, Paths
 from brainmri.io import atomic_write, dig, read_json
 
-SPLIT_LABELS = {"clean": "clean Testing", "official": "official Testing"}
-"""How the report names the Testing splits of metrics.json's "evaluate" section, headline first:
-"clean" leaves out the Testing images with an exact or confirmed near copy in Training."""
+SPLIT_LABELS = {
+    "headline": "headline test",
+    "official": "official Testing (copies included)",
+    "unguided": "headline test, before guidance",
+}
+"""How the report names the test blocks of metrics.json's "evaluate" section, headline first:
+"headline" holds no image with a copy of any kind in train or validation (the manifest's
+headline_test); "official" is the published Testing folder, copies of Training included;
+"unguided" is the same run's model before its guided phase, on the headline images."""
 
 BASELINES = ("random", "centre")
 """The localisation baselines every explanation method is compared with."""
@@ -144,18 +150,28 @@ def sanity_verdict(metrics: Mapping[str, Any]) -> str:
     check = dig(metrics, "gradcam", "randomization")
     if not check:
         return "Randomisation check: not run."
-    n, undefined = check.get("n_images", 0), check.get("n_undefined", 0)
-    rho = check.get("spearman_mean")
-    if rho is None:
-        return (
-            f"Randomisation check FAILED: the fully re-initialised model's maps are flat on all "
-            f"{n} images, so the check cannot show that the maps depend on the weights."
-        )
+    if "share_changed" not in check:  # written before maps were scored by the share changed
+        return "Randomisation check: recorded in an older format; rerun 05_gradcam."
+    return _share_verdict(check)
+
+
+def _share_verdict(check: Mapping[str, Any]) -> str:
+    """The randomisation verdict from the share of maps that changed (flat maps count as
+    changed: similarity 0), with the randomised network's logit spread beside it."""
     verdict = "passed" if check.get("passed") else "FAILED"
-    return (
-        f"Randomisation check {verdict}: mean Spearman correlation {rho:.3f} over "
-        f"{n - undefined} of {n} images, expected below {check.get('max_correlation')}."
+    text = (
+        f"Randomisation check {verdict}: {check.get('n_changed')} of {check.get('n_images')} "
+        f"maps changed (Spearman correlation with the trained map below "
+        f"{check.get('max_correlation')}, a flat map scoring 0; {check.get('n_flat', 0)} flat), "
+        f"{check['share_changed']:.0%} where {check.get('min_share_changed', 0):.0%} is required."
     )
+    spread, trained = check.get("logit_spread_randomised"), check.get("logit_spread_trained")
+    if spread is not None and trained is not None:
+        text += f" Logit spread of the randomised network {spread:.3f} (trained {trained:.3f})"
+        if check.get("degenerate"):
+            text += ": degenerate, its output barely depends on the image, so the maps show little"
+        text += "."
+    return text
 
 
 def _per_class(classes: Mapping[str, Any], columns: Mapping[str, str]) -> pd.DataFrame | None:
@@ -169,16 +185,23 @@ def _per_class(classes: Mapping[str, Any], columns: Mapping[str, str]) -> pd.Dat
 
 def erasure_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     """The lesion-erasure test per class: the fall of the true class's probability when the
-    lesion, or a control region of the same area, is inpainted away."""
+    lesion, or a control region that changes the image as much, is inpainted away; the paired
+    difference with its 95% bootstrap interval, and each erasure's mean pixel change."""
     return _per_class(
         dig(metrics, "gradcam", "erasure") or {},
         {
             "images": "n",
             "drop, lesion erased": "drop_lesion",
             "drop, control erased": "drop_control",
+            "lesion minus control": "lesion_minus_control",
+            "95% low": "lesion_minus_control_low",
+            "95% high": "lesion_minus_control_high",
             "prediction changed, lesion": "changed_lesion",
             "prediction changed, control": "changed_control",
             "lesion costs more": "lesion_costs_more",
+            "mean pixel change, lesion": "pixel_change_lesion",
+            "mean pixel change, control": "pixel_change_control",
+            "no matched control": "no_control",
         },
     )
 

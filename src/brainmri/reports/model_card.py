@@ -43,6 +43,14 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
 
 
+_PROTOCOL_NOTES = {
+    "grouped": "Training and Testing pooled, whole copy groups held out for test and "
+    "validation; the headline is the whole test subset.",
+    "official": "the published Training and Testing folders; the headline is the Testing images "
+    "without a copy of any kind in Training, the official accuracy is reported beside it.",
+}
+
+
 def _crop_note(model_p: dict) -> str:
     """How images were cut before resizing (``model.crop_to_brain``), for the model details."""
     return (
@@ -142,8 +150,10 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         f"- Source: {data.get('source', '?')} ({data.get('detail', '')}); "
         f"{data.get('files', '?')} image files, manifest SHA-256 "
         f"`{data.get('manifest_sha256', '?')}`.",
-        f"- Validation: {data_p.get('val_fraction', '?')} of Training, stratified "
-        f"(seed {dig(params, 'run', 'seed')}); training-side de-duplication: "
+        f"- Evaluation protocol `{data.get('protocol', data_p.get('protocol', '?'))}`: "
+        + _PROTOCOL_NOTES.get(data.get("protocol", data_p.get("protocol")), "")
+        + f" Validation: {data_p.get('val_fraction', '?')} of the training pool by whole copy "
+        f"groups, stratified (seed {dig(params, 'run', 'seed')}); train-side de-duplication: "
         f"`{data_p.get('dedup', '?')}`.",
     ]
     if counts:
@@ -151,15 +161,21 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         lines += ["", _md_table(table)]
     audit = data.get("audit") or {}
     if audit:
-        clean = dig(audit, "clean_testing", "per_class") or {}
+        headline = dig(data, "headline_test", "images") or {}
+        kinds = audit.get("pairs_by_kind") or {}
         lines += [
             "",
-            "Audit of the data set (see 02_eda): "
-            f"{dig(audit, 'test_in_training', 'exact', 'total')} Testing images are exact "
-            f"copies of Training images and {dig(audit, 'test_in_training', 'near', 'total')} "
-            "are exact or pixel-confirmed near copies (rank correlation of 64x64 thumbnails "
-            f">= {audit.get('min_correlation', '?')}). The clean Testing split leaves them out: "
-            + ", ".join(f"{c} {n}" for c, n in clean.items())
+            "Copy audit of the data set (see 02_eda): "
+            f"{dig(audit, 'test_in_training', 'exact', 'total')} official Testing images are "
+            "byte copies of Training images and "
+            f"{dig(audit, 'test_in_training', 'copies', 'total')} have a copy of some kind there "
+            "(64x64 thumbnails whose rank correlation reaches "
+            f"{audit.get('min_correlation', '?')} as they are, mirrored left-right or cut to the "
+            "head; copy pairs by kind: "
+            + ", ".join(f"{k} {n}" for k, n in kinds.items())
+            + f"). {dig(audit, 'groups', 'count')} distinct pictures (copy groups). "
+            "The headline test images, none with a copy in train or validation: "
+            + ", ".join(f"{c} {n}" for c, n in headline.items())
             + ".",
         ]
     lines += ["", "## Evaluation data and metrics"]
