@@ -184,5 +184,100 @@ def test_training_state_covers_the_decoding_code_of_the_data_package(project_roo
     """A resumed state must not mix code versions: the image decoder is in data/images.py."""
     src = project_root / "src" / "brainmri"
     names = {f.relative_to(src).as_posix() for f in training.training_code_files()}
-    expected = {"data/images.py", "data/__init__.py", "inputs.py", "model.py", "training.py"}
+    expected = {"data/images.py", "data/__init__.py", "inputs.py", "model.py"}
+    expected |= {"training/loop.py", "training/phases.py", "training/state.py"}
     assert expected | {"guidance.py"} <= names  # the guided phase's penalty too
+
+
+# --- training.guided_phase: the guided phase of fit, also run by tools/guidance_study.py --------
+
+
+def lesion_and_band_batches(size: int, n: int = 48, seed: int = 0):
+    """Toy (images, labels, masks) and (images, labels) batches: each class shows twice, as
+    bright, in a square lesion at a random place (the mask) and in a band along the bottom edge
+    that no mask covers; so only a penalty on Grad-CAM outside the mask prefers the lesion."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    classes = np.arange(n) % len(CLASS_NAMES)
+    images = rng.uniform(0, 40, (n, size, size, 3)).astype(np.float32)
+    masks = np.zeros((n, size, size, 1), np.float32)
+    for i, k in enumerate(classes):
+        r, c = rng.integers(12, size - 24, 2)
+        masks[i, r : r + 12, c : c + 12] = 1.0
+        images[i, r : r + 12, c : c + 12] = 90 + 50 * k
+        images[i, -6:] = 90 + 50 * k
+    labels = np.eye(len(CLASS_NAMES), dtype=np.float32)[classes]
+    guided = tf.data.Dataset.from_tensor_slices((images, labels, masks)).batch(16)
+    return guided, tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+
+
+def test_the_guided_phase_trains_with_the_penalty_and_moves_grad_cam_onto_the_lesions():
+    import keras
+
+    from brainmri import guidance
+
+    cfg = smoke_cfg(lesion_guidance=3.0, guidance_epochs=6, guidance_learning_rate=1e-2)
+    train, val = lesion_and_band_batches(cfg["image_size"])
+    training.seed_everything(0, True)
+    start = mdl.build_model(cfg).get_weights()
+
+    def outside(model) -> float:
+        """The mean share of Grad-CAM energy outside the lesions."""
+        features, head = guidance.split_at_feature_map(model)
+        shares = [guidance.outside_share(head, features(x), y, m) for x, y, m in train]
+        return float(np.mean(np.concatenate(shares)))
+
+    unguided = mdl.build_model(cfg)  # the same epochs at the same rate, without the penalty
+    unguided.set_weights(start)
+    training.compile_model(unguided, 1e-2, cfg["label_smoothing"], cfg["jit_compile"])
+    training.run_epochs(
+        unguided,
+        train,
+        val,
+        initial_epoch=2,
+        epochs=8,
+        callbacks=[],
+        label_smoothing=0.0,
+        jit_compile=False,
+    )
+    model = mdl.build_model(cfg)
+    model.set_weights(start)
+    logged: dict[int, dict] = {}
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: logged.update({e: logs}))
+    training.guided_phase(
+        model, train, val, cfg, first_epoch=2, callbacks=[training.EpochTimer(), record]
+    )
+    assert list(logged) == list(range(2, 8))  # guidance_epochs, numbered on from first_epoch
+    for logs in logged.values():
+        assert logs["lesion_guidance"] == 3.0 and 0.0 <= logs["lesion_outside"] <= 1.0
+        assert logs["learning_rate"] == pytest.approx(1e-2)  # guidance_learning_rate
+        assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(logs)
+    # 0.42 against 0.87 (0.57 against 0.84 with seed 1)
+    assert outside(model) < outside(unguided) - 0.2
+
+
+def test_the_guided_phase_distils_towards_its_start_unless_given_a_teacher(monkeypatch):
+    from brainmri import guidance
+
+    cfg = smoke_cfg(lesion_guidance=1.0, guidance_epochs=1, guidance_distillation=0.5)
+    train, val = lesion_and_band_batches(cfg["image_size"], n=16)
+    made = []
+
+    def frozen_teacher(model):
+        made.append(model.get_weights())
+        return real(model)
+
+    real = guidance.frozen_teacher
+    monkeypatch.setattr(guidance, "frozen_teacher", frozen_teacher)
+    model = mdl.build_model(cfg)
+    start = model.get_weights()
+    training.guided_phase(model, train, val, cfg)
+    assert len(made) == 1  # a frozen copy of the weights the phase started from
+    for a, b in zip(made[0], start, strict=True):
+        np.testing.assert_array_equal(a, b)
+    training.guided_phase(model, train, val, cfg, teacher=real(model))  # used as given
+    training.guided_phase(model, train, val, cfg | {"guidance_distillation": 0.0})
+    assert len(made) == 1  # none made without distillation
+    with pytest.raises(ValueError, match="lesion_guidance must be > 0"):
+        training.guided_phase(model, train, val, cfg | {"lesion_guidance": 0.0})

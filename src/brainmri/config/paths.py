@@ -1,0 +1,159 @@
+"""Every location a run reads or writes, derived from the project root and the profile."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from brainmri.config.schema import check_profile_name
+
+# --- paths ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every location the project reads or writes, derived from the project root and profile."""
+
+    root: Path
+    profile: str
+
+    def __post_init__(self) -> None:
+        check_profile_name(self.profile)
+
+    @property
+    def params_dir(self) -> Path:
+        return self.root / "params"
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def data_root(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def kaggle_dir(self) -> Path:
+        return self.data_root / "brain-tumor-mri-dataset"
+
+    @property
+    def phantom_dir(self) -> Path:
+        return self.data_root / "phantom"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "reports" / self.profile
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.run_dir / "figures"
+
+    @property
+    def html_dir(self) -> Path:
+        return self.run_dir / "html"
+
+    @property
+    def failed_dir(self) -> Path:
+        return self.run_dir / "failed"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / ".state"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.run_dir / ".cache"
+
+    @property
+    def manifest(self) -> Path:
+        return self.run_dir / "manifest.csv"
+
+    @property
+    def copy_pairs(self) -> Path:
+        """The copy audit's pairs (brainmri.data.audit): the evidence behind the copy groups."""
+        return self.run_dir / "copy_pairs.csv"
+
+    @property
+    def data_json(self) -> Path:
+        return self.run_dir / "data.json"
+
+    @property
+    def model(self) -> Path:
+        return self.run_dir / "model.keras"
+
+    @property
+    def unguided_model(self) -> Path:
+        """A guided run's fine-tuned model before the guided phase (04/05 compare the two)."""
+        return self.run_dir / "model_unguided.keras"
+
+    @property
+    def history(self) -> Path:
+        return self.run_dir / "history.csv"
+
+    @property
+    def run_json(self) -> Path:
+        return self.run_dir / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / "metrics.json"
+
+    @property
+    def previous_metrics(self) -> Path:
+        """metrics.json as it was before the last pipeline run that ran a stage."""
+        return self.run_dir / "metrics.previous.json"
+
+    @property
+    def index_html(self) -> Path:
+        return self.run_dir / "index.html"
+
+    @property
+    def model_card(self) -> Path:
+        return self.run_dir / "model_card.md"
+
+    @property
+    def screenshots_dir(self) -> Path:
+        return self.run_dir / "screenshots"
+
+    def stage_metrics(self, stage: str) -> Path:
+        """The JSON fragment a stage writes; the pipeline merges them into metrics.json."""
+        return self.run_dir / "metrics" / f"{stage}.json"
+
+    def notebook(self, stage: str) -> Path:
+        return self.notebooks_dir / f"{stage}.ipynb"
+
+    def executed(self, stage: str) -> Path:
+        return self.run_dir / f"{stage}.ipynb"
+
+
+def find_root(start: Path | None = None) -> Path:
+    """Return the project root: BRAINMRI_ROOT, else the nearest folder up holding params/."""
+    env = os.environ.get("BRAINMRI_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params" / "default.yaml").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no project root above {here}: expected a folder holding params/default.yaml "
+        "(or set BRAINMRI_ROOT)"
+    )
+
+
+def paths(profile: str, root: Path | None = None) -> Paths:
+    """Return the derived paths of one profile's run.
+
+    Args:
+        profile: the profile name; its run lives in reports/<profile>/.
+        root: the project root; None finds it (:func:`find_root`: BRAINMRI_ROOT, else the
+            nearest folder up from the working directory holding params/default.yaml).
+
+    Returns:
+        The :class:`Paths` of the run.
+
+    Raises:
+        FileNotFoundError: root is None and no project root is found.
+    """
+    return Paths(root=Path(root) if root else find_root(), profile=profile)
