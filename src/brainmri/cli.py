@@ -165,20 +165,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Predict new scans (JPEG, PNG, BMP, TIFF, DICOM) with a trained model."""
     from datetime import datetime
 
-    from brainmri import predict
+    from brainmri import predict, runs
     from brainmri.config import Paths
+    from brainmri.data import scans
     from brainmri.model import load_model
 
     root = _root(args)
     paths = Paths(root, args.profile)
     model_path = Path(args.model) if args.model else paths.model
     try:
-        files = predict.find_scans(args.images)
+        files = scans.find_scans(args.images)
         model = load_model(model_path)  # Keras safe mode: a model carrying code is refused
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    info = predict.run_info(
+    info = runs.run_info(
         model_path, None if args.model else paths.run_dir, crop_to_brain=args.crop_to_brain
     )
     for warning in info.warnings:
@@ -198,7 +199,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a profile's model as a TensorFlow SavedModel taking uint8 images."""
-    from brainmri import predict
+    from brainmri import predict, runs
     from brainmri.config import Paths
     from brainmri.model import load_model
 
@@ -210,10 +211,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"SavedModel (signature 'serve': uint8 images -> probabilities): {target}")
-    if predict.run_info(paths.model, paths.run_dir).crop_to_brain:
+    if runs.crop_to_brain_of(paths.run_dir):
         print(
             "note: this model was trained on images cut to the square around the head "
-            "(model.crop_to_brain): prepare its inputs with brainmri.predict.read_scan(path, "
+            "(model.crop_to_brain): prepare its inputs with brainmri.data.scans.read_scan(path, "
             "size, crop=True)"
         )
     return 0
@@ -243,7 +244,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print the differences of two runs' headline metrics."""
     from brainmri.config import Paths
-    from brainmri.evaluation import compare_runs
+    from brainmri.reports.tables import compare_runs
 
     loaded = []
     for name in (args.a, args.b):

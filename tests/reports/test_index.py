@@ -108,10 +108,12 @@ def test_sanity_verdict_reads_flat_maps_as_changed_and_flags_a_degenerate_networ
 def test_changes_list_the_parameters_and_accuracy_that_moved(metrics):
     previous = {**metrics, "params": config.load_profile("demo", overrides={"epochs": 3})}
     previous["evaluate"] = {"official": _block(400, 0.3, 3)}
-    page = idx.changes(previous, metrics)
-    assert "<td>epochs</td>" in page and "<td>3</td>" in page
-    assert "accuracy" in page and "previous" in page
-    assert "No previous run" in idx.changes(None, metrics)
+    changed = idx.changes(previous, metrics)
+    assert "<td>epochs</td>" in changed["parameters"] and "<td>3</td>" in changed["parameters"]
+    assert "accuracy" in changed["metrics"] and "previous" in changed["metrics"]
+    assert changed["when"] == "unknown date"
+    assert idx.changes(None, metrics) is None
+    assert idx.changes(metrics, metrics)["parameters"] is None  # the page says "Same parameters"
 
 
 def test_index_answers_first_then_links(tmp_path, metrics):
@@ -191,3 +193,38 @@ def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):
     assert paths.model_card.read_text() == text
     card_html = paths.model_card.with_suffix(".html").read_text()
     assert re.search(r"<h2[^>]*>Intended use", card_html) and card_html.count("<table") >= 3
+
+
+def test_paired_figures_and_the_protocol_reach_the_page(tmp_path, metrics):
+    y = np.array([0, 0, 1, 1, 2, 3])
+    right = np.eye(4)[y]
+    wrong = np.eye(4)[[1, 0, 1, 0, 2, 3]]
+    metrics["evaluate"]["paired"] = evaluation.paired_comparison(
+        y, wrong, right, names=("unguided", "guided")
+    )
+    entry = {"n": 10, "pointing_rate": {"unguided": 0.4, "guided": 0.9}, "centre_prior": 0.3,
+             "mcnemar": {"n": 10, "b": 0, "c": 5, "p_value": 0.0625}}  # fmt: skip
+    metrics["gradcam"]["paired_localisation"] = {
+        "val": {"names": ["unguided", "guided"], "classes": {"glioma": entry}, "overall": entry}
+    }
+    metrics["gradcam"]["localisation_test"] = metrics["gradcam"]["localisation"]
+    metrics["data"] |= {"protocol": "grouped", "leaks": {"val_in_train": 0}}
+    accuracy = idx.paired_accuracy_table(metrics)
+    assert accuracy.loc["overall", "accuracy unguided"] == round(4 / 6, 4)
+    assert accuracy.loc["overall", "accuracy guided"] == 1.0
+    pointing = idx.paired_pointing_table(metrics)
+    assert pointing["lesions"].tolist() == ["validation", "validation"]
+    assert pointing.iloc[0][["pointing, unguided", "pointing, guided", "McNemar p"]].tolist() == [
+        0.4,
+        0.9,
+        0.062,
+    ]
+    paths = config.Paths(root=tmp_path, profile="demo")
+    write_json(paths.metrics, metrics)
+    page = write_index(paths)
+    assert "Guided against unguided, same images" in page
+    assert "The same scores on the headline test lesions" in page
+    assert "Protocol grouped: Training and Testing pooled" in page
+    assert "Copies of training images among them: 0." in page
+    del metrics["evaluate"]["paired"], metrics["gradcam"]["paired_localisation"]
+    assert idx.paired_accuracy_table(metrics) is None and idx.paired_pointing_table(metrics) is None

@@ -4,6 +4,10 @@
   noise and rendered to self-contained HTML (figures embedded, with their names as alt text).
 - :mod:`~brainmri.reports.index`: reports/<profile>/index.html, the answers first.
 - :mod:`~brainmri.reports.model_card`: reports/<profile>/model_card.md and .html.
+- :mod:`~brainmri.reports.tables`: the tables of evaluation blocks (notebooks, index, model
+  card) and the comparison of two runs (``brainmri compare``).
+- :mod:`~brainmri.reports.render`: the Jinja2 templates (templates/*.j2) that lay out the index
+  page, the model card and the prediction page.
 """
 
 from brainmri.reports.index import write_index

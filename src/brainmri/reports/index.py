@@ -7,15 +7,16 @@ the page can be rebuilt at any time (``make html``) and never disagrees with the
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup
 
-from brainmri import evaluation
 from brainmri.config import PIPELINE, Paths
 from brainmri.io import atomic_write, dig, read_json
+from brainmri.reports import tables
+from brainmri.reports.render import render_template
 
 SPLIT_LABELS = {
     "headline": "headline test",
@@ -39,9 +40,11 @@ def _flat(params: Any) -> dict[str, Any]:
     }
 
 
-def _table(frame: pd.DataFrame, *, index: bool = True) -> str:
-    """A data frame as a plain HTML table (values escaped)."""
-    return frame.to_html(index=index, border=0, classes="data", na_rep="-", escape=True)
+def _table(frame: pd.DataFrame | None, *, index: bool = True) -> Markup | None:
+    """A data frame as a plain HTML table (values escaped), safe to insert; None for None."""
+    if frame is None:
+        return None
+    return Markup(frame.to_html(index=index, border=0, classes="data", na_rep="-", escape=True))
 
 
 def _splits(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -82,6 +85,27 @@ def alerts(metrics: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def protocol_note(metrics: Mapping[str, Any]) -> str:
+    """One sentence on the evaluation protocol and what the headline images are."""
+    protocol = dig(metrics, "data", "protocol")
+    leaks = dig(metrics, "data", "leaks") or {}
+    if protocol == "grouped":
+        text = (
+            "Protocol grouped: Training and Testing pooled, whole copy groups (as is, mirrored "
+            "or re-cut) held out for test and validation."
+        )
+    elif protocol == "official":
+        text = (
+            "Protocol official: the published folders; the headline leaves out the Testing "
+            "images with a copy of any kind in Training, the official figure counts them."
+        )
+    else:
+        return "Evaluation protocol not recorded."
+    if leaks:
+        text += f" Copies of training images among them: {sum(leaks.values())}."
+    return text
+
+
 def split_label(split: str, block: Mapping[str, Any]) -> str:
     """A split's name for readers, with its number of images."""
     return f"{SPLIT_LABELS.get(split, split)} (n={dig(block, 'summary', 'n')})"
@@ -93,7 +117,7 @@ def accuracy_line(metrics: Mapping[str, Any]) -> str:
     if not blocks:
         return "Not evaluated yet."
     return " · ".join(
-        f"{split_label(s, b)}: {evaluation.format_interval(dig(b, 'ci', 'accuracy'), 4)}"
+        f"{split_label(s, b)}: {tables.format_interval(dig(b, 'ci', 'accuracy'), 4)}"
         for s, b in blocks.items()
     )
 
@@ -103,18 +127,20 @@ def results_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     blocks = _splits(metrics)
     if not blocks:
         return None
-    table = evaluation.interval_table(blocks)
+    table = tables.interval_table(blocks)
     table.columns = pd.MultiIndex.from_tuples(
         [(split_label(s, blocks[s]), kind) for s, kind in table.columns]
     )
     return table
 
 
-def localisation_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
+def localisation_table(
+    metrics: Mapping[str, Any], key: str = "localisation"
+) -> pd.DataFrame | None:
     """Pointing game, energy ratio and faithfulness per class and method, with a "chance" row
     per class (a random point's hit rate for each pointing game, 1 for the energy ratio) and
-    the baselines."""
-    classes = dig(metrics, "gradcam", "localisation", "classes") or {}
+    the baselines; ``key`` "localisation" (validation lesions) or "localisation_test"."""
+    classes = dig(metrics, "gradcam", key, "classes") or {}
     rows = []
     for label, entry in classes.items():
         rows.append(
@@ -143,6 +169,18 @@ def localisation_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
                 }
             )
     return pd.DataFrame(rows).round(3) if rows else None
+
+
+def paired_accuracy_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
+    """A guided run against its unguided start on the same headline images (04_evaluate)."""
+    paired = dig(metrics, "evaluate", "paired")
+    return tables.paired_table(paired).round(4) if paired else None
+
+
+def paired_pointing_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
+    """Grad-CAM pointing of a guided run and its unguided start on the same lesions (05's
+    ``gradcam.paired_localisation``; see :func:`tables.pointing_pairs_table`)."""
+    return tables.pointing_pairs_table(dig(metrics, "gradcam", "paired_localisation") or {})
 
 
 def sanity_verdict(metrics: Mapping[str, Any]) -> str:
@@ -230,7 +268,8 @@ def _and_join(items: list[str]) -> str:
 
 
 def explanation_reading(metrics: Mapping[str, Any]) -> str:
-    """A plain paragraph on what the explanations of this run can and cannot show.
+    """A plain paragraph (text, not HTML) on what the explanations of this run can and cannot
+    show.
 
     Grad-CAM shows where the model looks; whether that is the tumour depends on the model. The
     paragraph says so, whether training pulled the maps onto the masks (lesion guidance), and,
@@ -267,7 +306,7 @@ def explanation_reading(metrics: Mapping[str, Any]) -> str:
             f"For {_and_join(ignores)} it costs no more (within {USES_LESION}): the decision "
             "does not rest on the lesion's pixels, whatever the maps show."
         )
-    return "<p class='reading'>" + html.escape(" ".join(parts)) + "</p>"
+    return " ".join(parts)
 
 
 def timing_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
@@ -311,65 +350,64 @@ def training_summary(metrics: Mapping[str, Any]) -> str:
     return "Training: " + ", ".join(parts) + f" (status: {train.get('status', '?')})."
 
 
-def changes(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str:
-    """HTML: parameters that changed since the previous run, and its headline differences."""
+def changes(
+    previous: Mapping[str, Any] | None, current: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """What changed since the previous run, for the index page; None without a previous run.
+
+    Returns:
+        "when": the previous run's finishing date; "parameters": an HTML table of the parameters
+        that changed (None when none did); "metrics": an HTML table of the headline differences
+        (accuracy, macro F1, ECE per split; None when it has no rows).
+    """
     if not previous:
-        return "<p>No previous run of this profile to compare with.</p>"
+        return None
     before, after = _flat(previous.get("params")), _flat(current.get("params"))
     changed = [
         {"parameter": k, "previous": before.get(k, "-"), "now": after.get(k, "-")}
         for k in sorted(set(before) | set(after))
         if before.get(k) != after.get(k)
     ]
-    out = []
-    if changed:
-        out.append(_table(pd.DataFrame(changed).map(str), index=False))
-    else:
-        out.append("<p>Same parameters as the previous run.</p>")
-    table = evaluation.compare_table(previous, current, "previous", "now")
+    table = tables.compare_table(previous, current, "previous", "now")
     table = table[table["metric"].isin(["accuracy", "macro F1", "ECE"])]
-    if not table.empty:
-        out.append(_table(table, index=False))
-    when = dig(previous, "train", "finished") or "unknown date"
-    return f"<p>Compared with the previous run (finished {html.escape(str(when))}).</p>" + "".join(
-        out
-    )
+    return {
+        "when": str(dig(previous, "train", "finished") or "unknown date"),
+        "parameters": _table(pd.DataFrame(changed).map(str), index=False) if changed else None,
+        "metrics": None if table.empty else _table(table, index=False),
+    }
 
 
-def _stage_links(paths: Paths) -> str:
-    items = []
+def _stages(paths: Paths) -> list[dict[str, str | None]]:
+    """Each stage's name, title and what it left: "failed" (a partial notebook, newer than any
+    earlier page), "page" (its HTML report) or None (not run)."""
+    out = []
     for stage in PIPELINE:
-        name, title = stage.name, html.escape(stage.title)
-        page = paths.html_dir / f"{name}.html"
-        failed = paths.failed_dir / f"{name}.ipynb"
-        if failed.is_file():  # a failure is newer than any earlier page of the stage
-            link = f'{title} · <a href="failed/{name}.ipynb">FAILED: partial notebook</a>'
-        elif page.is_file():
-            link = f'<a href="html/{name}.html">{title}</a>'
-            link += f' · <a href="{name}.ipynb">notebook</a>'
+        if (paths.failed_dir / f"{stage.name}.ipynb").is_file():
+            state = "failed"
+        elif (paths.html_dir / f"{stage.name}.html").is_file():
+            state = "page"
         else:
-            link = f"{title} · not run"
-        items.append(f"<li><b>{name}</b> {link}</li>")
-    return "<ol>" + "".join(items) + "</ol>"
+            state = None
+        out.append({"name": stage.name, "title": stage.title, "state": state})
+    return out
 
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 1.5em auto; color: #222;
-       padding: 0 1em; }
-h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.15em; margin: 1.2em 0 0.4em; }
-table { border-collapse: collapse; font-size: 0.9em; }
-th, td { text-align: left; padding: 3px 10px; border-bottom: 1px solid #ddd; }
-table.data td { font-variant-numeric: tabular-nums; }
-.grid { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
-figure { display: inline-block; margin: 6px; width: 250px; vertical-align: top; }
-figure img { width: 250px; border: 1px solid #ccc; } figcaption { font-size: 0.8em; }
-.note { color: #a00; margin-top: 0; } .verdict { font-weight: 600; }
-.alert { background: #fde8e8; border-left: 4px solid #c00; padding: 6px 10px; }
-"""
+_FILES = (
+    "model_card.html",
+    "model_card.md",
+    "metrics.json",
+    "history.csv",
+    "manifest.csv",
+    "run.json",
+    "model.keras",
+)
+"""The files of a run the index page links to, where present."""
 
 
 def write_index(paths: Paths) -> str:
     """Write reports/<profile>/index.html from metrics.json and the files present.
+
+    The page is templates/index.html.j2 filled with the values and tables computed here.
 
     Args:
         paths: the run's locations.
@@ -379,82 +417,34 @@ def write_index(paths: Paths) -> str:
     """
     metrics = read_json(paths.metrics) if paths.metrics.is_file() else {}
     previous = read_json(paths.previous_metrics) if paths.previous_metrics.is_file() else None
-    fact_rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-        for k, v in facts(metrics).items()
-    )
-    results = results_table(metrics)
     localisation = localisation_table(metrics)
-    timing = timing_table(metrics)
-    method = dig(metrics, "gradcam", "method")
-    explanation = (
-        _table(localisation, index=False)
-        if localisation is not None
-        else "<p>Localisation not scored (no tumour masks for these images).</p>"
-    )
     erased = erasure_table(metrics)
-    if erased is not None:
-        explanation += (
-            "<h3>Does the model use the lesion? (erasure test, no explanation method)</h3>"
-            + _table(erased, index=False)
-            + "<p>Mean fall of the true class's probability when the lesion is inpainted away, "
-            "and when a region of the same shape and area elsewhere in the brain is.</p>"
-        )
-    context = context_table(metrics)
-    if context is not None:
-        explanation += (
-            "<h3>Cues outside the brain? (validation accuracy on three views)</h3>"
-            + _table(context, index=False)
-        )
-    if localisation is not None or erased is not None:
-        explanation += "<h3>What the maps can and cannot show</h3>" + explanation_reading(metrics)
     figures = sorted(paths.figures_dir.glob("*.png")) if paths.figures_dir.is_dir() else []
-    thumbs = "".join(
-        f'<figure><a href="figures/{f.name}"><img src="figures/{f.name}" alt="{f.stem}"></a>'
-        f"<figcaption>{html.escape(f.stem)}</figcaption></figure>"
-        for f in figures
+    page = render_template(
+        "index.html.j2",
+        profile=paths.profile,
+        alerts=alerts(metrics),
+        facts=facts(metrics),
+        accuracy_line=accuracy_line(metrics),
+        results=_table(results_table(metrics)),
+        paired_accuracy=_table(paired_accuracy_table(metrics)),
+        protocol_note=protocol_note(metrics),
+        timing=_table(timing_table(metrics), index=False),
+        training_summary=training_summary(metrics),
+        method=str(dig(metrics, "gradcam", "method") or "Grad-CAM"),
+        sanity_verdict=sanity_verdict(metrics),
+        localisation=_table(localisation, index=False),
+        localisation_test=_table(localisation_table(metrics, "localisation_test"), index=False),
+        paired_pointing=_table(paired_pointing_table(metrics), index=False),
+        erasure=_table(erased, index=False),
+        context=_table(context_table(metrics), index=False),
+        reading=(
+            explanation_reading(metrics) if localisation is not None or erased is not None else None
+        ),
+        changes=changes(previous, metrics),
+        stages=_stages(paths),
+        files=[name for name in _FILES if (paths.run_dir / name).is_file()],
+        figures=[{"name": f.name, "stem": f.stem} for f in figures],
     )
-    extras = [
-        file
-        for file in (
-            "model_card.html",
-            "model_card.md",
-            "metrics.json",
-            "history.csv",
-            "manifest.csv",
-            "run.json",
-            "model.keras",
-        )
-        if (paths.run_dir / file).is_file()
-    ]
-    files = " · ".join(f'<a href="{n}">{n}</a>' for n in extras)
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>brainmri report: {html.escape(paths.profile)}</title>
-<style>{_STYLE}</style></head><body>
-<h1>Brain-tumour MRI classification: run report ({html.escape(paths.profile)})</h1>
-<p class="note">Research software; not a medical device. Not for diagnosis.</p>
-{"".join(f'<p class="alert">{html.escape(a)}</p>' for a in alerts(metrics))}
-<table>{fact_rows}</table>
-<div class="grid">
-<section><h2>Testing (95% bootstrap intervals)</h2>
-<p class="verdict">Accuracy: {html.escape(accuracy_line(metrics))}</p>
-{_table(results) if results is not None else ""}
-<p>Testing is read once, by 04_evaluate; every choice was made on the validation split.</p>
-</section>
-<section><h2>Time</h2>
-{_table(timing, index=False) if timing is not None else "<p>No stage has finished.</p>"}
-<p>{html.escape(training_summary(metrics))}</p></section>
-</div>
-<h2>Explanations: {html.escape(str(method or "Grad-CAM"))} against the tumour masks of validation images</h2>
-<p class="verdict">{html.escape(sanity_verdict(metrics))}</p>
-{explanation}
-<h2>What changed since the previous run</h2>
-{changes(previous, metrics)}
-<h2>Notebook reports</h2>{_stage_links(paths)}
-<h2>Files</h2><p>{files or "none yet"}</p>
-<h2>Figures</h2>{thumbs or "<p>none yet</p>"}
-</body></html>
-"""
     atomic_write(paths.index_html, page)
     return page

@@ -11,22 +11,21 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup
 
-from brainmri import evaluation
 from brainmri.config import CLASS_NAMES, DISTILLATION_TEMPERATURE, Paths
 from brainmri.io import atomic_write, dig, read_json
+from brainmri.reports import tables
 from brainmri.reports.index import (
     SPLIT_LABELS,
     localisation_table,
+    paired_accuracy_table,
+    paired_pointing_table,
     sanity_verdict,
     split_label,
     timing_table,
 )
-
-_NOT_A_DEVICE = (
-    "Research software for reproducing and auditing a published result. **It is not a medical "
-    "device and must not be used for diagnosis, triage or any clinical decision.**"
-)
+from brainmri.reports.render import render_template
 
 
 def _md_table(frame: pd.DataFrame, *, index: bool = True) -> str:
@@ -90,8 +89,65 @@ def _guidance_line(train_p: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     )
 
 
+def _audit(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The figures of the copy audit the card quotes (see 02_eda); None without an audit."""
+    audit = data.get("audit") or {}
+    if not audit:
+        return None
+    headline = dig(data, "headline_test", "images") or {}
+    kinds = audit.get("pairs_by_kind") or {}
+    return {
+        "exact": dig(audit, "test_in_training", "exact", "total"),
+        "copies": dig(audit, "test_in_training", "copies", "total"),
+        "min_correlation": audit.get("min_correlation", "?"),
+        "kinds": ", ".join(f"{k} {n}" for k, n in kinds.items()),
+        "groups": dig(audit, "groups", "count"),
+        "headline": ", ".join(f"{c} {n}" for c, n in headline.items()),
+    }
+
+
+def _evaluation(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The test results the card shows, as Markdown tables; None before 04_evaluate."""
+    blocks = {
+        s: b for s, b in (metrics.get("evaluate") or {}).items() if dig(b, "summary") is not None
+    }
+    if not blocks:
+        return None
+    first = next(iter(blocks.values()))
+    accuracy = {
+        split_label(s, b): tables.format_interval(dig(b, "ci", "accuracy"), 4)
+        for s, b in blocks.items()
+    }
+    intervals = tables.interval_table(blocks)
+    intervals.columns = [f"{kind} ({SPLIT_LABELS.get(s, s)})" for s, kind in intervals.columns]
+    calibration = {
+        SPLIT_LABELS.get(s, s): {
+            "ECE": _fmt(dig(b, "calibration", "ece")),
+            "ECE after temperature scaling": _fmt(dig(b, "calibration", "scaled", "ece")),
+            "Brier": _fmt(dig(b, "calibration", "brier")),
+        }
+        for s, b in blocks.items()
+    }
+    paired = paired_accuracy_table(metrics)
+    return {
+        "n_resamples": dig(first, "bootstrap", "n_resamples"),
+        "unit": dig(first, "bootstrap", "unit") or "image",
+        "accuracy": _md_table(pd.DataFrame(accuracy, index=["accuracy"])),
+        "intervals": _md_table(intervals),
+        "temperature": _fmt(dig(metrics, "evaluate", "temperature"), 2),
+        "calibration": _md_table(pd.DataFrame(calibration)),
+        "paired": None if paired is None else _md_table(paired),
+    }
+
+
+def _md_or_none(frame: pd.DataFrame | None) -> str | None:
+    """A table without its index as Markdown; None for None."""
+    return None if frame is None else _md_table(frame, index=False)
+
+
 def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> str:
-    """The model card of one run as Markdown.
+    """The model card of one run as Markdown: templates/model_card.md.j2 filled with the values
+    and tables computed here.
 
     Args:
         metrics: the run's metrics.json content (may be partial: missing parts say so).
@@ -108,161 +164,44 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
     summary = run.get("summary") or metrics.get("train") or {}
     env = run.get("environment") or {}
     packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
-    commit = dig(summary, "git", "commit") or "unknown"
-
-    blocks = {
-        s: b for s, b in (metrics.get("evaluate") or {}).items() if dig(b, "summary") is not None
-    }
-    lines = [
-        f"# Model card: brainmri, profile `{profile}`",
-        "",
-        "Generated from `metrics.json` and `run.json` by `brainmri.reports.model_card`; "
-        "regenerate with `make html PROFILE=" + str(profile) + "`. Structure after Mitchell "
-        "et al. (2019), *Model Cards for Model Reporting*.",
-        "",
-        "## Model details",
-        f"- Model: {summary.get('model', 'not trained')}; {profile} profile "
-        f"({params.get('description', 'no description')}).",
-        f"- Backbone `{model_p.get('backbone', '?')}`, weights `{model_p.get('weights', '?')}`, "
-        f"input {model_p.get('image_size', '?')} px{_crop_note(model_p)}, trainable policy "
-        f"`{model_p.get('trainable', '?')}`, head Dense {model_p.get('dense_units', '?')} with "
-        f"dropout {model_p.get('dropout', '?')}, 4-way softmax.",
-        f"- Training: Adam at {train_p.get('learning_rate', '?')}, batch "
-        f"{train_p.get('batch_size', '?')}, up to {train_p.get('epochs', '?')} epochs after "
-        f"{train_p.get('warmup_epochs', 0)} warm-up epochs; early stopping and the checkpoint "
-        "watch validation accuracy.",
-        f"- {_guidance_line(train_p, data)}",
-        f"- Parameters: {dig(summary, 'parameters', 'total') or '?'} in all, "
-        f"{dig(summary, 'parameters', 'trainable') or '?'} trained.",
-        f"- Code: git commit `{commit}`; trained {summary.get('started', '?')} to "
-        f"{summary.get('finished', '?')}.",
-        f"- Software: Python {env.get('python', '?')}; {packages or 'versions not recorded'}.",
-        "",
-        "## Intended use",
-        f"- {_NOT_A_DEVICE}",
-        "- Intended: reproducing the Kaggle *Brain Tumor MRI Dataset* benchmark, studying "
-        "transfer learning and explanation methods, teaching.",
-        f"- Output: one of {', '.join(CLASS_NAMES)} for a single 2-D slice, with class "
-        "probabilities and a Grad-CAM map. A slice of any other kind (another modality, "
-        "another tumour type, a non-brain image) still gets one of these four labels.",
-        "",
-        "## Training data",
-        f"- Source: {data.get('source', '?')} ({data.get('detail', '')}); "
-        f"{data.get('files', '?')} image files, manifest SHA-256 "
-        f"`{data.get('manifest_sha256', '?')}`.",
-        f"- Evaluation protocol `{data.get('protocol', data_p.get('protocol', '?'))}`: "
-        + _PROTOCOL_NOTES.get(data.get("protocol", data_p.get("protocol")), "")
-        + f" Validation: {data_p.get('val_fraction', '?')} of the training pool by whole copy "
-        f"groups, stratified (seed {dig(params, 'run', 'seed')}); train-side de-duplication: "
-        f"`{data_p.get('dedup', '?')}`.",
-    ]
-    if counts:
-        table = pd.DataFrame(counts).reindex(list(CLASS_NAMES)).fillna(0).astype(int)
-        lines += ["", _md_table(table)]
-    audit = data.get("audit") or {}
-    if audit:
-        headline = dig(data, "headline_test", "images") or {}
-        kinds = audit.get("pairs_by_kind") or {}
-        lines += [
-            "",
-            "Copy audit of the data set (see 02_eda): "
-            f"{dig(audit, 'test_in_training', 'exact', 'total')} official Testing images are "
-            "byte copies of Training images and "
-            f"{dig(audit, 'test_in_training', 'copies', 'total')} have a copy of some kind there "
-            "(64x64 thumbnails whose rank correlation reaches "
-            f"{audit.get('min_correlation', '?')} as they are, mirrored left-right or cut to the "
-            "head; copy pairs by kind: "
-            + ", ".join(f"{k} {n}" for k, n in kinds.items())
-            + f"). {dig(audit, 'groups', 'count')} distinct pictures (copy groups). "
-            "The headline test images, none with a copy in train or validation: "
-            + ", ".join(f"{c} {n}" for c, n in headline.items())
-            + ".",
-        ]
-    lines += ["", "## Evaluation data and metrics"]
-    if blocks:
-        first = next(iter(blocks.values()))
-        lines += [
-            "Testing, read once by 04_evaluate. Point estimates with 95% percentile-bootstrap "
-            f"intervals ({dig(first, 'bootstrap', 'n_resamples')} resamples; each draws "
-            f"{dig(first, 'bootstrap', 'unit') or 'image'}s).",
-            "",
-        ]
-        accuracy = {
-            split_label(s, b): evaluation.format_interval(dig(b, "ci", "accuracy"), 4)
-            for s, b in blocks.items()
-        }
-        lines += [_md_table(pd.DataFrame(accuracy, index=["accuracy"])), ""]
-        table = evaluation.interval_table(blocks)
-        table.columns = [f"{kind} ({SPLIT_LABELS.get(s, s)})" for s, kind in table.columns]
-        lines.append(_md_table(table))
-        cal = {
-            SPLIT_LABELS.get(s, s): {
-                "ECE": _fmt(dig(b, "calibration", "ece")),
-                "ECE after temperature scaling": _fmt(dig(b, "calibration", "scaled", "ece")),
-                "Brier": _fmt(dig(b, "calibration", "brier")),
-            }
-            for s, b in blocks.items()
-        }
-        lines += [
-            "",
-            "Calibration (temperature fitted on the validation split, "
-            f"T = {_fmt(dig(metrics, 'evaluate', 'temperature'), 2)}):",
-            "",
-            _md_table(pd.DataFrame(cal)),
-        ]
-    else:
-        lines.append("Not evaluated yet.")
-    lines += ["", "## Explanations", sanity_verdict(metrics)]
-    localisation = localisation_table(metrics)
-    if localisation is not None:
-        lines += [
-            "",
-            "Localisation against the tumour masks of the evaluated images (pointing game, "
-            "energy inside the mask over its area, deletion/insertion AUC), with a random and "
-            "a centred baseline:",
-            "",
-            _md_table(localisation, index=False),
-        ]
-    else:
-        lines += ["", "Localisation not scored: these images have no tumour masks."]
-    timing = timing_table(metrics)
-    synthetic = data.get("source") == "phantom"
-    lines += [
-        "",
-        "## Known limitations",
-    ]
-    if synthetic:
-        lines.append(
-            "- **Trained and tested on synthetic phantoms** (brainmri.phantom), not on MRI: "
-            "these numbers show that the pipeline works, and say nothing about real scans."
-        )
-    lines += [
-        "- Domain: 2-D T1-weighted contrast-enhanced slices (axial, coronal and sagittal) from "
-        "the Kaggle data set's sources (figshare, SARTAJ, Br35H), resized to a square. Other "
-        "scanners, sequences (T2, FLAIR), 3-D volumes, children and other tumour types were "
-        "never tested.",
-        "- The four classes are not the clinical differential: a slice with a metastasis, "
-        "lymphoma or any other lesion still gets one of them.",
-        "- The official Testing split holds copies of Training images; the clean split removes "
-        "exact and pixel-confirmed near copies, but neighbouring slices of one patient's series "
-        "(correlation below the threshold) can remain on both sides: the data set has no "
-        "patient identifiers.",
-        "- The intervals resample near-copy clusters within Testing (a cluster bootstrap); "
-        "slices of one patient that are not copies still count as independent.",
-        f"- Grad-CAM maps are coarse (they have the resolution of the target layer "
-        f"`{dig(metrics, 'gradcam', 'layer') or '?'}`, 1/32 of the input side on an "
-        "EfficientNet) and are a view of the model, not a segmentation.",
-        "",
-        "## How to reproduce",
-        "```",
-        f"git checkout {commit}",
-        f"make all PROFILE={profile}"
-        + (f" DATA_DIR={data.get('root')}" if data.get("source") == "data_dir" else ""),
-        "```",
-    ]
-    if timing is not None:
-        lines += ["", "Wall time of each stage in this run:", "", _md_table(timing, index=False)]
-    return "\n".join(lines) + "\n"
+    return render_template(
+        "model_card.md.j2",
+        profile=profile,
+        description=params.get("description", "no description"),
+        summary=summary,
+        model=model_p,
+        train=train_p,
+        data=data,
+        data_params=data_p,
+        crop_note=_crop_note(model_p),
+        guidance=_guidance_line(train_p, data),
+        parameters={
+            "total": dig(summary, "parameters", "total") or "?",
+            "trainable": dig(summary, "parameters", "trainable") or "?",
+        },
+        commit=dig(summary, "git", "commit") or "unknown",
+        python=env.get("python", "?"),
+        packages=packages or "versions not recorded",
+        class_names=", ".join(CLASS_NAMES),
+        protocol=data.get("protocol", data_p.get("protocol", "?")),
+        protocol_note=_PROTOCOL_NOTES.get(data.get("protocol", data_p.get("protocol")), ""),
+        seed=dig(params, "run", "seed"),
+        counts=(
+            _md_table(pd.DataFrame(counts).reindex(list(CLASS_NAMES)).fillna(0).astype(int))
+            if counts
+            else None
+        ),
+        audit=_audit(data),
+        evaluation=_evaluation(metrics),
+        sanity_verdict=sanity_verdict(metrics),
+        localisation=_md_or_none(localisation_table(metrics)),
+        localisation_test=_md_or_none(localisation_table(metrics, "localisation_test")),
+        paired_pointing=_md_or_none(paired_pointing_table(metrics)),
+        synthetic=data.get("source") == "phantom",
+        layer=dig(metrics, "gradcam", "layer") or "?",
+        make_data_dir=f" DATA_DIR={data.get('root')}" if data.get("source") == "data_dir" else "",
+        timing=_md_or_none(timing_table(metrics)),
+    )
 
 
 def write_model_card(paths: Paths) -> None:
@@ -279,13 +218,9 @@ def write_model_card(paths: Paths) -> None:
     atomic_write(paths.model_card, text)
     from nbconvert.filters.markdown_mistune import markdown2html_mistune  # nbconvert's renderer
 
-    body = markdown2html_mistune(text)
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Model card: {metrics.get("profile", "?")}</title>
-<style>body {{ font-family: system-ui, sans-serif; max-width: 960px; margin: 1.5em auto;
-padding: 0 1em; color: #222; }} table {{ border-collapse: collapse; font-size: 0.9em; }}
-th, td {{ padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: left; }}
-pre {{ background: #f6f6f6; padding: 0.6em; }}</style></head>
-<body>{body}<p><a href="index.html">back to the run report</a></p></body></html>
-"""
+    page = render_template(
+        "model_card.html.j2",
+        profile=metrics.get("profile", "?"),
+        body=Markup(markdown2html_mistune(text)),
+    )
     atomic_write(paths.model_card.with_suffix(".html"), page)
