@@ -77,11 +77,11 @@ def test_predict_throughput_with_and_without_overlays(benchmark, phantoms, demo_
     """
     import time
 
-    from brainmri import predict
+    from brainmri import predict, runs
 
     model, _ = demo_model
     files = sorted((phantoms / "Testing").glob("*/*.jpg"))
-    info = predict.RunInfo(tmp_path / "model.keras", "0" * 64)
+    info = runs.RunInfo(tmp_path / "model.keras", "0" * 64)
     seconds = {}
     for overlays in (False, True):
         start = time.perf_counter()

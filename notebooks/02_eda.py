@@ -2,14 +2,12 @@
 # # 2 · Exploratory data analysis
 #
 # Class balance, what the images look like, their sizes and modes, intensity distributions per class,
-# the duplicate and leakage audit, and the files that were excluded.
+# the copy audit (as is, mirrored, re-cut) with its evidence, and the files that were excluded.
 
 # %%
-from pathlib import Path
-
 from IPython.display import display
 
-from brainmri import config, sources
+from brainmri import config, runs
 from brainmri.io import write_json
 from brainmri.plotting import data as dplot
 from brainmri.plotting.common import save_figure
@@ -20,9 +18,8 @@ profile = "default"
 
 # %%
 cfg = config.notebook_config(STAGE, globals())  # validates the injected parameters
-paths = config.paths(profile)
-record, manifest = sources.load_run_data(paths)
-data_root = Path(record["root"])
+run = runs.open_run(profile, model=False)  # what 01_download recorded; no model yet
+paths, record, manifest, data_root = run.paths, run.record, run.manifest, run.data_root
 
 # %% [markdown]
 # ## Class counts per split

@@ -8,7 +8,7 @@
 # last finished epoch when the pipeline runs again.
 
 # %%
-from brainmri import config, devices, inputs, sources, training
+from brainmri import config, devices, inputs, runs, sources, training
 from brainmri import model as mdl
 from brainmri.io import file_sha256, write_json
 from brainmri.plotting.common import plot_training_curves, save_figure
@@ -19,13 +19,12 @@ profile = "default"
 
 # %%
 cfg = config.notebook_config(STAGE, globals())  # validates the injected parameters
-paths = config.paths(profile)
 # The strategy first: MultiWorkerMirroredStrategy must exist before any other TensorFlow work.
 strategy = devices.make_strategy(cfg["distribute"])
 policy = devices.set_precision(cfg["mixed_precision"])
 print(devices.describe(strategy, policy))
-record, manifest = sources.load_run_data(paths)
-data_root = record["root"]
+run = runs.open_run(profile, model=False)  # the data record and manifest of 01_download
+paths, record, manifest = run.paths, run.record, run.manifest
 started = training.now()
 training.seed_everything(cfg["seed"], cfg["deterministic"])
 
@@ -51,11 +50,13 @@ model.summary(line_length=110, expand_nested=False, show_trainable=True)
 # With `train.lesion_guidance` on, each training image also carries its expert tumour mask (the
 # fourth channel of the cache, moved by the same augmentation), and the loss gains the share of
 # its Grad-CAM energy outside the lesion (`brainmri.guidance`). Only **training** images lend
-# their masks: the validation masks stay unseen, for 05's localisation scores.
+# their masks: the validation masks stay unseen, for 05's localisation scores (and no validation
+# image has a copy in train, mirrored or re-cut, so not even a mirror image of one is seen).
 
 # %%
-train_rows, train_files, train_labels = sources.subset_files(manifest, data_root, "train")
-_, val_files, val_labels = sources.subset_files(manifest, data_root, "val")
+train_rows, val_rows = run.rows("train"), run.rows("val")
+train_files, train_labels = run.files(train_rows), train_rows["label_index"].tolist()
+val_files, val_labels = run.files(val_rows), val_rows["label_index"].tolist()
 print(f"train: {len(train_files)} images, validation: {len(val_files)} images")
 guide_masks = sources.guidance_masks(train_rows, record, cfg["lesion_guidance"])
 if guide_masks is None:

@@ -12,18 +12,17 @@
 # after temperature scaling fitted on the validation subset.
 
 # %%
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from brainmri import config, evaluation, inputs, predict, sources
+from brainmri import config, evaluation, ood, runs, sources
 from brainmri import model as mdl
 from brainmri.config import CLASS_NAMES
 from brainmri.io import file_sha256, read_json, write_json
 from brainmri.plotting import evaluation as eplot
 from brainmri.plotting.common import plot_image_gallery, save_figure
+from brainmri.reports import tables
 
 # %% tags=["parameters"]
 STAGE = "04_evaluate"
@@ -31,13 +30,8 @@ profile = "default"
 
 # %%
 cfg = config.notebook_config(STAGE, globals())  # validates the injected parameters
-paths = config.paths(profile)
-record, manifest = sources.load_run_data(paths)
-data_root = Path(record["root"])
-model = mdl.load_model(paths.model)
-image_size = model.input_shape[1]
-# the images prepared as training prepared them: cut to the head where model.crop_to_brain was on
-crop = predict.run_info(paths.model, paths.run_dir).crop_to_brain
+run = runs.open_run(profile)  # records, manifest, model; images prepared as training prepared them
+paths, record, model, crop = run.paths, run.record, run.model, run.crop
 
 # %% [markdown]
 # ## Predictions
@@ -45,12 +39,14 @@ crop = predict.run_info(paths.model, paths.run_dir).crop_to_brain
 # model was over-confident; close to 1, its probabilities were already about right.
 
 # %%
-val_rows, val_files, val_labels = sources.subset_files(manifest, data_root, "val")
+val_rows = run.rows("val")
+val_files = run.files(val_rows)
 val_logits, _ = mdl.predict_files(model, val_files, crop=crop)
 temperature = evaluation.fit_temperature(val_logits, val_rows["label_index"].to_numpy())
 print(f"temperature fitted on validation: T = {temperature:.3f}")
 # The headline images are a part of the test subset: predicted once, then sliced.
-test_rows, test_files, _ = sources.subset_files(manifest, data_root, "test")
+test_rows = run.rows("test")
+test_files = run.files(test_rows)
 test_logits, test_probs = mdl.predict_files(model, test_files, crop=crop)
 keep = {"headline": test_rows["headline_test"].to_numpy()}
 if record["protocol"] == "official":  # the published Testing folder, copies included
@@ -69,28 +65,31 @@ for split, (rows, _, _) in results.items():
 # picture are resampled together, since they are one piece of evidence, not several.
 
 # %%
+settings = {  # the same for every block: intervals, calibration bins
+    "n_resamples": cfg["bootstrap_resamples"],
+    "seed": cfg["seed"],
+    "n_bins": cfg["calibration_bins"],
+}
 blocks = {
     split: evaluation.evaluate_split(
         rows["label_index"].to_numpy(),
         probs,
         logits,
         rows["path"].tolist(),
-        n_resamples=cfg["bootstrap_resamples"],
-        seed=cfg["seed"],
-        n_bins=cfg["calibration_bins"],
         temperature=temperature,
         groups=sources.copy_clusters(rows),
-    )
+        **settings,
+    )  # fmt: skip
     for split, (rows, logits, probs) in results.items()
 }
-evaluation.headline_table(blocks)
+tables.headline_table(blocks)
 
 # %% [markdown]
 # Per class: recall is the sensitivity. A tumour class with low recall is the clinically costly
 # error (a tumour called something else); the confusion matrices below show what it is taken for.
 
 # %%
-evaluation.per_class_table(blocks).round(4)
+tables.per_class_table(blocks).round(4)
 
 # %%
 for split, b in blocks.items():
@@ -132,7 +131,7 @@ for split, b in blocks.items():
     fig = eplot.plot_reliability(cal["reliability"], cal["scaled"]["reliability"])
     fig.suptitle(f"{split} test: before and after temperature scaling (T = {temperature:.2f})")
     save_figure(fig, paths.figures_dir, f"eval_reliability_{split}")
-evaluation.calibration_table(blocks).round(4)
+tables.calibration_table(blocks).round(4)
 
 # %% [markdown]
 # ## Guided against unguided, on the same images
@@ -153,24 +152,18 @@ if run_record.get("unguided_model_sha256"):
         )
     unguided = mdl.load_model(paths.unguided_model)
     rows, _, probs = results["headline"]
-    headline_files = [str(data_root / p) for p in rows["path"]]
+    headline_files = run.files(rows)
     u_val_logits, _ = mdl.predict_files(unguided, val_files, crop=crop)
     u_logits, u_probs = mdl.predict_files(unguided, headline_files, crop=crop)
+    u_temperature = evaluation.fit_temperature(u_val_logits, val_rows["label_index"].to_numpy())
     blocks["unguided"] = evaluation.evaluate_split(
-        rows["label_index"].to_numpy(),
-        u_probs,
-        u_logits,
-        rows["path"].tolist(),
-        n_resamples=cfg["bootstrap_resamples"],
-        seed=cfg["seed"],
-        n_bins=cfg["calibration_bins"],
-        temperature=evaluation.fit_temperature(u_val_logits, val_rows["label_index"].to_numpy()),
-        groups=sources.copy_clusters(rows),
-    )
+        rows["label_index"].to_numpy(), u_probs, u_logits, rows["path"].tolist(),
+        temperature=u_temperature, groups=sources.copy_clusters(rows), **settings,
+    )  # fmt: skip
     paired = evaluation.paired_comparison(
         rows["label_index"].to_numpy(), u_probs, probs, names=("unguided", "guided")
     )
-    display(evaluation.paired_table(paired).round(4))
+    display(tables.paired_table(paired).round(4))
 else:
     print("no guided phase in this run: nothing to pair")
 
@@ -202,13 +195,13 @@ else:
 # classified silently.
 
 # %%
-val_images = inputs.load_batch(val_files[:64], image_size, crop=crop)
-ood, groups = predict.ood_summary(
+val_images = run.images(val_rows.head(64))
+ood_record, groups = ood.ood_summary(
     model, val_logits, val_images, {"headline test": results["headline"][1]}, keep=0.95
 )
-fig = eplot.plot_ood_scores(groups, ood["threshold"])
+fig = eplot.plot_ood_scores(groups, ood_record["threshold"])
 save_figure(fig, paths.figures_dir, "eval_ood")
-pd.Series(ood["flagged"], name="share flagged").round(3)
+pd.Series(ood_record["flagged"], name="share flagged").round(3)
 
 # %% [markdown]
 # ## Error analysis
@@ -223,7 +216,7 @@ errors = evaluation.error_analysis(
 for kind, frame in errors.items():
     display(frame)
     if len(frame):
-        images = inputs.load_batch([data_root / p for p in frame["path"]], image_size, crop=crop)
+        images = run.images(frame["path"])
         titles = [
             f"{r.path}\ntrue {r.true} · pred {r.predicted} ({r.confidence:.2f})"
             for r in frame.itertuples()
@@ -239,7 +232,7 @@ write_json(
         **blocks,
         "temperature": temperature,
         "paired": paired,
-        "ood": ood,
+        "ood": ood_record,
         "tta": tta_report,
         "errors": {k: v.to_dict(orient="records") for k, v in errors.items()},
     },

@@ -6,22 +6,24 @@
 # probabilities), galleries per class, the mistakes and several methods side by side on Testing;
 # then, on the validation images that have tumour masks (the phantom set's, or expert masks such as
 # BRISC 2025's via `data.mask_dir`), how well each map localises the lesion compared with random
-# and centre-prior baselines and how faithful it is (deletion/insertion); and the model-parameter
-# randomisation sanity checks.
+# and centre-prior baselines and how faithful it is (deletion/insertion); the same scores once on
+# the headline test lesions; for a lesion-guided run, its maps against those of the model it
+# started from, on the same lesions; and the model-parameter randomisation sanity checks. No
+# validation or headline test image has a copy (as is, mirrored or re-cut) in train, so none of
+# these masks, nor a mirror image of one, was seen by lesion-guided training.
 
 # %%
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from brainmri import config, explain, inputs, phantom, predict, sources
+from brainmri import config, explain, phantom, runs
 from brainmri import model as mdl
 from brainmri.config import CLASS_NAMES, TUMOUR_CLASSES
-from brainmri.io import write_json
+from brainmri.io import read_json, write_json
 from brainmri.plotting import explain as xplot
 from brainmri.plotting.common import save_figure
+from brainmri.reports import tables
 
 # %% tags=["parameters"]
 STAGE = "05_gradcam"
@@ -29,18 +31,19 @@ profile = "default"
 
 # %%
 cfg = config.notebook_config(STAGE, globals())  # validates the injected parameters
-paths = config.paths(profile)
-record, manifest = sources.load_run_data(paths)
-data_root = Path(record["root"])
-model = mdl.load_model(paths.model)
-image_size = model.input_shape[1]
-# the images prepared as training prepared them: cut to the head where model.crop_to_brain was on
-crop = predict.run_info(paths.model, paths.run_dir).crop_to_brain
+run = runs.open_run(profile)  # records, manifest, model; images prepared as training prepared them
+paths, data_root = run.paths, run.data_root
+model, image_size = run.model, run.image_size
 layer = cfg["cam_layer"] or explain.find_target_layer(model)
 print(f"explaining layer '{layer}' of {model.name}")
-test, files, _ = sources.subset_files(manifest, data_root, "test")
-test = test.reset_index(drop=True)
-_, probs = mdl.predict_files(model, files, crop=crop)
+scoring = {  # how every localisation table below is scored
+    "seed": cfg["seed"],
+    "layer_name": layer,
+    "tolerance": cfg["pointing_tolerance"] * image_size,
+    "max_channels": cfg["scorecam_max_channels"],
+}
+test = run.rows("test").reset_index(drop=True)
+_, probs = mdl.predict_files(model, run.files(test), crop=run.crop)
 test["predicted"] = probs.argmax(1)
 test["correct"] = test["predicted"] == test["label_index"]
 
@@ -53,7 +56,7 @@ test["correct"] = test["predicted"] == test["label_index"]
 candidates = test[test["correct"] & (test["label"] != "notumor")]
 first = (candidates if len(candidates) else test).iloc[0]
 print(f"{first['path']}: true {first['label']}, predicted {CLASS_NAMES[first['predicted']]}")
-image = inputs.load_batch([data_root / first["path"]], image_size, crop=crop)[0]
+image = run.images([first["path"]])[0]
 viz = explain.VizGradCAM(
     model, image, interpolant=cfg["interpolant"], plot_results=True, layer_name=layer
 )
@@ -78,7 +81,7 @@ for name, (title, rows) in galleries.items():
     if rows.empty:
         print(f"{title}: none")
         continue
-    batch = inputs.load_batch([data_root / p for p in rows["path"]], image_size, crop=crop)
+    batch = run.images(rows)
     titles = [f"{r.label} -> {CLASS_NAMES[r.predicted]}" for r in rows.itertuples()]
     fig = explain.cam_gallery(
         model, batch, titles, method=method, layer_name=layer, interpolant=cfg["interpolant"]
@@ -93,7 +96,7 @@ for name, (title, rows) in galleries.items():
 
 # %%
 picks = test[test["label"].isin(TUMOUR_CLASSES)].groupby("label").head(1)
-batch = inputs.load_batch([data_root / p for p in picks["path"]], image_size, crop=crop)
+batch = run.images(picks)
 cap = cfg["scorecam_max_channels"]
 maps = {
     explain.method_label(m, cap): explain.explain(
@@ -101,7 +104,9 @@ maps = {
     )
     for m in cfg["cam_methods_compare"]
 }
-masks = [phantom.load_mask(data_root / p, data_root, image_size, crop=crop) for p in picks["path"]]
+masks = [
+    phantom.load_mask(data_root / p, data_root, image_size, crop=run.crop) for p in picks["path"]
+]
 fig = xplot.plot_methods_side_by_side(
     batch, maps, masks if all(m is not None for m in masks) else None
 )
@@ -123,45 +128,91 @@ save_figure(fig, paths.figures_dir, "cam_methods")
 # summary, `n_faithfulness`); the other metrics cover every scored image.
 #
 # A model trained with lesion guidance (`train.lesion_guidance`, see `run.json`) was trained to put
-# its Grad-CAM on the masks of the *training* images. These validation masks were never seen, so
-# the scores say how well that generalises; whether the decision itself rests on the lesion is for
-# the erasure test below, which uses no explanation.
+# its Grad-CAM on the masks of the *training* images. No validation image has a copy in train (as
+# it is, mirrored or re-cut: whole copy groups are held out), so these masks, and their mirror
+# images, were never seen: the scores say how well guidance generalises. Whether the decision itself
+# rests on the lesion is for the erasure test below, which uses no explanation.
 
 # %%
-val_rows, _, _ = sources.subset_files(manifest, data_root, "val")
-scored, masks = sources.images_with_masks(
-    val_rows,
-    data_root,
-    image_size,
-    mask_root=record.get("mask_root"),
-    per_class=cfg["cam_eval_images"],
-    crop=crop,
-)
+val_rows = run.rows("val")
+scored, masks = run.lesions(val_rows, per_class=cfg["cam_eval_images"])
 print("validation images with a mask, per class:", scored["label"].value_counts().to_dict())
 localisation = {}
 if scored.empty:
     print("no validation image has a tumour mask: localisation is not scored (see data.mask_dir)")
 else:
-    batch = inputs.load_batch([data_root / p for p in scored["path"]], image_size, crop=crop)
+    batch = run.images(scored)
     report = explain.localisation_report(
-        model,
-        batch,
-        masks,
-        scored["label"].tolist(),
-        methods=cfg["cam_methods_compare"],
-        seed=cfg["seed"],
-        steps=cfg["faithfulness_steps"],
-        faithfulness_images=cfg["faithfulness_images"],
-        layer_name=layer,
-        tolerance=cfg["pointing_tolerance"] * image_size,
-        max_channels=cfg["scorecam_max_channels"],
-    )
+        model, batch, masks, scored["label"].tolist(), methods=cfg["cam_methods_compare"],
+        steps=cfg["faithfulness_steps"], faithfulness_images=cfg["faithfulness_images"], **scoring,
+    )  # fmt: skip
     localisation = explain.summarise_localisation(report)
     fig = xplot.plot_localisation_summary(localisation)
     save_figure(fig, paths.figures_dir, "cam_localisation")
     # one row per class and method: the mean over its images (the image index is not a score)
     scores = report.drop(columns="image").groupby(["label", "method"])
     display(scores.mean(numeric_only=True).round(3))
+
+# %% [markdown]
+# ## The same scores on the headline test lesions, read once
+# Under `protocol: grouped`, test images that came from Kaggle's Training folder bring their expert
+# masks with them. They are scored here once, after every choice was made on validation, without
+# deletion/insertion (the costly part, already measured on validation).
+
+# %%
+test_scored, test_masks = run.lesions(run.rows("headline"), per_class=cfg["cam_eval_images"])
+print("headline test images with a mask, per class:", test_scored["label"].value_counts().to_dict())
+localisation_test, reports = {}, {}
+if not scored.empty:
+    reports["val"] = (report, batch, masks, scored)
+if test_scored.empty:
+    print("no headline test image has a mask: nothing to score here")
+else:
+    test_batch = run.images(test_scored)
+    test_report = explain.localisation_report(
+        model, test_batch, test_masks, test_scored["label"].tolist(),
+        methods=cfg["cam_methods_compare"], steps=None, **scoring,
+    )  # fmt: skip
+    localisation_test = explain.summarise_localisation(test_report)
+    reports["test"] = (test_report, test_batch, test_masks, test_scored)
+    display(
+        test_report.drop(columns="image")
+        .groupby(["label", "method"])
+        .mean(numeric_only=True)
+        .round(3)
+    )
+
+# %% [markdown]
+# ## Guided against unguided, on the same lesions
+# A lesion-guided run keeps the model its guided phase started from (`model_unguided.keras`). Both
+# are scored with Grad-CAM on the same lesions: tolerant pointing per class, the centre prior both
+# must clear, and McNemar's exact test on the lesions only one of them points at. This is the
+# comparison that says what guidance did; comparing separate runs would mix in their other
+# differences.
+
+# %%
+paired_localisation = {}
+run_record = read_json(paths.run_json)
+if run_record.get("unguided_model_sha256") and reports:
+    unguided = mdl.load_model(paths.unguided_model)
+    for scope, (guided_report, scope_batch, scope_masks, scope_rows) in reports.items():
+        unguided_report = explain.localisation_report(
+            unguided,
+            scope_batch,
+            scope_masks,
+            scope_rows["label"].tolist(),
+            methods=["gradcam"],
+            seed=cfg["seed"],
+            steps=None,
+            layer_name=cfg["cam_layer"] or explain.find_target_layer(unguided),
+            tolerance=cfg["pointing_tolerance"] * image_size,
+        )
+        paired_localisation[scope] = explain.paired_pointing(
+            {"unguided": unguided_report, "guided": guided_report}
+        )
+    display(tables.pointing_pairs_table(paired_localisation))
+else:
+    print("no guided phase in this run (or no masks): nothing to pair")
 
 # %% [markdown]
 # ## Does the model use the lesion? The erasure test
@@ -201,7 +252,7 @@ if not scored.empty:
 context_rows = val_rows.groupby("label", sort=False).head(cfg["cam_eval_images"])
 context_table = explain.context_test(
     model,
-    inputs.load_batch([data_root / p for p in context_rows["path"]], image_size, crop=crop),
+    run.images(context_rows),
     context_rows["label_index"].tolist(),
 )
 context = explain.summarise_context(context_table)
@@ -220,7 +271,7 @@ display(pd.DataFrame(context).T.round(3))
 
 # %%
 sample = test.groupby("label").head(4)
-batch = inputs.load_batch([data_root / p for p in sample["path"]], image_size, crop=crop)
+batch = run.images(sample)
 cascade = explain.cascading_randomization(model, batch, cfg["seed"], layer_name=layer)
 sanity = {"seed": cfg["seed"], **cascade}
 print(
@@ -250,6 +301,8 @@ write_json(
         "layer": layer,
         "method": method,
         "localisation": localisation,
+        "localisation_test": localisation_test,
+        "paired_localisation": paired_localisation,
         "erasure": erasure,
         "context": context,
         "randomization": sanity,

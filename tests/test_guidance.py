@@ -11,8 +11,7 @@ from keras import layers
 
 from brainmri import config, guidance, training
 from brainmri import model as mdl
-from brainmri.explain import gradcam_weights
-from brainmri.explain._plumbing import _cam_fns
+from brainmri.explain import cam_functions, gradcam_weights
 
 SIZE = 32  # 4x4 feature map: each cell is an 8x8 block of pixels
 
@@ -67,7 +66,7 @@ def test_the_share_is_the_reports_grad_cam_energy_outside_the_mask():
     share = guidance.outside_share(head, features(x), y, masks).numpy()
     # the reports' Grad-CAM before upsampling: feature map and gradients of the true class's
     # logit from the explanation code, weighted in numpy
-    fmap, grads, _, _ = _cam_fns(model, None).gradients(x, tf.constant(y.argmax(1), tf.int32))
+    fmap, grads, _, _ = cam_functions(model, None).gradients(x, tf.constant(y.argmax(1), tf.int32))
     cam = np.maximum(
         (fmap.numpy() * gradcam_weights(fmap.numpy(), grads.numpy())[:, None, None]).sum(-1), 0
     )
@@ -163,7 +162,7 @@ def _train(guide: float, steps: int = 100, seed: int = 1) -> tuple[float, float]
     """Train the toy model on the shortcut data; return (mean outside share, accuracy) after."""
     model = _model(seed=seed)
     training.compile_model(model, 1e-2, 0.0, "never")
-    run = training._Steps(model, 0.0, jit_compile=False, lesion_guidance=guide)
+    run = training.TrainingSteps(model, 0.0, jit_compile=False, lesion_guidance=guide)
     x, y, masks = _shortcut_data()
     for _ in range(steps):
         run.train_step((x, y, masks))
@@ -222,7 +221,7 @@ def test_the_guided_phase_follows_fine_tuning_and_its_best_epoch_is_kept(phantom
         np.testing.assert_array_equal(a, b)
     assert not list(state.glob("*.weights.h5"))  # no stale resume point once finished
     # a guided step on batches without masks is a mistake, not a silent unguided step
-    run = training._Steps(model, 0.0, jit_compile=False, lesion_guidance=1.0)
+    run = training.TrainingSteps(model, 0.0, jit_compile=False, lesion_guidance=1.0)
     with pytest.raises(ValueError, match="must carry the lesion masks"):
         run.train_step(next(iter(val)))
 
@@ -279,7 +278,7 @@ def test_distillation_keeps_the_guided_model_nearer_its_start():
     x, y, masks = _shortcut_data()
     start = _model(seed=1)
     training.compile_model(start, 1e-2, 0.0, "never")
-    warm = training._Steps(start, 0.0, jit_compile=False)
+    warm = training.TrainingSteps(start, 0.0, jit_compile=False)
     for _ in range(60):  # the start: a model that has learnt the classes, unguided
         warm.train_step((x, y))
     target = mdl.logits_model(start)(x).numpy()
@@ -288,7 +287,7 @@ def test_distillation_keeps_the_guided_model_nearer_its_start():
         model = keras.models.clone_model(start)
         model.set_weights(start.get_weights())
         training.compile_model(model, 1e-2, 0.0, "never")
-        run = training._Steps(
+        run = training.TrainingSteps(
             model,
             0.0,
             jit_compile=False,
@@ -304,8 +303,8 @@ def test_distillation_keeps_the_guided_model_nearer_its_start():
     free, kept = drift(0.0), drift(5.0)
     assert kept < free / 2, (kept, free)
     with pytest.raises(ValueError, match="needs a teacher model"):
-        training._Steps(start, 0.0, jit_compile=False, lesion_guidance=1.0, distillation=1.0)
+        training.TrainingSteps(start, 0.0, jit_compile=False, lesion_guidance=1.0, distillation=1.0)
     with pytest.raises(ValueError, match="needs lesion_guidance > 0"):
-        training._Steps(
+        training.TrainingSteps(
             start, 0.0, jit_compile=False, teacher=guidance.frozen_teacher(start), distillation=1.0
         )

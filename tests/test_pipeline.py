@@ -13,6 +13,7 @@ import nbformat
 import numpy as np
 import pytest
 
+from brainmri import data
 from brainmri.cli import choose_profile
 from brainmri.config import PIPELINE, STAGES, TUMOUR_CLASSES
 from brainmri.reports import embedded_images
@@ -64,13 +65,26 @@ def test_make_all_smoke_produces_every_output(copy, first_run):
     assert {
         "eda_class_counts",
         "train_curves",
-        "eval_confusion_official",
+        "eval_confusion_headline",
         "cam_reference_view",
         "cam_randomization",
     } <= figures
     metrics = json.loads((run / "metrics.json").read_text())
-    acc = metrics["evaluate"]["official"]["summary"]["accuracy"]
-    assert 0.0 <= acc <= 1.0 and metrics["evaluate"]["official"]["summary"]["n"] == 16
+    acc = metrics["evaluate"]["headline"]["summary"]["accuracy"]
+    # grouped: a quarter of the 64 phantoms (whole copy groups, per class) held out for test
+    manifest = data.read_manifest(run / "manifest.csv")
+    headline = manifest[manifest["headline_test"]]
+    assert 0.0 <= acc <= 1.0 and metrics["evaluate"]["headline"]["summary"]["n"] == len(headline)
+    assert set(headline["subset"]) == {"test"} and 12 <= len(headline) <= 20
+    assert set(headline["split"]) == {"Training", "Testing"}  # the folders pooled
+    assert metrics["data"]["protocol"] == "grouped" and not any(metrics["data"]["leaks"].values())
+    # the guided phase kept its unguided start, and 04 and 05 paired the two on the same images
+    paired = metrics["evaluate"]["paired"]
+    assert paired["names"] == ["unguided", "guided"] and paired["overall"]["n"] == len(headline)
+    assert (run / "model_unguided.keras").is_file()
+    pointing = metrics["gradcam"]["paired_localisation"]
+    assert set(pointing) == {"val", "test"} and pointing["test"]["overall"]["n"] >= 3
+    assert metrics["gradcam"]["localisation_test"]["overall"]["n_images"] >= 3
     assert metrics["data"]["source"] == "phantom" and metrics["train"]["epochs_run"] >= 1
     assert list(metrics["stage_runs"]) == list(STAGES)
     assert all(re.fullmatch(r"20\d\d-\d\d-\d\d \d\d:\d\d", r["finished_utc"])

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from brainmri import cli, config, data, predict
+from brainmri import cli, config, data, ood, predict, runs
 from brainmri import model as mdl
+from brainmri.data import scans
 
 
 def _dicom(path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", **extra) -> Path:
@@ -55,16 +56,16 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def test_dicom_luts_window_and_monochrome1(tmp_path):
     ramp = np.tile(np.arange(0, 4000, 62.5, dtype=np.uint16), (64, 1))  # 0..3937 across
-    plain = predict.read_dicom(_dicom(tmp_path / "a.dcm", ramp))
+    plain = scans.read_dicom(_dicom(tmp_path / "a.dcm", ramp))
     assert plain.shape == (64, 64, 3) and plain.dtype == np.uint8
     assert plain[0, 0, 0] == 0 and plain[0, -1, 0] == 255  # min-max without a window
-    windowed = predict.read_dicom(
+    windowed = scans.read_dicom(
         _dicom(tmp_path / "b.dcm", ramp, WindowCenter=1000, WindowWidth=400)
     )
     # outside the window [800, 1200] every value saturates; inside it the ramp is kept
     assert (windowed[0, :12, 0] == 0).all() and (windowed[0, 20:, 0] == 255).all()
     assert 0 < windowed[0, 16, 0] < 255
-    inverted = predict.read_dicom(
+    inverted = scans.read_dicom(
         _dicom(tmp_path / "c.dcm", (ramp // 16).astype(np.uint8), photometric="MONOCHROME1")
     )
     assert inverted[0, 0, 0] == 255 and inverted[0, -1, 0] == 0  # high values are dark
@@ -82,9 +83,9 @@ def test_unusable_files_are_skipped_with_a_reason(tmp_path, tiny_model):
     files["broken.jpg"].write_bytes(b"\xff\xd8\xff\xe0 truncated")
     cv2.imwrite(str(files["slice.png"]), ramp)
     model = mdl.load_model(tiny_model)
-    info = predict.run_info(tiny_model, None)
+    info = runs.run_info(tiny_model, None)
     table = predict.predict_scans(
-        predict.find_scans(tmp_path), model, info, tmp_path / "out", echo=lambda _: None
+        scans.find_scans(tmp_path), model, info, tmp_path / "out", echo=lambda _: None
     ).set_index("file")
     reasons = {Path(f).name: r for f, r in table["reason"].items()}
     assert reasons["two_frames.dcm"].startswith("multi-frame DICOM (2 frames)")
@@ -98,9 +99,9 @@ def test_a_folder_is_predicted_like_the_pipeline_and_reported_offline(
 ):
     folder = phantom_set / "Testing" / "glioma"
     model = mdl.load_model(tiny_model)
-    info = predict.RunInfo(tiny_model, "0" * 64, temperature=2.0, ood_threshold=0.0)
+    info = runs.RunInfo(tiny_model, "0" * 64, temperature=2.0, ood_threshold=0.0)
     out = tmp_path / "run"
-    table = predict.predict_scans(predict.find_scans(folder), model, info, out, echo=lambda _: None)
+    table = predict.predict_scans(scans.find_scans(folder), model, info, out, echo=lambda _: None)
     files = sorted(str(p) for p in folder.glob("*.jpg"))
     assert table["file"].tolist() == files and (table["status"] == "ok").all()
     # The same decoding and model as 04_evaluate: the same logits, so the same classes.
@@ -124,9 +125,9 @@ def test_a_folder_is_predicted_like_the_pipeline_and_reported_offline(
 
 def test_the_ood_threshold_keeps_the_validation_share():
     logits = np.random.default_rng(0).normal(0, 3, (1000, 4))
-    threshold = predict.ood_threshold(logits, keep=0.95)
-    assert (predict.energy_score(logits) >= threshold).mean() == pytest.approx(0.95, abs=0.002)
-    foreign = predict.foreign_images(np.full((2, 32, 32, 3), 100.0, np.float32))
+    threshold = ood.ood_threshold(logits, keep=0.95)
+    assert (ood.energy_score(logits) >= threshold).mean() == pytest.approx(0.95, abs=0.002)
+    foreign = ood.foreign_images(np.full((2, 32, 32, 3), 100.0, np.float32))
     assert set(foreign) == {"rotated 90 degrees", "inverted contrast", "photograph"}
     assert foreign["photograph"].shape[1:] == (32, 32, 3)
 
@@ -189,13 +190,13 @@ def test_ood_summary_keeps_the_validation_share_and_scores_every_group(tiny_mode
     model = mdl.load_model(tiny_model)
     val = np.random.default_rng(2).uniform(0, 255, (20, 32, 32, 3)).astype(np.float32)
     val_logits, _ = mdl.predict(model, val)
-    ood, scores = predict.ood_summary(model, val_logits, val[:4], {"other": val_logits[:5]})
+    record, scores = ood.ood_summary(model, val_logits, val[:4], {"other": val_logits[:5]})
     assert list(scores) == [
         "validation", "other", "rotated 90 degrees", "inverted contrast", "photograph"
     ]  # fmt: skip
-    assert ood["threshold"] == predict.ood_threshold(val_logits, keep=0.95)
-    assert ood["flagged"]["validation"] == pytest.approx(0.05)
-    assert set(ood["flagged"]) == set(scores) and ood["score"] == "energy"
+    assert record["threshold"] == ood.ood_threshold(val_logits, keep=0.95)
+    assert record["flagged"]["validation"] == pytest.approx(0.05)
+    assert set(record["flagged"]) == set(scores) and record["score"] == "energy"
 
 
 def test_scans_are_cropped_as_the_run_trained(tmp_path, tiny_model):
@@ -203,20 +204,20 @@ def test_scans_are_cropped_as_the_run_trained(tmp_path, tiny_model):
     scan = np.zeros((80, 80), np.uint8)
     scan[20:60, 10:50] = 120
     cv2.imwrite(str(tmp_path / "scan.png"), scan)
-    plain, cropped = (predict.read_scan(tmp_path / "scan.png", 32, crop=c) for c in (False, True))
+    plain, cropped = (scans.read_scan(tmp_path / "scan.png", 32, crop=c) for c in (False, True))
     # the pipeline's decoding (data.load_image) and the scans' cut the same square
     assert np.array_equal(cropped, data.load_image(tmp_path / "scan.png", 32, crop=True))
     assert cropped.mean() > plain.mean()  # the head fills the frame
     run = tmp_path / "run"
     run.mkdir()
-    assert predict.run_info(tiny_model, None).crop_to_brain is False
-    unknown = predict.run_info(tiny_model, run)  # a run folder without its record: said so
+    assert runs.run_info(tiny_model, None).crop_to_brain is False
+    unknown = runs.run_info(tiny_model, run)  # a run folder without its record: said so
     assert unknown.crop_to_brain is False and "no training record" in unknown.warnings[0]
     (run / "run.json").write_text(json.dumps({"params": {"crop_to_brain": True}}))
-    assert predict.run_info(tiny_model, run).crop_to_brain is True
-    assert predict.run_info(tiny_model, run, crop_to_brain=False).crop_to_brain is False
+    assert runs.run_info(tiny_model, run).crop_to_brain is True
+    assert runs.run_info(tiny_model, run, crop_to_brain=False).crop_to_brain is False
     model = mdl.load_model(tiny_model)
-    info = predict.run_info(tiny_model, run)
+    info = runs.run_info(tiny_model, run)
     table = predict.predict_scans(
         [tmp_path / "scan.png"], model, info, tmp_path / "out", overlays=False, echo=lambda _: None
     )

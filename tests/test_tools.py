@@ -41,9 +41,11 @@ def test_localisation_study_rejects_bad_settings(capsys, load_script):
     assert "data_source must be 'phantom'" in capsys.readouterr().err
 
 
-# Only the evaluation reads Testing: these two stages may name its subsets, nothing else may.
+# Only the evaluation reads the test subset: these two stages may name it, nothing else may.
 READS_TESTING = ("04_evaluate", "05_gradcam")
-TESTING_ACCESS = re.compile(r"""(subset(_files)?\([^)]*["']test(_clean)?["']|["']Testing/)""")
+TESTING_ACCESS = re.compile(
+    r"""((subset(_files)?|rows)\([^)]*["'](test|headline)["']|["']Testing/)"""
+)
 
 
 def test_no_tool_study_or_earlier_stage_reads_testing(project_root):
@@ -66,14 +68,13 @@ def test_no_tool_study_or_earlier_stage_reads_testing(project_root):
 
 @pytest.mark.slow
 def test_cam_layer_study_scores_the_default_and_finer_layers(trained_phantom, load_script):
-    """Each candidate is scored per tumour class; the goals verdict follows from the scores."""
-    import numpy as np
-
+    """Each candidate (brainmri.explain.layers, which the tool calls) is scored per tumour class
+    on a trained model; the goals verdict follows from the scores; the tool tabulates them."""
     from brainmri import explain, inputs, phantom
 
     study = load_script("tools/cam_layer_study.py")
     model, root, size, _ = trained_phantom
-    layers = study.candidate_layers(model)
+    layers = explain.candidate_layers(model)
     assert layers[0] == explain.find_target_layer(model)
     grids = [model.get_layer(name).output.shape[1] for name in layers]
     assert grids == sorted(grids) and len(set(grids)) == len(grids) > 1  # finer and finer
@@ -84,7 +85,7 @@ def test_cam_layer_study_scores_the_default_and_finer_layers(trained_phantom, lo
     ]
     masks = np.stack([phantom.load_mask(f, root, size) for f in files])
     labels = [f.parent.name for f in files]
-    results = study.score_layers(
+    results = explain.score_layers(
         model, inputs.load_batch(files, size), masks, labels, layers[:2], tolerance=4.0
     )
     assert [r["layer"] for r in results] == layers[:2]
@@ -95,8 +96,8 @@ def test_cam_layer_study_scores_the_default_and_finer_layers(trained_phantom, lo
             assert 0.0 <= s["pointing_rate_strict"] <= s["pointing_rate"] <= 1.0
             assert 0.0 <= s["centre_pointing_rate"] <= 1.0 and s["energy_ratio"] >= 0.0
         met = all(
-            r[c]["pointing_rate"] >= study.MIN_POINTING
-            and r[c]["energy_ratio"] >= study.MIN_ENERGY_RATIO
+            r[c]["pointing_rate"] >= explain.MIN_POINTING
+            and r[c]["energy_ratio"] >= explain.MIN_ENERGY_RATIO
             and r[c]["pointing_rate"] > r[c]["centre_pointing_rate"]
             for c in TUMOUR_CLASSES
         )
@@ -114,7 +115,7 @@ def test_cam_layer_study_needs_a_trained_run(project_root, tmp_path, capsys, loa
         )
     with pytest.raises(SystemExit):
         study.main(["--profile", "cpu", "--root", str(tmp_path)])
-    assert "no trained model; run make all PROFILE=cpu first" in capsys.readouterr().err
+    assert "run the 01_download stage first (make all PROFILE=cpu)" in capsys.readouterr().err
 
 
 def test_guidance_study_rejects_bad_variants(project_root, tmp_path, capsys, load_script):
@@ -144,7 +145,11 @@ def test_guidance_study_rejects_bad_variants(project_root, tmp_path, capsys, loa
         )
     with pytest.raises(SystemExit):
         study.main(["--profile", "smoke", "--root", str(tmp_path), "--variant", "seed=1"])
-    assert "no trained model; run make all PROFILE=smoke first" in capsys.readouterr().err
+    assert "lesion_guidance and guidance_epochs must be > 0" in capsys.readouterr().err
+    guided = "lesion_guidance=1,guidance_epochs=1"
+    with pytest.raises(SystemExit):
+        study.main(["--profile", "smoke", "--root", str(tmp_path), "--variant", guided])
+    assert "run the 01_download stage first (make all PROFILE=smoke)" in capsys.readouterr().err
     for mix in ("0", "1", "1.5"):  # 0 is the start and 1 the kept epoch: both scored anyway
         with pytest.raises(SystemExit):
             study.main(["--root", str(tmp_path), "--variant", "seed=1", "--mix", "0.5", mix])

@@ -4,7 +4,8 @@ Lesion guidance (``train.lesion_guidance``, :mod:`brainmri.guidance`) moves Grad
 tumour, but on the real data the recipe first tried (weight 3, learning rate 5e-5, 2 epochs)
 also cost about a point of accuracy. Each run of the pipeline trains 25 minutes before its guided
 phase starts; this tool starts where that phase starts, from a run's kept (unguided) model, and
-tries the guided phase under each ``--variant`` of the train parameters (``lesion_guidance``,
+runs the pipeline's guided phase (:func:`brainmri.training.guided_phase`) under each
+``--variant`` of the train parameters (``lesion_guidance``,
 ``guidance_learning_rate``, ``guidance_epochs``, ``guidance_margin``, ``guidance_cells``,
 ``guidance_distillation``, ``seed``; the distillation's teacher is the start model, as in the
 pipeline). After every epoch it records the validation accuracy and Grad-CAM's localisation on
@@ -29,8 +30,8 @@ about 7-10 minutes per variant of 2 epochs for the `cpu` model, scored on 60 les
 (10 on all of them, with two mixes; about 15 with distillation, whose teacher adds a forward
 pass); run one study at a time. The guided
 phase here starts from a fresh shuffle and augmentation stream, where the pipeline's continues
-the fine-tuning's (the same recipe, another draw), and runs without the pipeline's learning-rate
-reduction and early stopping (with the `cpu` profile's patience of 2 and 4 they cannot act
+the fine-tuning's (the same recipe, another draw), and runs with this tool's scoring instead of
+the pipeline's callbacks: no learning-rate reduction or early stopping (with the `cpu` profile's patience of 2 and 4 they cannot act
 within two epochs; longer variants differ there).
 """
 
@@ -39,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -47,14 +47,12 @@ import keras
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tools"))
-from cam_layer_study import run_parser, score_layers  # noqa: E402
+from brainmri import config, explain, inputs, runs, sources, training
+from brainmri import model as mdl
+from brainmri.config import TUMOUR_CLASSES
+from brainmri.explain.layers import study_parser
 
-from brainmri import config, explain, guidance, inputs, predict, sources, training  # noqa: E402
-from brainmri import model as mdl  # noqa: E402
-from brainmri.config import TUMOUR_CLASSES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # what a variant may change: the guided phase's own parameters (the model it starts from is the
 # run's, so model and fine-tuning parameters have no say here)
@@ -178,7 +176,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Load a run, fine-tune its model under each variant, print JSON lines and a table."""
-    parser = run_parser(__doc__.splitlines()[0])
+    parser = study_parser(__doc__.splitlines()[0], root=ROOT)
     parser.add_argument(
         "--variant",
         type=parse_variant,
@@ -199,9 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(not 0 < mix < 1 for mix in args.mix or ()):
         parser.error(f"--mix {args.mix}: each fraction must lie strictly between 0 and 1")
-    paths = config.paths(args.profile, args.root)
-    if not paths.model.is_file():
-        parser.error(f"{paths.model}: no trained model; run make all PROFILE={args.profile} first")
     try:
         params = [config.load_profile(args.profile, args.root, v) for v in args.variant]
     except config.ParamError as exc:
@@ -209,36 +204,33 @@ def main(argv: list[str] | None = None) -> int:
     for variant, p in zip(args.variant, params, strict=True):
         if p["train"]["lesion_guidance"] <= 0 or p["train"]["guidance_epochs"] <= 0:
             parser.error(f"--variant {variant}: lesion_guidance and guidance_epochs must be > 0")
-    record, manifest = sources.load_run_data(paths)
+    try:
+        run = runs.open_run(args.profile, root=args.root)  # records, model, crop as trained
+    except FileNotFoundError as exc:
+        parser.error(f"{exc} (make all PROFILE={args.profile})")
+    paths, record, data_root, crop = run.paths, run.record, run.data_root, run.crop
     if args.mask_dir:
         record = {**record, "mask_root": str(sources.resolve_mask_root(args.mask_dir, Path.cwd()))}
-    data_root = Path(record["root"])
-    train_rows, train_files, train_labels = sources.subset_files(manifest, data_root, "train")
-    val_rows, val_files, val_labels = sources.subset_files(manifest, data_root, "val")
+    train_rows, val_rows = run.rows("train"), run.rows("val")
+    train_files, train_labels = run.files(train_rows), train_rows["label_index"].tolist()
+    val_files, val_labels = run.files(val_rows), val_rows["label_index"].tolist()
     guide_masks = sources.mask_files(train_rows, data_root, record.get("mask_root"))
     if not any(guide_masks):
         parser.error("no training image has a tumour mask: pass --mask-dir")
 
-    start_model = mdl.load_model(paths.model)
-    size = start_model.input_shape[1]
-    crop = predict.run_info(paths.model, paths.run_dir).crop_to_brain  # as the run trained
+    start_model, size = run.model, run.image_size
     layer = explain.find_target_layer(start_model)
-    scored, masks = sources.images_with_masks(
-        val_rows,
-        data_root,
-        size,
-        mask_root=record.get("mask_root"),
-        per_class=args.per_class,
-        crop=crop,
+    scored, masks = run.lesions(
+        val_rows, per_class=args.per_class, mask_root=record.get("mask_root")
     )
     if scored.empty:
         parser.error("no validation image has a tumour mask: pass --mask-dir")
-    images = inputs.load_batch([data_root / p for p in scored["path"]], size, crop=crop)
+    images = run.images(scored)
     labels = scored["label"].tolist()
     tolerance = params[0]["gradcam"]["pointing_tolerance"] * size
 
     def report(model: keras.Model) -> dict:
-        (result,) = score_layers(model, images, masks, labels, [layer], tolerance=tolerance)
+        (result,) = explain.score_layers(model, images, masks, labels, [layer], tolerance=tolerance)
         return {c: result[c] for c in TUMOUR_CLASSES} | {"meets_goals": result["meets_goals"]}
 
     def emit(row: dict) -> None:
@@ -258,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
     start |= report(start_model)
     emit(start)
     start_weights = start_model.get_weights()
-    distils = any(p["train"]["guidance_distillation"] > 0 for p in params)
-    teacher = guidance.frozen_teacher(start_model) if distils else None
     del start_model
     rows, best = [start], []
     for variant, p in zip(args.variant, params, strict=True):
@@ -267,9 +257,6 @@ def main(argv: list[str] | None = None) -> int:
         training.seed_everything(cfg["seed"], cfg["deterministic"])
         model = mdl.load_model(paths.model)
         mdl.set_trainable(model, cfg["trainable"], cfg["finetune_top_n"])
-        training.compile_model(
-            model, cfg["guidance_learning_rate"], cfg["label_smoothing"], cfg["jit_compile"]
-        )
         train_ds = inputs.make_dataset(
             train_files,
             train_labels,
@@ -283,21 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         val_ds = inputs.make_dataset(val_files, val_labels, size, cfg["batch_size"], crop=crop)
         scorer = _Score(report, variant)
-        training.run_epochs(
-            model,
-            train_ds,
-            val_ds,
-            initial_epoch=0,
-            epochs=cfg["guidance_epochs"],
-            callbacks=[scorer],
-            label_smoothing=cfg["label_smoothing"],
-            jit_compile=bool(model.jit_compile),
-            lesion_guidance=cfg["lesion_guidance"],
-            guidance_margin=training.guidance_margin_pixels(cfg),
-            guidance_cells=cfg["guidance_cells"],
-            teacher=teacher,
-            distillation=cfg["guidance_distillation"],
-        )
+        # the pipeline's guided phase; the distillation's teacher is the start model, as there
+        training.guided_phase(model, train_ds, val_ds, cfg, callbacks=[scorer])
         for row in scorer.records:
             emit(row)
         rows += scorer.records

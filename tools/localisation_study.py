@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainmri import config, explain, inputs, phantom, sources, training
+from brainmri import model as mdl
+from brainmri.config import TUMOUR_CLASSES
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-from brainmri import config, explain, inputs, phantom, sources, training  # noqa: E402
-from brainmri import model as mdl  # noqa: E402
-from brainmri.config import TUMOUR_CLASSES  # noqa: E402
 
 
 def _override(text: str) -> tuple[str, object]:

@@ -17,7 +17,7 @@ the cells' own and in between are blends of them, so the map's maximum, which th
 scores, sits on a cell centre. Under ``"area"`` a cell whose corner touches the lesion earns part
 of the credit, and energy moved into it leaves the maximum on a cell centre off the lesion; under
 ``"centre"`` only cells whose centre is on the (margin-grown) lesion count. (On the real data the
-two rules localised alike: README, "The guided phase on the cropped model".)
+two rules localised alike: docs/studies/README.md, measured on the leaky validation split.)
 
 Holding the channel weights ``alpha`` constant within a step (no second-order gradient) keeps the
 step at the cost of one extra pass through the small head: the gradient moves the feature map,
@@ -35,7 +35,7 @@ import keras
 import tensorflow as tf
 
 from brainmri import config
-from brainmri.explain._plumbing import _layer_output, find_target_layer
+from brainmri.explain import find_target_layer, layer_output
 from brainmri.model import head_layer_names, logits_model
 
 __all__ = ["distillation", "frozen_teacher", "outside_share", "split_at_feature_map"]
@@ -55,7 +55,7 @@ def split_at_feature_map(model: keras.Model) -> tuple[keras.Model, keras.Model]:
         ``head(features(x))`` computes exactly ``model(x)``.
     """
     layer = find_target_layer(model)
-    fmap = _layer_output(model, layer)
+    fmap = layer_output(model, layer)
     features = keras.Model(model.inputs[0], fmap, name=f"{model.name}_features")
     x = head_in = keras.Input(tuple(fmap.shape[1:]), name="feature_map")
     logits = None

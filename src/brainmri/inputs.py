@@ -83,7 +83,7 @@ def warp_affine(images: np.ndarray, matrices: np.ndarray, *, fill_mode: str = "n
     The same mapping as ``keras.ops.image.affine_transform(images, matrices, "bilinear",
     fill_mode)`` (within 0.01 of a grey level; a test checks both against the reference's
     ``apply_affine_transform``), done by ``cv2.warpAffine``: about 5x faster on two cores, which
-    makes the resampling no longer the input pipeline's bottleneck (README, "Speed against the
+    makes the resampling no longer the input pipeline's bottleneck (docs/benchmarks.md, "Speed against the
     reference pipeline"). OpenCV releases the GIL, so tf.data's parallel calls overlap.
 
     Args:
@@ -122,7 +122,7 @@ class RandomAffine:
     flip for each image, composes them into one matrix and interpolates once. Keras' preprocessing
     layers (RandomRotation, RandomTranslation, RandomShear, RandomZoom) would resample the image
     four times, blurring it four times and costing four times the work; this composes the same
-    transforms and resamples once, with :func:`warp_affine` (README, "Speed against the
+    transforms and resamples once, with :func:`warp_affine` (docs/benchmarks.md, "Speed against the
     reference pipeline").
 
     Draws are stateless, from ``(seed, a per-batch number)``: a run is reproducible from its seed,

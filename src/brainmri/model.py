@@ -227,6 +227,20 @@ def head_layer_names(model: keras.Model) -> list[str]:
 _BLOCK = re.compile(r"^(block_?\d+[a-z]?|conv\d+_block\d+|conv\d+|expanded_conv(_\d+)?|top)")
 
 
+def block_name(layer_name: str) -> str:
+    """The backbone block a layer belongs to, from its name (``block6a_expand_conv`` ->
+    ``block6a``, ``conv5_block3_out`` -> ``conv5_block3``); the name itself when it is in none.
+
+    Args:
+        layer_name: a layer's name.
+
+    Returns:
+        The block's name prefix.
+    """
+    match = _BLOCK.match(layer_name)
+    return match.group(1) if match else layer_name
+
+
 def backbone_blocks(model: keras.Model) -> list[list[keras.layers.Layer]]:
     """Group backbone layers into blocks by their name prefix (block6a_*, conv5_block3_*, ...)."""
     head = set(head_layer_names(model))

@@ -256,7 +256,7 @@ def fit_image(rgb: np.ndarray, size: int, *, crop: bool = False) -> np.ndarray:
     """Decoded uint8 RGB pixels as a model input: optionally cut to the head, then resized.
 
     The one place both the data set's images (:func:`load_image`) and new scans
-    (``predict.read_scan``, DICOM included) become size x size.
+    (``data.scans.read_scan``, DICOM included) become size x size.
 
     Args:
         rgb: (H, W, 3) uint8 pixels.

@@ -10,6 +10,8 @@ Submodules:
 - `sanity`: the model-parameter randomisation check (Adebayo et al. 2018).
 - `erasure`: does the model use the lesion? Its answer with the lesion, or an equal area of
   brain elsewhere, inpainted away; and with the brain alone, or everything but the brain.
+- `layers`: which feature map to explain: candidate layers, their localisation per tumour class
+  and issue 18's localisation goals.
 - `report`: localisation tables against tumour masks and their JSON summary.
 - `_plumbing`: target-layer discovery, the cached cam model and its compiled steps, input checks
   and map normalisation.
@@ -20,12 +22,26 @@ a linear `Dense(K, name=config.LOGITS_LAYER)` and a softmax output. Every map re
 float32 (N, H, W) in [0, 1] at the input resolution; masks are boolean (H, W).
 """
 
-from brainmri.explain._plumbing import CamOptions, cam_model, find_target_layer
+from brainmri.explain._plumbing import (
+    CamFunctions,
+    CamOptions,
+    cam_functions,
+    cam_model,
+    find_target_layer,
+    layer_output,
+)
 from brainmri.explain.erasure import (
     context_test,
     erasure_test,
     summarise_context,
     summarise_erasure,
+)
+from brainmri.explain.layers import (
+    MIN_ENERGY_RATIO,
+    MIN_POINTING,
+    candidate_layers,
+    meets_goals,
+    score_layers,
 )
 from brainmri.explain.methods import (
     METHODS,
@@ -52,6 +68,7 @@ from brainmri.explain.report import (
     BASELINES,
     METRICS,
     localisation_report,
+    paired_pointing,
     summarise_localisation,
 )
 from brainmri.explain.sanity import (
@@ -67,12 +84,18 @@ __all__ = [
     "BASELINES",
     "METHODS",
     "METRICS",
+    "MIN_ENERGY_RATIO",
+    "MIN_POINTING",
     "REAL_METHODS",
     "CamOptions",
     "VizGradCAM",
     "VizResult",
     "cam_gallery",
+    "candidate_layers",
+    "CamFunctions",
+    "cam_functions",
     "cam_model",
+    "layer_output",
     "centre_prior",
     "context_test",
     "deletion_insertion",
@@ -87,6 +110,8 @@ __all__ = [
     "gradcam_plus_plus_weights",
     "gradcam_weights",
     "localisation_report",
+    "meets_goals",
+    "paired_pointing",
     "otsu_iou",
     "overlay",
     "pointing_game",
@@ -99,6 +124,7 @@ __all__ = [
     "randomize_weights",
     "rank_correlation",
     "scorecam",
+    "score_layers",
     "summarise_context",
     "summarise_erasure",
     "summarise_localisation",

@@ -40,7 +40,7 @@ class CamOptions(TypedDict, total=False):
     """Images per forward (and backward) pass."""
 
 
-class _CamFns(NamedTuple):
+class CamFunctions(NamedTuple):
     """A cam model and the compiled functions that run it (cached per model and layer)."""
 
     model: keras.Model
@@ -52,12 +52,12 @@ class _CamBatch(NamedTuple):
     """The checked inputs of a method that reads the model."""
 
     x: np.ndarray  # float32 (N, H, W, C)
-    fns: _CamFns
+    fns: CamFunctions
     classes: np.ndarray  # int32 (N,), -1 = the model's predicted class
     batch_size: int
 
 
-_CACHE: weakref.WeakKeyDictionary[keras.Model, dict[str | None, _CamFns]] = (
+_CACHE: weakref.WeakKeyDictionary[keras.Model, dict[str | None, CamFunctions]] = (
     weakref.WeakKeyDictionary()
 )
 _LOGITS_CACHE: weakref.WeakKeyDictionary[keras.Model, Callable[[tf.Tensor], tf.Tensor]] = (
@@ -123,7 +123,7 @@ def _single_input(model: keras.Model) -> None:
         raise ValueError(f"model {model.name!r}: expected one image input, found {model.inputs}")
 
 
-def _layer_output(model: keras.Model, name: str) -> Any:
+def layer_output(model: keras.Model, name: str) -> Any:
     """The symbolic output of a top-level layer in this model's graph."""
     layer = model.get_layer(name)
     if isinstance(layer, keras.Model) and len(layer._inbound_nodes) == 1:
@@ -135,10 +135,10 @@ def _layer_output(model: keras.Model, name: str) -> Any:
 
 def cam_model(model: keras.Model, layer_name: str | None = None) -> keras.Model:
     """A model mapping the classifier's input to [feature map of layer_name, logits]."""
-    return _cam_fns(model, layer_name).model
+    return cam_functions(model, layer_name).model
 
 
-def _cam_fns(model: keras.Model, layer_name: str | None) -> _CamFns:
+def cam_functions(model: keras.Model, layer_name: str | None) -> CamFunctions:
     """Build (once per model and layer) the cam model and its compiled gradient/forward steps."""
     per_model = _CACHE.setdefault(model, {})
     if layer_name in per_model:
@@ -156,7 +156,7 @@ def _cam_fns(model: keras.Model, layer_name: str | None) -> _CamFns:
             f"model {model.name!r}: no layer named {config.LOGITS_LAYER!r} (the pre-softmax "
             "Dense layer the explanations read)"
         )
-    feature = _layer_output(model, name)
+    feature = layer_output(model, name)
     if _rank(feature) != 4:
         raise ValueError(
             f"layer_name={name!r}: output shape {getattr(feature, 'shape', None)} is not a 4-D "
@@ -192,7 +192,7 @@ def _cam_fns(model: keras.Model, layer_name: str | None) -> _CamFns:
         fmap, out = cm(x, training=False)
         return tf.cast(fmap, tf.float32), tf.cast(out, tf.float32)
 
-    fns = _CamFns(cm, gradients, forward)
+    fns = CamFunctions(cm, gradients, forward)
     per_model[layer_name] = fns
     per_model[name] = fns
     return fns
@@ -279,7 +279,7 @@ def _cam_batch(
     """Check the images and the `CamOptions` of a method that reads the model (their defaults)."""
     _check_batch_size(batch_size)
     x = _as_batch(images, model)
-    fns = _cam_fns(model, layer_name)
+    fns = cam_functions(model, layer_name)
     k = int(fns.model.outputs[1].shape[-1])
     return _CamBatch(x, fns, _class_array(class_index, len(x), k), batch_size)
 

@@ -3,7 +3,7 @@ model-free baselines for comparison, and their JSON-ready summary per class."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import cv2
@@ -23,7 +23,13 @@ from brainmri.explain.metrics import (
     pointing_game,
 )
 
-__all__ = ["BASELINES", "METRICS", "localisation_report", "summarise_localisation"]
+__all__ = [
+    "BASELINES",
+    "METRICS",
+    "localisation_report",
+    "paired_pointing",
+    "summarise_localisation",
+]
 
 BASELINES: tuple[str, ...] = ("random", "centre")
 """Model-free maps every localisation report includes for comparison."""
@@ -222,4 +228,59 @@ def summarise_localisation(df: pd.DataFrame) -> dict[str, Any]:
         "methods": list(dict.fromkeys(df["method"].astype(str))),
         "classes": classes,
         "overall": block(df),
+    }
+
+
+def paired_pointing(
+    reports: Mapping[str, pd.DataFrame], *, method: str = "gradcam"
+) -> dict[str, Any]:
+    """Tolerant pointing of two models' maps on the same lesions, per class, with McNemar's
+    exact test on the lesions only one of them hits (a guided model against its unguided start).
+
+    Args:
+        reports: two named :func:`localisation_report` tables of the same images, in order
+            (e.g. ``{"unguided": ..., "guided": ...}``).
+        method: the method whose maps are compared.
+
+    Returns:
+        ``{"names", "method", "classes": {class: entry}, "overall": entry}``, each entry
+        ``{"n", "pointing_rate": {name: rate}, "centre_prior": rate, "mcnemar": {...}}``
+        (see ``brainmri.evaluation.mcnemar_test``); the centre prior is the first report's
+        centre baseline on the same lesions, the bar both must clear.
+
+    Raises:
+        ValueError: not two reports, or they do not hold the same images and labels.
+    """
+    from brainmri.evaluation import mcnemar_test  # evaluation does not import explain
+
+    if len(reports) != 2:
+        raise ValueError(f"reports: expected two named tables, got {len(reports)}")
+    (name_a, a), (name_b, b) = reports.items()
+    hits = {}
+    for name, table in ((name_a, a), (name_b, b)):
+        rows = table[table["method"] == method].sort_values("image")
+        if rows.empty:
+            raise ValueError(f"reports[{name!r}]: no rows for method {method!r}")
+        hits[name] = rows
+    if not np.array_equal(hits[name_a][["image", "label"]], hits[name_b][["image", "label"]]):
+        raise ValueError(f"reports {name_a!r} and {name_b!r} do not hold the same images")
+    centre = a[a["method"] == "centre"].sort_values("image")["pointing"].to_numpy(dtype=bool)
+    labels = hits[name_a]["label"].to_numpy()
+
+    def entry(keep: np.ndarray) -> dict[str, Any]:
+        got = {k: v["pointing"].to_numpy(dtype=bool)[keep] for k, v in hits.items()}
+        return {
+            "n": int(keep.sum()),
+            "pointing_rate": {
+                k: _nan_to_none(float(v.mean()) if len(v) else np.nan) for k, v in got.items()
+            },  # fmt: skip
+            "centre_prior": _nan_to_none(float(centre[keep].mean()) if keep.any() else np.nan),
+            "mcnemar": mcnemar_test(got[name_a], got[name_b]),
+        }
+
+    return {
+        "names": [name_a, name_b],
+        "method": method,
+        "classes": {str(c): entry(labels == c) for c in sorted(set(labels))},
+        "overall": entry(np.ones(len(labels), dtype=bool)),
     }

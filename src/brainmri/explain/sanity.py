@@ -293,10 +293,9 @@ def layer_groups(model: keras.Model) -> list[tuple[str, list[str]]]:
 
 
 def _block_name(layer_name: str) -> str:
-    from brainmri.model import _BLOCK
+    from brainmri.model import block_name  # model imports explain: imported on use
 
-    match = _BLOCK.match(layer_name)
-    return match.group(1) if match else layer_name
+    return block_name(layer_name)
 
 
 def rank_correlation(maps_a: ArrayLike, maps_b: ArrayLike) -> np.ndarray:
