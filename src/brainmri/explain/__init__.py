@@ -8,6 +8,8 @@ Submodules:
 - `metrics`: localisation metrics (pointing game, energy, Otsu IoU) and deletion/insertion
   faithfulness.
 - `sanity`: the model-parameter randomisation check (Adebayo et al. 2018).
+- `randomize`: re-initialising a model's learned weights for it, BatchNorm statistics
+  re-estimated on the images.
 - `erasure`: does the model use the lesion? Its answer with the lesion, or an equal area of
   brain elsewhere, inpainted away; and with the brain alone, or everything but the brain.
 - `layers`: which feature map to explain: candidate layers, their localisation per tumour class
@@ -64,6 +66,7 @@ from brainmri.explain.metrics import (
     pointing_game,
 )
 from brainmri.explain.overlays import VizGradCAM, VizResult, cam_gallery, gradcam_overlays, overlay
+from brainmri.explain.randomize import randomize_weights
 from brainmri.explain.report import (
     BASELINES,
     METRICS,
@@ -76,7 +79,6 @@ from brainmri.explain.sanity import (
     layer_groups,
     randomization_check,
     randomization_maps,
-    randomize_weights,
     rank_correlation,
 )
 

@@ -18,12 +18,15 @@ How the check reads here:
   on the image, e.g. dead ReLUs) rather than because the explanation follows the weights.
 - The randomised network's BatchNorm moving statistics are re-estimated on the images checked
   (`reestimate_batchnorm`), so re-initialised layers see normalised inputs instead of dying.
+
+Re-initialising the weights is `brainmri.explain.randomize`'s job; this module makes the maps,
+compares them and gives the verdict.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
-from typing import Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import keras
 import numpy as np
@@ -33,11 +36,16 @@ from scipy import stats
 
 from brainmri.explain._plumbing import _as_batch, _logits_fn, _probabilities
 from brainmri.explain.methods import REAL_METHODS, explain
+from brainmri.explain.randomize import randomize_weights, reestimate_batchnorm
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DEGENERATE_SPREAD",
     "MAX_CORRELATION",
     "MIN_SHARE_CHANGED",
+    "RandomizationOptions",
     "cascading_randomization",
     "layer_groups",
     "logit_spread",
@@ -58,217 +66,6 @@ on the learned weights; a quarter is allowed for images whose maps are near-unif
 DEGENERATE_SPREAD = 0.01
 """The randomised network counts as degenerate when its logit spread is at most this share of the
 trained network's: its output then barely depends on the image, and changed maps show little."""
-
-
-_NOISE_LAYERS = (
-    keras.layers.Dropout,  # SpatialDropout* too
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.GaussianNoise,
-)
-"""Layers that add noise in training mode; silenced while BatchNorm statistics are re-estimated."""
-
-
-def _initializer_of(layer: keras.layers.Layer, var: Any) -> keras.initializers.Initializer | None:
-    """The initialiser a layer created a weight with (kernel -> kernel_initializer, ...), if any."""
-    name = var.name
-    # Keras names most initialisers after their weight; DepthwiseConv2D's "kernel" is the exception.
-    attrs = [f"{name}_initializer", f"{name.removesuffix('_kernel')}_initializer"]
-    if name == "kernel":
-        attrs.append("depthwise_initializer")
-    for attr in attrs:
-        init = getattr(layer, attr, None)
-        if isinstance(init, keras.initializers.Initializer):
-            return init
-    return None
-
-
-def randomize_weights(
-    model: keras.Model,
-    seed: int,
-    *,
-    layers: Collection[str] | None = None,
-    images: ArrayLike | None = None,
-    batch_size: int = 32,
-) -> keras.Model:
-    """A clone re-initialised, seeded, with each layer's own initialisers (Adebayo et al. 2018).
-
-    Everything learned is reset: weights, and BatchNorm moving statistics, which were learned
-    from data under the trained weights. Constants without an initialiser (the input
-    normalisation of EfficientNet) are kept. Re-drawing weights around the trained weights' mean
-    and keeping the moving statistics instead left a deep ReLU network without normalisation
-    dead (all-zero feature maps), which made the check vacuous. Fresh moving statistics (mean 0,
-    variance 1) do not fit the activations of random weights either, so when ``images`` are
-    given, the re-initialised BatchNorm layers' statistics are re-estimated on them
-    (`reestimate_batchnorm`).
-
-    Args:
-        model: the trained model (left unchanged).
-        seed: the seed of the new weights.
-        layers: names of the top-level layers to re-initialise; None re-initialises all.
-        images: a float batch (N, H, W, 3) of 0..255 pixels to re-estimate the re-initialised
-            BatchNorm statistics on; None keeps the fresh statistics (mean 0, variance 1).
-        batch_size: images per forward pass of the re-estimation.
-
-    Returns:
-        The clone.
-    """
-    clone = keras.models.clone_model(model)
-    for source, target in zip(model.weights, clone.weights, strict=True):
-        target.assign(source.value)
-    redrawn = _reinitialise(clone, seed, layers)
-    if images is not None:
-        reestimate_batchnorm(
-            clone, images, layers=[la.name for la in redrawn], batch_size=batch_size
-        )
-    return clone
-
-
-def _leaf_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
-    """Every layer of the model that has no sublayers, nested models opened."""
-    stack = list(reversed(model.layers))
-    while stack:
-        layer = stack.pop()
-        sublayers = getattr(layer, "layers", [])
-        if sublayers:
-            stack.extend(reversed(sublayers))
-        else:
-            yield layer
-
-
-def _reinitialise(
-    model: keras.Model, seed: int, layers: Collection[str] | None
-) -> list[keras.layers.Layer]:
-    """Re-draw the weights of the named top-level layers (all when None) in place.
-
-    Returns:
-        The (leaf) layers whose weights were re-drawn.
-    """
-    rng = np.random.default_rng(seed)
-    redrawn = []
-    # A frozen backbone's weights are learned weights too. Setting `model.trainable` does not
-    # reach layers frozen one by one, so every (nested) layer is unfrozen explicitly.
-    stack = [la for la in model.layers if layers is None or la.name in layers]
-    while stack:
-        layer = stack.pop()
-        layer.trainable = True
-        sublayers = getattr(layer, "layers", [])
-        stack.extend(sublayers)
-        if sublayers:
-            continue  # a nested model: its layers are visited themselves
-        if layer.weights:
-            redrawn.append(layer)
-        for var in layer.weights:
-            init = _initializer_of(layer, var)
-            if init is None:
-                if var.trainable:
-                    raise ValueError(
-                        f"randomize_weights: layer {layer.name!r} has no initialiser for its "
-                        f"weight {var.name!r}; cannot re-initialise it"
-                    )
-                continue  # a constant, e.g. an input normalisation's mean and variance
-            init_config = init.get_config()
-            if "seed" in init_config:
-                init_config["seed"] = int(rng.integers(2**31 - 1))
-            var.assign(init.__class__.from_config(init_config)(var.shape, dtype=var.dtype))
-    return redrawn
-
-
-def reestimate_batchnorm(
-    model: keras.Model,
-    images: ArrayLike,
-    *,
-    layers: Collection[str] | None = None,
-    batch_size: int = 32,
-) -> list[str]:
-    """Set BatchNorm moving statistics to those of the images under the model's current weights.
-
-    After re-initialisation a BatchNorm layer's moving mean and variance (0 and 1) describe no
-    real activations: with random weights upstream, its inputs can sit far from them, and the
-    ReLUs after it then output all zeros (or explode), so the randomised network is degenerate
-    and its maps are flat for a reason that has nothing to do with the explanation. Adebayo et
-    al. (2018) randomise weights and read the maps of the result; re-estimating the statistics
-    on the data (as PreciseBN and AdaBN do: Wu & Johnson 2021, "Rethinking 'Batch' in
-    BatchNorm"; Li et al. 2016, "Revisiting Batch Normalization For Practical Domain
-    Adaptation") keeps the randomised network a working network with random weights.
-
-    One forward pass in training mode per chunk of ``batch_size`` images, with momentum 0 so each
-    chosen layer's moving statistics become the chunk's moments; the chunks' moments are pooled
-    into the mean and (population) variance over all images. Upstream layers normalise each
-    chunk with its own moments during the pass, so deeper layers' pooled statistics are exact
-    when all images fit in one chunk and close otherwise. BatchNorm layers not chosen run in
-    inference mode and keep their statistics; dropout and Gaussian noise are switched off during
-    the pass.
-
-    Args:
-        model: the model, changed in place.
-        images: a float batch (N, H, W, 3) of 0..255 pixels.
-        layers: names of the (leaf) layers whose statistics to re-estimate, BatchNorm ones among
-            them used and the rest ignored; None re-estimates every BatchNorm layer.
-        batch_size: images per forward pass.
-
-    Returns:
-        The names of the BatchNorm layers re-estimated.
-
-    Raises:
-        ValueError: the model holds random augmentation layers, which would change the images
-            in training mode.
-    """
-    leaves = list(_leaf_layers(model))
-    norms = [la for la in leaves if isinstance(la, keras.layers.BatchNormalization)]
-    chosen = None if layers is None else set(layers)
-    targets = [la for la in norms if chosen is None or la.name in chosen]
-    if not targets:
-        return []
-    augmenting = [la.name for la in leaves if type(la).__name__.startswith("Random")]
-    if augmenting:
-        raise ValueError(
-            f"reestimate_batchnorm: model {model.name!r} holds random augmentation layers "
-            f"{augmenting}, which would alter the images in training mode"
-        )
-    x = _as_batch(images, model)
-    noisy = [
-        (la, "stddev" if isinstance(la, keras.layers.GaussianNoise) else "rate")
-        for la in leaves
-        if isinstance(la, _NOISE_LAYERS)
-    ]
-    saved = {
-        "trainable": [(la, la.trainable) for la in norms],
-        "momentum": [(la, la.momentum) for la in targets],
-        "noise": [(la, attr, getattr(la, attr)) for la, attr in noisy],
-    }
-    first = {id(la): 0.0 for la in targets}
-    second = {id(la): 0.0 for la in targets}
-    try:
-        # Keras runs a BatchNorm layer in training mode only when it is trainable: the other
-        # BatchNorm layers (trained ones kept in a cascade step) are frozen for the pass.
-        for la in norms:
-            la.trainable = False
-        for la in targets:
-            la.trainable, la.momentum = True, 0.0
-        for la, attr in noisy:
-            setattr(la, attr, 0.0)
-        for start in range(0, len(x), batch_size):
-            chunk = x[start : start + batch_size]
-            model(chunk, training=True)
-            for la in targets:
-                mean = np.asarray(la.moving_mean.numpy(), np.float64)
-                var = np.asarray(la.moving_variance.numpy(), np.float64)
-                first[id(la)] = first[id(la)] + len(chunk) * mean
-                second[id(la)] = second[id(la)] + len(chunk) * (var + mean**2)
-    finally:
-        for la, trainable in saved["trainable"]:
-            la.trainable = trainable
-        for la, momentum in saved["momentum"]:
-            la.momentum = momentum
-        for la, attr, value in saved["noise"]:
-            setattr(la, attr, value)
-    for la in targets:
-        mean = first[id(la)] / len(x)
-        var = np.maximum(second[id(la)] / len(x) - mean**2, 0.0)  # pooled: E[x^2] - E[x]^2
-        la.moving_mean.assign(mean.astype(la.moving_mean.dtype))
-        la.moving_variance.assign(var.astype(la.moving_variance.dtype))
-    return [la.name for la in targets]
 
 
 def layer_groups(model: keras.Model) -> list[tuple[str, list[str]]]:
@@ -357,26 +154,62 @@ def _logits(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
     )
 
 
+class RandomizationOptions(TypedDict, total=False):
+    """Keyword options of `randomization_maps` and `cascading_randomization`.
+
+    Defaults: method "gradcam", layer_name None, batch_size 32, reestimate_bn True.
+    """
+
+    method: str
+    """One of `REAL_METHODS` (a baseline ignores the model, so it cannot be checked)."""
+    layer_name: str | None
+    """The 4-D feature-map layer explained; None finds it (`find_target_layer`)."""
+    batch_size: int
+    """Images per forward (and backward) pass."""
+    reestimate_bn: bool
+    """Re-estimate the re-initialised BatchNorm statistics on the images
+    (`reestimate_batchnorm`); False keeps the fresh ones (mean 0, variance 1)."""
+
+
+class _Trained(NamedTuple):
+    """The checked inputs of a randomisation test, and how its maps are made."""
+
+    x: np.ndarray  # float32 (N, H, W, 3)
+    method: str
+    cam: dict[str, Any]  # explain()'s options: the trained prediction, layer_name, batch_size
+    batch_size: int
+    reestimate_bn: bool
+
+    def maps(self, model: keras.Model) -> np.ndarray:
+        """The maps of a model (trained or randomised) for the trained prediction."""
+        return explain(self.method, model, self.x, **self.cam)
+
+    def randomised(self, model: keras.Model, seed: int, **kwargs: Any) -> keras.Model:
+        """`randomize_weights` of the model, re-estimated on the images if so chosen."""
+        images = self.x if self.reestimate_bn else None
+        return randomize_weights(model, seed, images=images, batch_size=self.batch_size, **kwargs)
+
+
 def _trained_prediction(
-    model: keras.Model, images: ArrayLike, method: str, layer_name: str | None, batch_size: int
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The batch, and the explain() options that make every map explain the trained prediction."""
-    if method not in REAL_METHODS:
-        raise ValueError(f"method={method!r}: expected one of {list(REAL_METHODS)}")
-    x = _as_batch(images, model)
-    predicted = _probabilities(model, x, batch_size).argmax(axis=1)
-    return x, {"class_index": predicted, "layer_name": layer_name, "batch_size": batch_size}
-
-
-def randomization_maps(
     model: keras.Model,
     images: ArrayLike,
-    seed: int,
-    *,
     method: str = "gradcam",
     layer_name: str | None = None,
     batch_size: int = 32,
     reestimate_bn: bool = True,
+) -> _Trained:
+    """Check the images and the `RandomizationOptions` (their defaults); the explain() options
+    make every map explain the class the trained model predicts."""
+    if method not in REAL_METHODS:
+        raise ValueError(f"method={method!r}: expected one of {list(REAL_METHODS)}")
+    x = _as_batch(images, model)
+    predicted = _probabilities(model, x, batch_size).argmax(axis=1)
+    cam = {"class_index": predicted, "layer_name": layer_name, "batch_size": batch_size}
+    return _Trained(x, method, cam, batch_size, reestimate_bn)
+
+
+def randomization_maps(
+    model: keras.Model, images: ArrayLike, seed: int, **options: Unpack[RandomizationOptions]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maps of the trained model and of its re-initialised clone, both for the trained prediction.
 
@@ -384,21 +217,15 @@ def randomization_maps(
         model: a trained classifier following the model contract (see `brainmri.explain`).
         images: a float batch (N, H, W, 3) of 0..255 pixels.
         seed: the seed of the re-initialisation (`randomize_weights`).
-        method: one of `REAL_METHODS` (a baseline ignores the model, so it cannot be checked).
-        layer_name: the 4-D feature-map layer explained; None finds it (`find_target_layer`).
-        batch_size: images per forward (and backward) pass.
-        reestimate_bn: re-estimate the clone's BatchNorm statistics on the images
-            (`reestimate_batchnorm`); False keeps the fresh ones (mean 0, variance 1).
+        **options: `RandomizationOptions`: method, layer_name, batch_size, reestimate_bn.
 
     Returns:
         (trained maps, randomised maps), each float32 (N, H, W) in [0, 1]; both explain the
         class the trained model predicts.
     """
-    x, kw = _trained_prediction(model, images, method, layer_name, batch_size)
-    clone = randomize_weights(
-        model, seed, images=x if reestimate_bn else None, batch_size=batch_size
-    )
-    return explain(method, model, x, **kw), explain(method, clone, x, **kw)
+    t = _trained_prediction(model, images, **options)
+    clone = t.randomised(model, seed)
+    return t.maps(model), t.maps(clone)
 
 
 def randomization_check(
@@ -468,12 +295,9 @@ def cascading_randomization(
     images: ArrayLike,
     seed: int,
     *,
-    method: str = "gradcam",
-    layer_name: str | None = None,
-    batch_size: int = 32,
     max_correlation: float = MAX_CORRELATION,
     min_share_changed: float = MIN_SHARE_CHANGED,
-    reestimate_bn: bool = True,
+    **options: Unpack[RandomizationOptions],
 ) -> dict[str, Any]:
     """Adebayo et al. (2018)'s model-parameter randomisation tests, cascading and independent.
 
@@ -489,12 +313,10 @@ def cascading_randomization(
         model: a trained classifier following the model contract (see `brainmri.explain`).
         images: a float batch (N, H, W, 3) of 0..255 pixels.
         seed: the seed of the re-initialisations.
-        method: one of `REAL_METHODS`.
-        layer_name: the 4-D feature-map layer explained; None finds it.
-        batch_size: images per forward (and backward) pass.
         max_correlation: the similarity below which a map counts as changed.
         min_share_changed: the share of changed maps the verdict needs.
-        reestimate_bn: re-estimate re-initialised BatchNorm statistics on the images.
+        **options: `RandomizationOptions`: method, layer_name, batch_size, reestimate_bn
+            (re-estimate re-initialised BatchNorm statistics on the images).
 
     Returns:
         The verdict of the fully randomised model (`randomization_check`'s keys, with the logit
@@ -503,18 +325,13 @@ def cascading_randomization(
         "cascading_flat" / "independent_flat" (how many maps were flat on either side) and
         "cascading_changed" / "independent_changed" (the share of maps that changed).
     """
-    x, kw = _trained_prediction(model, images, method, layer_name, batch_size)
-    trained = explain(method, model, x, **kw)
+    t = _trained_prediction(model, images, **options)
+    trained = t.maps(model)
     trained_flat = _flat(trained)
     work = keras.models.clone_model(model)  # one clone, reset to the trained weights per map
 
     def randomise(layers: Collection[str]) -> np.ndarray:
-        for source, target in zip(model.weights, work.weights, strict=True):
-            target.assign(source.value)
-        redrawn = _reinitialise(work, seed, layers)
-        if reestimate_bn:
-            reestimate_batchnorm(work, x, layers=[la.name for la in redrawn], batch_size=batch_size)
-        return explain(method, work, x, **kw)
+        return t.maps(t.randomised(model, seed, layers=layers, into=work))
 
     def summary(maps: np.ndarray) -> tuple[float, int, float]:
         rho = rank_correlation(trained, maps)
@@ -522,11 +339,11 @@ def cascading_randomization(
         return float(rho.mean()), flat, float((rho < max_correlation).mean())
 
     steps, randomised, cumulative = [], trained, []
-    randomised_logits = _logits(model, x, batch_size)
+    randomised_logits = _logits(model, t.x, t.batch_size)
     for name, names in layer_groups(model):
         cumulative += names
         randomised = randomise(set(cumulative))
-        randomised_logits = _logits(work, x, batch_size)  # the last step's: all weights random
+        randomised_logits = _logits(work, t.x, t.batch_size)  # the last step's: all weights random
         casc, casc_flat, casc_changed = summary(randomised)
         indep, indep_flat, indep_changed = summary(randomise(set(names)))
         steps.append(
@@ -545,7 +362,7 @@ def cascading_randomization(
         randomised,
         max_correlation=max_correlation,
         min_share_changed=min_share_changed,
-        trained_logits=_logits(model, x, batch_size),
+        trained_logits=_logits(model, t.x, t.batch_size),
         randomised_logits=randomised_logits,
     )
-    return {**verdict, "method": method, "batchnorm_reestimated": reestimate_bn, "steps": steps}
+    return {**verdict, "method": t.method, "batchnorm_reestimated": t.reestimate_bn, "steps": steps}

@@ -221,40 +221,46 @@ def _per_class(classes: Mapping[str, Any], columns: Mapping[str, str]) -> pd.Dat
     return pd.DataFrame(rows).round(3) if rows else None
 
 
+_GRADCAM_COLUMNS: dict[str, dict[str, str]] = {
+    "erasure": {
+        "drop, lesion erased": "drop_lesion",
+        "drop, control erased": "drop_control",
+        "lesion minus control": "lesion_minus_control",
+        "95% low": "lesion_minus_control_low",
+        "95% high": "lesion_minus_control_high",
+        "prediction changed, lesion": "changed_lesion",
+        "prediction changed, control": "changed_control",
+        "lesion costs more": "lesion_costs_more",
+        "mean pixel change, lesion": "pixel_change_lesion",
+        "mean pixel change, control": "pixel_change_control",
+        "no matched control": "no_control",
+    },
+    "context": {
+        "as given": "accuracy_original",
+        "brain only": "accuracy_brain_only",
+        "outside the brain only (chance 0.25)": "accuracy_outside_only",
+    },
+}
+"""The columns (after "class" and "images") of the per-class tables of metrics.json's gradcam
+sections, as {column: key}."""
+
+
+def _gradcam_per_class(metrics: Mapping[str, Any], section: str) -> pd.DataFrame | None:
+    """The per-class table of a gradcam section: class, images, then its `_GRADCAM_COLUMNS`."""
+    columns = {"images": "n", **_GRADCAM_COLUMNS[section]}
+    return _per_class(dig(metrics, "gradcam", section) or {}, columns)
+
+
 def erasure_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     """The lesion-erasure test per class: the fall of the true class's probability when the
     lesion, or a control region that changes the image as much, is inpainted away; the paired
     difference with its 95% bootstrap interval, and each erasure's mean pixel change."""
-    return _per_class(
-        dig(metrics, "gradcam", "erasure") or {},
-        {
-            "images": "n",
-            "drop, lesion erased": "drop_lesion",
-            "drop, control erased": "drop_control",
-            "lesion minus control": "lesion_minus_control",
-            "95% low": "lesion_minus_control_low",
-            "95% high": "lesion_minus_control_high",
-            "prediction changed, lesion": "changed_lesion",
-            "prediction changed, control": "changed_control",
-            "lesion costs more": "lesion_costs_more",
-            "mean pixel change, lesion": "pixel_change_lesion",
-            "mean pixel change, control": "pixel_change_control",
-            "no matched control": "no_control",
-        },
-    )
+    return _gradcam_per_class(metrics, "erasure")
 
 
 def context_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     """Validation accuracy per class on the image, the brain alone and everything but the brain."""
-    return _per_class(
-        dig(metrics, "gradcam", "context") or {},
-        {
-            "images": "n",
-            "as given": "accuracy_original",
-            "brain only": "accuracy_brain_only",
-            "outside the brain only (chance 0.25)": "accuracy_outside_only",
-        },
-    )
+    return _gradcam_per_class(metrics, "context")
 
 
 USES_LESION = 0.05

@@ -1,4 +1,4 @@
-"""Synthetic axial brain-MRI "phantoms" with known tumour masks: the offline data set.
+"""Drawing one synthetic axial brain-MRI slice of a class, with its tumour mask.
 
 Every slice is drawn in two stages from one random generator. First everything that does not
 depend on the class (head shape and pose, skull, parenchyma texture, ventricles, intensity
@@ -14,26 +14,15 @@ class-specific lesions (phantoms such as BrainWeb are fixed 3D volumes, not gene
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from brainmri.config import CLASS_NAMES, SPLITS, TUMOUR_CLASSES
-from brainmri.data.images import crop_like_image
+from brainmri.config import CLASS_NAMES, TUMOUR_CLASSES
 
-GENERATOR = "brainmri.phantom"
 FORMAT_VERSION = 2
 """Bump when the rendering changes, so existing phantom folders are regenerated."""
-MANIFEST_NAME = "phantom.json"
-MASKS_DIR = "masks"
-JPEG_QUALITY = 95
 MIN_SIZE = 32
 
 _GLIOMA, _MENINGIOMA, _PITUITARY = TUMOUR_CLASSES
@@ -310,202 +299,3 @@ def render_slice(label: str, rng: np.random.Generator, size: int) -> tuple[np.nd
     lesion = _LESIONS.get(label)
     mask = lesion(head, rng) if lesion else np.zeros((size, size), bool)
     return _finish(head), mask
-
-
-# --- the data set on disk ---------------------------------------------------------------------
-
-
-def _image_seed(seed: int, split: str, label: str, index: int) -> np.random.Generator:
-    """Return the generator of one image, independent of how many other images there are."""
-    key = [seed, SPLITS.index(split), CLASS_NAMES.index(label), index]
-    return np.random.default_rng(np.random.SeedSequence(key))
-
-
-def _file_stem(label: str, index: int) -> str:
-    """Return the file stem of a phantom image."""
-    return f"phantom_{label}_{index:05d}"
-
-
-def _layout(root: Path, counts: dict[str, int]) -> Iterator[tuple[str, str, int, Path, Path]]:
-    """Yield (split, class, index, image path, mask path) of every file of the data set."""
-    for split in SPLITS:
-        for label in CLASS_NAMES:
-            for index in range(counts[split]):
-                stem = _file_stem(label, index)
-                image = root / split / label / f"{stem}.jpg"
-                yield split, label, index, image, root / MASKS_DIR / split / label / f"{stem}.png"
-
-
-def _read_manifest(out_dir: Path) -> dict | None:
-    """Return the phantom manifest of a folder, or None when it holds none of ours."""
-    path = out_dir / MANIFEST_NAME
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("generator") == GENERATOR else None
-
-
-def _write_image(path: Path, image: np.ndarray, params: list[int]) -> None:
-    """Write an image with OpenCV, raising when it fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image, params):
-        raise OSError(f"{path}: OpenCV could not write the image")
-
-
-def _write_dataset(root: Path, counts: dict[str, int], size: int, seed: int) -> None:
-    """Render and write every image and mask of the data set under root."""
-    for split, label, index, image_path, mask_file in _layout(root, counts):
-        image, mask = render_slice(label, _image_seed(seed, split, label, index), size)
-        _write_image(image_path, image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        _write_image(mask_file, mask.astype(np.uint8) * 255, [])
-
-
-def _check_count(name: str, value: object, low: int) -> int:
-    """Return value as int, or raise naming the argument and the allowed range."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(
-            f"generate_phantom_dataset: {name} must be an integer >= {low}, got {value!r}"
-        )
-    return int(value)
-
-
-def generate_phantom_dataset(
-    out_dir: Path, train_per_class: int, test_per_class: int, size: int, seed: int
-) -> Path:
-    """Write (or reuse) a seeded phantom data set in the Kaggle layout with lesion masks.
-
-    Images go to ``<out_dir>/<split>/<class>/phantom_<class>_<index>.jpg`` and their masks
-    (0/255 PNG, empty for "notumor") to the parallel ``<out_dir>/masks/`` tree, with the
-    arguments recorded in phantom.json. A folder whose phantom.json records the same
-    arguments and format version and that holds every file is reused as it is; otherwise
-    the set is rendered into a temporary folder beside out_dir and swapped in whole. Each
-    image depends only on (seed, split, class, index), not on the other counts.
-
-    Args:
-        out_dir: the folder of the data set; it must be new, empty or an earlier phantom set.
-        train_per_class: Training images per class, at least 1.
-        test_per_class: Testing images per class, at least 1.
-        size: the side of the square images in pixels, at least ``MIN_SIZE`` (32).
-        seed: the seed of the whole set, at least 0.
-
-    Returns:
-        out_dir.
-
-    Raises:
-        ValueError: a count, the size or the seed is not an integer in its range.
-        FileExistsError: out_dir holds files but no phantom.json written by this generator.
-    """
-    out_dir = Path(out_dir)
-    args = {
-        "generator": GENERATOR,
-        "version": FORMAT_VERSION,
-        "train_per_class": _check_count("train_per_class", train_per_class, 1),
-        "test_per_class": _check_count("test_per_class", test_per_class, 1),
-        "size": _check_count("size", size, MIN_SIZE),
-        "seed": _check_count("seed", seed, 0),
-    }
-    counts = dict(zip(SPLITS, (args["train_per_class"], args["test_per_class"]), strict=True))
-    existing = _read_manifest(out_dir)
-    if existing == args and all(
-        img.is_file() and msk.is_file() for *_, img, msk in _layout(out_dir, counts)
-    ):
-        return out_dir
-    if out_dir.exists() and existing is None and any(out_dir.iterdir()):
-        raise FileExistsError(
-            f"{out_dir}: exists and is not a phantom data set (no {MANIFEST_NAME} written by "
-            f"{GENERATOR}); refusing to overwrite it - choose an empty or new folder"
-        )
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        _write_dataset(tmp, counts, args["size"], args["seed"])
-        (tmp / MANIFEST_NAME).write_text(json.dumps(args, indent=2, sort_keys=True) + "\n")
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace target by the complete folder new (two renames; target is never half-written)."""
-    # POSIX rename cannot replace a non-empty directory, so the old set is moved aside first;
-    # for a moment target is absent, but it never holds a partial data set.
-    if not target.exists():
-        new.rename(target)
-        return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    target.rename(old)
-    try:
-        new.rename(target)
-    except BaseException:
-        old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def mask_path(image_path: Path, data_root: Path, mask_root: Path | None = None) -> Path:
-    """Return the path of the lesion mask of an image in a masks tree parallel to the data set.
-
-    The tree is ``mask_root`` (``<data_root>/masks`` when None, the phantom set's) holding
-    ``<split>/<class>/<image stem>.png``, as the phantom set and BRISC 2025's masks for the
-    Kaggle images are laid out.
-    """
-    image_path, data_root = Path(image_path), Path(data_root)
-    try:
-        relative = image_path.relative_to(data_root)
-    except ValueError:
-        try:
-            relative = image_path.resolve().relative_to(data_root.resolve())
-        except ValueError:
-            raise ValueError(
-                f"{image_path}: not inside the data root {data_root}; expected "
-                f"<data_root>/<split>/<class>/<image>"
-            ) from None
-    root = Path(mask_root) if mask_root is not None else data_root / MASKS_DIR
-    return root / relative.with_suffix(".png")
-
-
-def load_mask(
-    image_path: Path,
-    data_root: Path,
-    size: int | None = None,
-    *,
-    mask_root: Path | None = None,
-    crop: bool = False,
-) -> np.ndarray | None:
-    """Return the bool lesion mask of an image (optionally size x size), or None if it has none.
-
-    Args:
-        image_path: the image, inside data_root as ``<data_root>/<split>/<class>/<image>``;
-            its mask is the PNG of the same stem under ``mask_root`` (see :func:`mask_path`).
-        data_root: the root of the data set.
-        size: the side the mask is resized to (nearest neighbour), a positive integer;
-            None keeps the mask file's size.
-        mask_root: the masks tree; None is ``<data_root>/masks``.
-        crop: cut the mask to the square around the head of its image, as
-            ``load_image(..., crop=True)`` cuts the image (``model.crop_to_brain``).
-
-    Returns:
-        The mask, True where the tumour is, of shape (size, size) or the file's; None when
-        no mask file exists (the Kaggle data set has none).
-
-    Raises:
-        ValueError: image_path is not inside data_root, the mask file cannot be read, or
-            size is not a positive integer.
-    """
-    path = mask_path(image_path, data_root, mask_root)
-    if not path.is_file():
-        return None
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise ValueError(f"{path}: not a readable mask image (expected a uint8 0/255 PNG)")
-    if crop:
-        mask = crop_like_image(mask, image_path)
-    if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-            raise ValueError(f"load_mask: size must be a positive integer or None, got {size!r}")
-        mask = cv2.resize(mask, (int(size), int(size)), interpolation=cv2.INTER_NEAREST)
-    return mask > 127
