@@ -139,7 +139,7 @@ run = training.run_metadata(
 # `brainmri predict` checks the model against this; a cluster's other workers write no model
 run["model_sha256"] = file_sha256(paths.model) if devices.is_chief() else None
 # a guided run also keeps the fine-tuned model it started from: 04 and 05 compare the two
-guided = devices.is_chief() and len(training.guided_epochs(history)) > 0
+guided = devices.is_chief() and training.had_guided_phase(history)
 run["unguided_model_sha256"] = file_sha256(paths.unguided_model) if guided else None
 write_json(paths.run_json, run)
 write_json(paths.stage_metrics(STAGE), run["summary"])

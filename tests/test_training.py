@@ -177,6 +177,11 @@ def test_read_history_keeps_last_row_of_a_repeated_epoch(tmp_path):
     )
     h = training.read_history(path)
     assert h["epoch"].tolist() == [0, 1, 2] and h.loc[1, "accuracy"] == 0.5
+    assert not training.had_guided_phase(h) and training.guided_epochs(h).equals(h)
+    guided = h.assign(lesion_guidance=[0.0, 0.0, 1.0])
+    assert training.had_guided_phase(guided) and training.guided_epochs(guided)[
+        "epoch"
+    ].tolist() == [2]
     assert training.best_epoch(h) == {"epoch": 3, "val_accuracy": 0.8, "val_loss": 1.2}
 
 

@@ -305,12 +305,15 @@ def worker_outputs(model_path: Path, history_path: Path, state_dir: Path) -> tup
     return own / Path(model_path).name, own / Path(history_path).name
 
 
+def had_guided_phase(history: pd.DataFrame) -> bool:
+    """True when the history holds epochs of a guided phase (``lesion_guidance`` above 0)."""
+    return "lesion_guidance" in history and bool((history["lesion_guidance"] > 0).any())
+
+
 def guided_epochs(history: pd.DataFrame) -> pd.DataFrame:
     """The epochs of the guided phase when the run had one, else every epoch: the epochs the
     kept model was chosen from."""
-    if "lesion_guidance" in history and (history["lesion_guidance"] > 0).any():
-        return history[history["lesion_guidance"] > 0]
-    return history
+    return history[history["lesion_guidance"] > 0] if had_guided_phase(history) else history
 
 
 def best_epoch(history: pd.DataFrame) -> dict[str, Any]:
