@@ -109,6 +109,8 @@ PLANTED = (
     ("recut", "meningioma", 1),
     ("rescaled", "notumor", 0),
     ("mirrored_recut", "pituitary", 0),
+    ("upside_down", "notumor", 1),
+    ("turned", "pituitary", 1),
 )
 
 
@@ -118,7 +120,7 @@ def copies(tmp_path_factory) -> tuple[Path, list[set[str]], dict[str, tuple[str,
 
     Per class, 8 distinct Training heads and 4 distinct Testing heads; then one Testing copy per
     PLANTED row (byte copy, other contrast and JPEG quality, mirrored, cut closer to the head,
-    96 -> 150 px PNG, mirrored and cut wider), and a chain: a Training head, its mirror image in
+    96 -> 150 px PNG, mirrored and cut wider, upside down, turned 180 degrees), and a chain: a Training head, its mirror image in
     Training, and a re-cut of the mirror in Testing.
 
     Returns:
@@ -147,6 +149,10 @@ def copies(tmp_path_factory) -> tuple[Path, list[set[str]], dict[str, tuple[str,
             payload = _jpeg(cv2.flip(pixels, 1))
         elif kind == "recut":
             payload = _jpeg(_recut(pixels, 0.12))
+        elif kind == "upside_down":
+            payload = _jpeg(cv2.flip(pixels, 0))
+        elif kind == "turned":
+            payload = _jpeg(cv2.rotate(pixels, cv2.ROTATE_180))
         elif kind == "rescaled":
             big = cv2.resize(pixels, (150, 150), interpolation=cv2.INTER_CUBIC)
             payload = cv2.imencode(".png", big)[1].tobytes()

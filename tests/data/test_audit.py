@@ -27,6 +27,8 @@ EXPECTED_KIND = {
     "recut": "recropped",
     "rescaled": "plain",
     "mirrored_recut": "recropped",
+    "upside_down": "flipped",
+    "turned": "flipped",
 }
 
 
@@ -68,6 +70,9 @@ def test_pixel_signatures_correlate_copies_and_ignore_contrast(tmp_path, picture
     assert corr[0, 2] < 0.5  # another picture
     assert corr[0, 3] < 0.9  # its mirror image, as it is, is not a match...
     assert float(sig[0] @ data.mirror_signatures(sig[3:4])[0]) > 0.98  # ...mirrored back, it is
+    upside_down = data.flip_signatures(sig[:1])
+    assert float(sig[0] @ upside_down[0]) < 0.9  # turned upside down, not a match...
+    assert float(sig[0] @ data.flip_signatures(upside_down)[0]) == pytest.approx(1.0)  # twice: back
 
 
 def test_every_planted_copy_is_found_by_the_kind_it_needs(audited_copies, copies):
@@ -99,11 +104,11 @@ def test_every_planted_copy_is_found_by_the_kind_it_needs(audited_copies, copies
 
 
 def test_an_audit_of_plain_views_only_would_miss_the_mirrored_and_recut_copies(audited_copies):
-    """The reason for the views: at the threshold, the plain view alone finds three of six."""
+    """The reason for the views: at the threshold, the plain view alone finds three of eight."""
     _, pairs = audited_copies
     found = pairs[pairs["kind"] != ""]
     plain_only = found[(found["plain"] >= 0.97) | (found["kind"] == "exact")]
-    assert len(plain_only) == 3 and len(found) == 6 + 3  # the chain: three pairs
+    assert len(plain_only) == 3 and len(found) == 8 + 3  # the chain: three pairs
 
 
 def test_chains_of_copies_form_one_group(tmp_path, picture, write_file):
@@ -173,7 +178,7 @@ def test_audit_summary_counts_per_scope_kind_and_class(planted):
     assert summary["groups"]["count"] == 27 - 3 and summary["groups"]["largest"] == 2
     assert summary["min_correlation"] == 0.97
     evidence = summary["threshold_pairs"]
-    assert set(evidence) == {"plain", "mirrored", "recropped"}
+    assert set(evidence) == {"plain", "mirrored", "flipped", "recropped"}
     accepted = [pair for sides in evidence.values() for pair in sides["above"]]
     assert {frozenset(p[:2]) for p in accepted} == {frozenset(NEAR)}
     assert all(c < 0.97 for sides in evidence.values() for _, _, c in sides["below"])

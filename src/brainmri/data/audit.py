@@ -1,23 +1,26 @@
-"""Copy audit: every pair of images that are one picture, as they are, mirrored or re-cropped.
+"""Copy audit: every pair of images that are one picture, as they are, mirrored, upside down or
+re-cropped.
 
 The Kaggle "Brain Tumor MRI Dataset" holds many scans several times: byte for byte, re-encoded or
 with another contrast, **mirrored left-right**, and cut or scaled differently. A model trained
 with horizontal flips has seen a mirrored copy's very pixels, so a copy under any of these
 transforms is a copy. Every pair of images is compared (no hash shortlist: a perceptual hash
-misses mirrored copies and calls different pictures equal) in three views of 64x64 grey-level
+misses mirrored copies and calls different pictures equal) in four views of 64x64 grey-level
 thumbnails (:func:`pixel_signatures`):
 
 - ``plain``: the whole images as they are;
 - ``mirrored``: one of the two flipped left-right;
+- ``flipped``: one of the two upside down, or turned 180 degrees (a review found 250 such
+  copies of training images among the held-out notumor images of the first grouped split);
 - ``recropped``: both cut to the square around the head (``brain_box`` at a level adapted to
-  each image's contrast), either way round, so copies cut, padded or scaled differently line up
-  again.
+  each image's contrast), in each of those four orientations, so copies cut, padded or scaled
+  differently line up again.
 
 Each view is compared twice, on the thumbnails as they are and with the background flattened to
 black (copies whose margins differ in noise, JPEG ringing or a lifted floor), and the higher
 correlation counts. A pair is a **copy** when the two share their bytes (``exact``) or the rank
-correlation of their thumbnails in some view reaches ``min_correlation``; its kind is the first of :data:`MATCH_KINDS`
-that confirms it. The correlation is of ranks, so any monotone contrast change keeps it. The
+correlation of their thumbnails in some view reaches ``min_correlation``; its kind is the first
+of :data:`MATCH_KINDS` that confirms it. The correlation is of ranks, so any monotone contrast change keeps it. The
 threshold was calibrated on the shared copy of the data set (02_eda shows the pairs on each side
 of it, per kind): at 0.97 and above the pairs are one slice, re-encoded, mirrored or re-cut; from
 about 0.93 to 0.97 they are mostly neighbouring slices of one series, patient-level similarity
@@ -56,7 +59,7 @@ AUDIT_COLUMNS: tuple[str, ...] = (
 )
 """Columns added by audit_duplicates."""
 
-MATCH_KINDS: tuple[str, ...] = ("exact", "plain", "mirrored", "recropped")
+MATCH_KINDS: tuple[str, ...] = ("exact", "plain", "mirrored", "flipped", "recropped")
 """How a copy pair is confirmed, in the order tried: the same bytes, thumbnails that match as
 they are, with one mirrored left-right, or both cut to the head (either way round)."""
 
@@ -147,6 +150,21 @@ def mirror_signatures(signatures: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(signatures.reshape(n, side, side)[:, :, ::-1].reshape(n, cells))
 
 
+def flip_signatures(signatures: np.ndarray) -> np.ndarray:
+    """The signatures of the images turned upside down (a thumbnail's rows reversed).
+
+    Args:
+        signatures: rows from :func:`pixel_signatures` (square thumbnails).
+
+    Returns:
+        The flipped rows, same shape; mirrored too (:func:`mirror_signatures`), the images
+        turned by 180 degrees.
+    """
+    n, cells = signatures.shape
+    side = int(round(np.sqrt(cells)))
+    return np.ascontiguousarray(signatures.reshape(n, side, side)[:, ::-1, :].reshape(n, cells))
+
+
 def _view_correlations(
     views: dict[str, np.ndarray], rows: np.ndarray, cols: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -154,12 +172,14 @@ def _view_correlations(
     the higher of the thumbnails as they are and with the background flattened."""
     out: dict[str, np.ndarray] = {}
     for prefix in ("", "flat_"):
-        whole, head = views[f"{prefix}whole"], views[f"{prefix}head"]
-        whole_m, head_m = views[f"{prefix}whole_mirrored"], views[f"{prefix}head_mirrored"]
+        whole, head = views[f"{prefix}whole"][rows], views[f"{prefix}head"][rows]
+        turned = [views[f"{prefix}whole_{t}"][cols] for t in ("flipped", "rotated")]
+        heads = [views[f"{prefix}head{t}"][cols] for t in _ORIENTATIONS]
         corr = {
-            "plain": whole[rows] @ whole[cols].T,
-            "mirrored": whole[rows] @ whole_m[cols].T,
-            "recropped": np.maximum(head[rows] @ head[cols].T, head[rows] @ head_m[cols].T),
+            "plain": whole @ views[f"{prefix}whole"][cols].T,
+            "mirrored": whole @ views[f"{prefix}whole_mirrored"][cols].T,
+            "flipped": np.maximum(whole @ turned[0].T, whole @ turned[1].T),
+            "recropped": np.max([head @ h.T for h in heads], axis=0),
         }
         out = corr if not out else {k: np.maximum(out[k], v) for k, v in corr.items()}
     return out
@@ -171,7 +191,13 @@ def _all_views(files: Sequence[str | Path]) -> dict[str, np.ndarray]:
     for k, name in enumerate(("whole", "head", "flat_whole", "flat_head")):
         views[name] = signatures[k]
         views[f"{name}_mirrored"] = mirror_signatures(signatures[k])
+        views[f"{name}_flipped"] = flip_signatures(signatures[k])
+        views[f"{name}_rotated"] = mirror_signatures(views[f"{name}_flipped"])
     return views
+
+
+_ORIENTATIONS = ("", "_mirrored", "_flipped", "_rotated")
+"""The four orientations a re-cut head is compared in: as it is, mirrored, upside down, 180°."""
 
 
 def copy_pairs(
@@ -207,7 +233,7 @@ def _pairs_from_views(
         rows = np.arange(start, min(start + _CHUNK, n))
         cols = np.arange(start, n)
         corr = _view_correlations(views, rows, cols)
-        best = np.maximum(np.maximum(corr["plain"], corr["mirrored"]), corr["recropped"])
+        best = np.max([corr[k] for k in _VIEWS], axis=0)
         i, j = np.nonzero(best >= min_correlation - _NEAR_MISS)
         keep = rows[i] < cols[j]  # each pair once, no self-pairs
         i, j = i[keep], j[keep]
@@ -238,6 +264,7 @@ def _pairs_from_views(
             exact,
             table["plain"] >= min_correlation,
             table["mirrored"] >= min_correlation,
+            table["flipped"] >= min_correlation,
             table["recropped"] >= min_correlation,
         ],
         list(MATCH_KINDS),
@@ -247,7 +274,7 @@ def _pairs_from_views(
     return table
 
 
-_VIEWS = ("plain", "mirrored", "recropped")
+_VIEWS = ("plain", "mirrored", "flipped", "recropped")
 
 
 def copy_groups(n: int, pairs: pd.DataFrame) -> np.ndarray:
@@ -385,7 +412,7 @@ def threshold_pairs(pairs: pd.DataFrame, *, min_correlation: float) -> dict[str,
         min_correlation: the threshold the audit used.
 
     Returns:
-        ``{kind: {"above": [...], "below": [...]}}`` for plain, mirrored and recropped, each
+        ``{kind: {"above": [...], "below": [...]}}`` for plain, mirrored, flipped and recropped, each
         up to 4 ``(path_a, path_b, correlation)`` triples, the closest to the threshold first:
         "above", the least certain copies that kind confirmed first; "below", the near misses
         whose best view was that one (not copies). 02_eda shows them side by side.
