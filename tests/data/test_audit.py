@@ -234,7 +234,8 @@ def test_real_dataset_copies_and_the_grouped_split(real_manifest, real_data):
     # measured on the shared copy (224x224 re-encode of the Kaggle release)
     assert exact["per_class"] == {"glioma": 0, "meningioma": 106, "notumor": 105, "pituitary": 5}
     kinds = summary["test_in_training_by_kind"]
-    assert kinds["mirrored"]["total"] > kinds["plain"]["total"] > 300  # mirrors: the larger share
+    # measured: mirrored 623, plain 265, upside down or turned 124 (the closest copy's first view)
+    assert kinds["mirrored"]["total"] > kinds["plain"]["total"] > kinds["flipped"]["total"] > 100
     assert summary["test_in_training"]["copies"]["total"] > 1000  # of 1,311
     assert summary["groups"]["largest"] < 100  # no giant chain
     assert 3000 < summary["groups"]["count"] < 4000  # ~3,500 distinct pictures in 7,019 files
