@@ -19,7 +19,7 @@ from IPython.display import display
 from brainmri import config, evaluation, ood, runs, sources
 from brainmri import model as mdl
 from brainmri.config import CLASS_NAMES
-from brainmri.io import file_sha256, read_json, write_json
+from brainmri.io import write_json
 from brainmri.plotting import evaluation as eplot
 from brainmri.plotting.common import plot_image_gallery, save_figure
 from brainmri.reports import tables
@@ -143,14 +143,8 @@ tables.calibration_table(blocks).round(4)
 
 # %%
 paired = None
-run_record = read_json(paths.run_json)
-if run_record.get("unguided_model_sha256"):
-    if file_sha256(paths.unguided_model) != run_record["unguided_model_sha256"]:
-        raise RuntimeError(
-            f"{paths.unguided_model} is not the model 03_train saved (its SHA-256 differs from "
-            "run.json's unguided_model_sha256): rerun 03_train"
-        )
-    unguided = mdl.load_model(paths.unguided_model)
+unguided = run.unguided_model()  # None unless the run had a guided phase
+if unguided is not None:
     rows, _, probs = results["headline"]
     headline_files = run.files(rows)
     u_val_logits, _ = mdl.predict_files(unguided, val_files, crop=crop)

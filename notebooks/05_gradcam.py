@@ -20,7 +20,7 @@ from IPython.display import display
 from brainmri import config, explain, phantom, runs
 from brainmri import model as mdl
 from brainmri.config import CLASS_NAMES, TUMOUR_CLASSES
-from brainmri.io import read_json, write_json
+from brainmri.io import write_json
 from brainmri.plotting import explain as xplot
 from brainmri.plotting.common import save_figure
 from brainmri.reports import tables
@@ -192,9 +192,8 @@ else:
 
 # %%
 paired_localisation = {}
-run_record = read_json(paths.run_json)
-if run_record.get("unguided_model_sha256") and reports:
-    unguided = mdl.load_model(paths.unguided_model)
+unguided = run.unguided_model()  # None unless the run had a guided phase
+if unguided is not None and reports:
     for scope, (guided_report, scope_batch, scope_masks, scope_rows) in reports.items():
         unguided_report = explain.localisation_report(
             unguided,

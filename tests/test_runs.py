@@ -61,3 +61,21 @@ def test_a_project_without_records_says_which_stage_to_run(tmp_path, project_roo
     shutil.copytree(project_root / "params", tmp_path / "params")
     with pytest.raises(FileNotFoundError, match="run the 01_download stage first"):
         runs.open_run("smoke", root=tmp_path)
+
+
+def test_the_unguided_model_is_the_one_03_recorded_or_none(recorded, tmp_path):
+    from brainmri.io import file_sha256
+    from brainmri.model import build_model
+
+    run = runs.open_run("smoke", model=False, root=recorded.root)
+    assert run.unguided_model() is None  # no run.json: no guided phase recorded
+    write_json(recorded.run_json, {"unguided_model_sha256": None})
+    assert run.unguided_model() is None  # an unguided run
+    model = build_model({**config.flat_params(config.load_profile("smoke")), "image_size": 32})
+    model.save(recorded.unguided_model)
+
+    write_json(recorded.run_json, {"unguided_model_sha256": file_sha256(recorded.unguided_model)})
+    assert run.unguided_model().name == model.name
+    write_json(recorded.run_json, {"unguided_model_sha256": "0" * 64})  # another model's hash
+    with pytest.raises(RuntimeError, match="not the model 03_train saved.*rerun 03_train"):
+        run.unguided_model()

@@ -73,6 +73,30 @@ class Run:
 
         return inputs.load_batch(self.files(rows), size or self.image_size, crop=self.crop)
 
+    def unguided_model(self) -> Any:
+        """A guided run's fine-tuned model before its guided phase, checked against the hash
+        run.json recorded; None for a run without a guided phase.
+
+        Raises:
+            RuntimeError: the file is not the model 03_train saved (rerun 03_train).
+        """
+        recorded = (
+            read_json(self.paths.run_json).get("unguided_model_sha256")
+            if self.paths.run_json.is_file()
+            else None
+        )
+        if not recorded:
+            return None
+        path = self.paths.unguided_model
+        if not path.is_file() or file_sha256(path) != recorded:
+            raise RuntimeError(
+                f"{path} is not the model 03_train saved (missing, or its SHA-256 differs from "
+                "run.json's unguided_model_sha256): rerun 03_train"
+            )
+        from brainmri.model import load_model  # TensorFlow: only where a model is needed
+
+        return load_model(path)
+
     def lesions(
         self, rows: pd.DataFrame, *, per_class: int, mask_root: str | Path | None = None
     ) -> tuple[pd.DataFrame, np.ndarray]:
