@@ -26,6 +26,31 @@ def project_root() -> Path:
     return ROOT
 
 
+def tree_state(folder: Path) -> dict[str, str]:
+    """Every entry under folder, links not followed: its kind, and its bytes' hash or link target.
+
+    Two calls compare equal only when nothing under folder was created, removed or changed.
+    """
+    import hashlib
+
+    state: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            state[name] = f"link -> {os.readlink(path)}"
+        elif path.is_dir():
+            state[name] = "dir"
+        else:
+            state[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
+
+
+@pytest.fixture(scope="session")
+def snapshot():
+    """tree_state(folder): what is under a folder, to assert that nothing there changed."""
+    return tree_state
+
+
 @pytest.fixture(scope="session")
 def load_script(project_root):
     """load_script("tools/x.py"): a script of the project (tools/, benchmarks/) as a module."""

@@ -125,6 +125,89 @@ def test_a_data_dir_the_profile_would_ignore_is_refused(tmp_path, project_root):
     cli._check_data_dir_is_used(project_root, "cpu", str(real))  # cpu reads data_dir
 
 
+# --- profile files -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def params_copy(tmp_path, project_root) -> Path:
+    """A project root holding a copy of the real params/ folder."""
+    (tmp_path / "params").mkdir()
+    for path in (project_root / "params").glob("*.yaml"):
+        (tmp_path / "params" / path.name).write_bytes(path.read_bytes())
+    return tmp_path
+
+
+def _refused(root: Path, content: bytes, snapshot) -> str:
+    """Load params/bad.yaml holding content; return the ParamError's message (one line)."""
+    (root / "params" / "bad.yaml").write_bytes(content)
+    before = snapshot(root)
+    with pytest.raises(ParamError) as err:
+        config.load_profile("bad", root=root)
+    assert snapshot(root) == before  # loading a profile writes nothing
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{root}/params/bad.yaml")
+    return message
+
+
+def test_yaml_aliases_are_refused_before_they_expand(params_copy, snapshot):
+    # "billion laughs": each level ten aliases of the one before; four levels keep this test
+    # small even if the refusal broke (nine would be a billion strings)
+    levels = ['l0: &l0 "lol"'] + [
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 5)
+    ]
+    text = "description: {" + ", ".join(levels) + "}\n"
+    message = _refused(params_copy, text.encode(), snapshot)
+    assert "line 1" in message and "found the alias '*l0'" in message
+    assert "anchors and aliases are not allowed" in message
+    one = _refused(params_copy, b"train:\n  epochs: &n 3\n  batch_size: *n\n", snapshot)
+    assert "line 3, column 15: found the alias '*n'" in one
+
+
+@pytest.mark.parametrize("value", ["[1, 2]", "{a: 1}", "12", "null", "true"])
+def test_the_description_is_type_checked_like_every_key(params_copy, snapshot, value):
+    message = _refused(params_copy, f"description: {value}\n".encode(), snapshot)
+    assert "'description' = " in message and "is not allowed: expected a string" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "key"),
+    [
+        # a second section would reset every key of the first to its default
+        ("train:\n  epochs: 3\n  batch_size: 8\ntrain:\n  epochs: 4\n", "line 4, col", "train"),
+        ("train:\n  epochs: 3\n  epochs: 4\n", "line 3, column 3", "epochs"),
+        ("description: a\ndescription: b\n", "line 2, column 1", "description"),
+        ("train: {epochs: 3, epochs: 4}\n", "line 1, column 20", "epochs"),
+    ],
+)
+def test_duplicate_keys_and_sections_are_refused_with_the_line(
+    params_copy, snapshot, text, where, key
+):
+    message = _refused(params_copy, text.encode(), snapshot)
+    assert f"{where}" in message and f"duplicate key '{key}' (first at line" in message
+
+
+def test_invalid_utf8_is_a_parameter_error_naming_the_line(params_copy, snapshot):
+    message = _refused(params_copy, b"description: ok\ntrain:\n  epochs: \xff3\n", snapshot)
+    assert "not UTF-8 text (line 3, byte 33" in message and "save the profile as UTF-8" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "description: " + "[" * 5000 + "]" * 5000,
+        "train:\n" + "".join("  " * depth + f"k{depth}:\n" for depth in range(1, 5000)),
+    ],
+    ids=["flow", "block"],
+)
+def test_deep_nesting_is_a_parameter_error_not_a_recursion_error(params_copy, snapshot, text):
+    message = _refused(params_copy, text.encode(), snapshot)
+    assert f"nested more than {config.profiles.MAX_DEPTH} levels deep" in message
+
+
+def test_a_value_yaml_cannot_build_is_a_parameter_error(params_copy, snapshot):
+    assert "month must be in 1..12" in _refused(params_copy, b"description: 2020-13-45\n", snapshot)
+
+
 # --- data ----------------------------------------------------------------------------------------
 
 

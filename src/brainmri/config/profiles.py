@@ -36,8 +36,82 @@ _FLOAT = re.compile(
 )
 
 
+MAX_DEPTH = 16
+"""The deepest nesting a profile (or a tool's value) may have; a profile needs three levels
+(section, key, list). PyYAML composes nodes recursively, so a document nested thousands of
+levels deep would end in a RecursionError rather than a message."""
+
+
+def _loader() -> type:
+    """The SafeLoader subclass every profile is read with (see :func:`parse_yaml`)."""
+    import yaml  # imported here so Paths works with the standard library alone (make clean)
+    from yaml.composer import ComposerError
+    from yaml.constructor import ConstructorError
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader with YAML 1.2 floats that refuses aliases, duplicate keys and deep nesting."""
+
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            # Aliases are refused, not expanded with a cap: a profile writes every value out,
+            # and an alias is how a few hundred bytes become gigabytes ("billion laughs").
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise ComposerError(
+                    None,
+                    None,
+                    f"found the alias '*{event.anchor}': anchors and aliases are not allowed "
+                    "in a profile; write the value out",
+                    event.start_mark,
+                )
+            if self.depth >= MAX_DEPTH:
+                raise ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_DEPTH} levels deep (a profile needs three)",
+                    self.peek_event().start_mark,
+                )
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            # A second `train:` section, or a key given twice, would silently replace the first
+            # (a second section resets every key of the first to its default): refuse it.
+            first: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<` merges keys by design
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first.get(key)
+                except TypeError:
+                    continue  # an unhashable key: the base class refuses it with its own message
+                if seen is not None:
+                    raise ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first at line {seen.line + 1}): give each "
+                        "section and key once",
+                        key_node.start_mark,
+                    )
+                first[key] = key_node.start_mark
+            return super().construct_mapping(node, deep=deep)
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return Loader
+
+
 def parse_yaml(text: str) -> Any:
-    """Parse YAML as ``yaml.safe_load`` does, except that ``1e-4`` is a float (YAML 1.2).
+    """Parse YAML as ``yaml.safe_load`` does, except that ``1e-4`` is a float (YAML 1.2), and
+    aliases, duplicate keys and nesting deeper than :data:`MAX_DEPTH` are refused.
 
     A sexagesimal float (``1:30.5``, YAML 1.1 only) stays a string, and so does ``+.5`` (as in
     PyYAML); a string of digits with an ``e`` (a short commit hash such as ``0e12345``) becomes
@@ -50,30 +124,47 @@ def parse_yaml(text: str) -> Any:
         The parsed document (None when empty).
 
     Raises:
-        yaml.YAMLError: the text is not valid YAML.
+        yaml.YAMLError: the text is not valid YAML, or holds an alias, a duplicate key or too
+            deep a nesting (a ``MarkedYAMLError`` with the line).
+        ValueError: a value YAML recognises cannot be built (a date such as ``2020-13-45``).
     """
-    import yaml  # imported here so Paths works with the standard library alone (make clean)
+    import yaml
 
-    class Loader(yaml.SafeLoader):
-        """SafeLoader with YAML 1.2 floats."""
+    return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
 
-    Loader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+
+def _yaml_problem(exc: Exception) -> str:
+    """One line from a YAML error: the line and column, and the problem (PyYAML's spans lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join((f"{where}: {problem}" + (f" ({context})" if context else "")).split())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """Read one profile file; every way it can be unreadable is a one-line ParamError."""
     import yaml  # imported here so Paths works with the standard library alone (make clean)
 
     if not path.is_file():
         raise ParamError(f"{path}: no such profile file")
+    raw = path.read_bytes()
     try:
-        data = parse_yaml(path.read_text()) or {}
+        text = raw.decode("utf-8")  # not the locale's encoding: a profile is UTF-8 everywhere
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ParamError(
+            f"{path}: not UTF-8 text (line {line}, byte {exc.start}: {exc.reason}); "
+            "save the profile as UTF-8"
+        ) from None
+    try:
+        data = parse_yaml(text) or {}
     except yaml.YAMLError as exc:
-        raise ParamError(f"{path}: not valid YAML: {exc}") from None
+        raise ParamError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    except (ValueError, RecursionError) as exc:  # a value YAML cannot build; a last resort
+        raise ParamError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ParamError(f"{path}: expected a mapping of sections, found {type(data).__name__}")
     return data

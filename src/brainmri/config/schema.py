@@ -326,9 +326,36 @@ assert len(ALL_KEYS) == sum(len(v) for v in SCHEMA.values()), "duplicate paramet
 TOP_LEVEL_EXTRAS = {"description": Spec("str", "one line saying what the profile is for")}
 
 
+def _brief(value: Any, limit: int = 80) -> str:
+    """The value's repr, cut to limit characters: an error message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def validate(params: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Check every key against the schema; return the params with values normalised."""
-    out: dict[str, Any] = {k: params[k] for k in TOP_LEVEL_EXTRAS if k in params}
+    """Check every key against the schema; return the params with values normalised.
+
+    Args:
+        params: the nested parameters (sections, plus the top-level extras such as
+            "description").
+        source: what the message names as their origin, e.g. the profile's file.
+
+    Returns:
+        The checked parameters, ints widened to float where a float is expected.
+
+    Raises:
+        ParamError: a key is missing or unknown, or a value (the extras' included) is not
+            allowed, alone or with another key.
+    """
+    out: dict[str, Any] = {}
+    for key, spec in TOP_LEVEL_EXTRAS.items():  # checked like every other key
+        if key in params:
+            try:
+                out[key] = spec.check(params[key])
+            except ValueError as exc:
+                raise ParamError(
+                    f"{source}: '{key}' = {_brief(params[key])} is not allowed: expected {exc}"
+                ) from None
     for section, specs in SCHEMA.items():
         values = params.get(section, {})
         out[section] = {}
@@ -339,7 +366,8 @@ def validate(params: Mapping[str, Any], source: str) -> dict[str, Any]:
                 out[section][key] = spec.check(values[key])
             except ValueError as exc:
                 raise ParamError(
-                    f"{source}: '{section}.{key}' = {values[key]!r} is not allowed: expected {exc}"
+                    f"{source}: '{section}.{key}' = {_brief(values[key])} is not allowed: "
+                    f"expected {exc}"
                 ) from None
     for extra in set(params) - set(SCHEMA) - set(TOP_LEVEL_EXTRAS):
         raise ParamError(f"{source}: unknown section '{extra}'")
