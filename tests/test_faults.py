@@ -77,6 +77,8 @@ def test_clean_refuses_a_path_and_deletes_nothing(tmp_path, project_root, capsys
     (sibling / "keep.txt").write_text("mine")
     root = tmp_path / "repo"
     (root / "reports" / "demo").mkdir(parents=True)
+    (root / "params").mkdir()
+    (root / "params" / "default.yaml").touch()  # a project, so the name is what is refused
     for name in ("..", "../../sibling", "/", "../repo"):
         assert cli.main(["--root", str(root), "clean", "--profile", name]) == 2
         assert "not a profile name" in capsys.readouterr().err
@@ -278,6 +280,8 @@ def test_a_read_only_reports_folder_ends_in_one_line(monkeypatch, capsys, tmp_pa
         raise PermissionError(13, "Permission denied", str(tmp_path / "reports" / "smoke"))
 
     monkeypatch.setattr(pipeline, "run_pipeline", refuse)
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "default.yaml").touch()
     assert cli.main(["--root", str(tmp_path), "run", "--profile", "smoke", "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path}/reports/smoke: permission denied (Permission denied)"]

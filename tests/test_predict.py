@@ -145,6 +145,8 @@ def test_the_cli_predicts_a_glob_and_warns_of_a_foreign_model(tmp_path, tiny_mod
     root = tmp_path / "repo"
     run = root / "reports" / "smoke"
     run.mkdir(parents=True)
+    (root / "params").mkdir()
+    (root / "params" / "default.yaml").touch()  # a project: the CLI writes nowhere else
     (run / "model.keras").write_bytes(tiny_model.read_bytes())
     (run / "run.json").write_text(json.dumps({"model_sha256": "f" * 64}))
     for i in range(3):
@@ -176,6 +178,8 @@ def test_the_exported_savedmodel_serves_uint8_images_like_the_keras_model(tmp_pa
 def test_the_cli_export_says_when_inputs_must_be_cropped(tmp_path, tiny_model, capsys):
     run = tmp_path / "repo" / "reports" / "smoke"
     run.mkdir(parents=True)
+    (tmp_path / "repo" / "params").mkdir()
+    (tmp_path / "repo" / "params" / "default.yaml").touch()  # a project
     (run / "model.keras").write_bytes(tiny_model.read_bytes())
     (run / "run.json").write_text(json.dumps({"params": {"crop_to_brain": True}}))
     argv = ["--root", str(tmp_path / "repo"), "export", "--profile", "smoke", "--out"]

@@ -67,7 +67,48 @@ def _choice_line(profile: str, reason: str) -> str:
 
 
 def _root(args: argparse.Namespace) -> Path:
+    """The folder a command works in: --root, else the working directory.
+
+    For a command that writes or deletes, :func:`main` has already replaced --root with the
+    project's folder (:func:`_project_root`), or stopped.
+    """
     return Path(args.root).resolve() if args.root else Path.cwd().resolve()
+
+
+def _project_root(given: str | None) -> Path:
+    """The project a command that writes or deletes works in; a folder that is not one stops it.
+
+    Taking the working directory as it is let `brainmri clean --profile notes`, run in a folder
+    that was not a checkout, remove that folder's ./reports/notes.
+
+    Args:
+        given: the --root argument, or None to look from the working directory up
+            (:func:`brainmri.config.find_root`, which honours BRAINMRI_ROOT).
+
+    Returns:
+        The resolved project folder (one holding params/default.yaml).
+
+    Raises:
+        NotAProject: the folder (or none from the working directory up) is a project.
+    """
+    from brainmri.config import PROJECT_MARKER, NotAProject, find_root, is_project_root
+
+    if given is None:
+        return find_root()
+    root = Path(given).resolve()
+    if not is_project_root(root):
+        raise NotAProject(
+            f"--root {given}: not a brainmri project (no {PROJECT_MARKER} there); "
+            "give the project's folder"
+        )
+    return root
+
+
+def _writes_in_project(args: argparse.Namespace) -> bool:
+    """True when the command writes or deletes in the project (all but choose and compare)."""
+    if args.command == "predict":  # with its own model and output folder it needs no project
+        return not (args.model and args.out)
+    return args.command not in ("choose", "compare")
 
 
 def cmd_choose(args: argparse.Namespace) -> int:
@@ -260,7 +301,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m brainmri.cli`."""
     parser = argparse.ArgumentParser(prog="brainmri", description=__doc__)
-    parser.add_argument("--root", help="project root (default: current folder)")
+    parser.add_argument(
+        "--root",
+        help="project folder (default: the nearest folder up from here holding "
+        "params/default.yaml, or BRAINMRI_ROOT)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("choose", help=cmd_choose.__doc__)
     p.add_argument("--profile", default=None)
@@ -320,12 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every expected failure ends in one "error:" line and a non-zero status."""
-    from brainmri.config import ParamError  # standard library only
+    from brainmri.config import NotAProject, ParamError  # standard library only
 
     args = build_parser().parse_args(argv)
     try:
+        if _writes_in_project(args):
+            args.root = str(_project_root(args.root))
         return args.func(args)
-    except ParamError as exc:
+    except (ParamError, NotAProject) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except PermissionError as exc:

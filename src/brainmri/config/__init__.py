@@ -6,7 +6,8 @@ Submodules, each with one job:
 - `stages`: the pipeline table (`PIPELINE`): each stage's parameters, inputs, outputs, metrics.
 - `schema`: every parameter's type, range and meaning (`SCHEMA`), and `validate`, which checks
   a whole profile, rules across keys included (`ParamError` names the file and the key).
-- `paths`: `Paths`, every location of a run, and `find_root`.
+- `paths`: `Paths`, every location of a run; `find_root` and `is_project_root` (what makes a
+  folder the project).
 - `profiles`: `load_profile` (params/<profile>.yaml over default.yaml, with overrides) and the
   flat parameters each notebook receives (`stage_params`, `notebook_config`).
 
@@ -23,7 +24,14 @@ from brainmri.config.constants import (
     SPLITS,
     TUMOUR_CLASSES,
 )
-from brainmri.config.paths import Paths, find_root, paths
+from brainmri.config.paths import (
+    PROJECT_MARKER,
+    NotAProject,
+    Paths,
+    find_root,
+    is_project_root,
+    paths,
+)
 from brainmri.config.profiles import (
     flat_params,
     load_profile,
@@ -58,6 +66,7 @@ __all__ = [
     "KAGGLE_DATASET",
     "LOGITS_LAYER",
     "PIPELINE",
+    "PROJECT_MARKER",
     "PRECISIONS",
     "PROFILE_NAME",
     "SCHEMA",
@@ -67,6 +76,7 @@ __all__ = [
     "TOP_LEVEL_EXTRAS",
     "TUMOUR_CLASSES",
     "WORKER_STAGES",
+    "NotAProject",
     "ParamError",
     "Paths",
     "Spec",
@@ -75,6 +85,7 @@ __all__ = [
     "find_root",
     "flat_params",
     "get_stage",
+    "is_project_root",
     "load_profile",
     "notebook_config",
     "parse_yaml",

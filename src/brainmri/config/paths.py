@@ -127,18 +127,48 @@ class Paths:
         return self.run_dir / f"{stage}.ipynb"
 
 
+PROJECT_MARKER = Path("params") / "default.yaml"
+"""The file that makes a folder a brainmri project: every run starts from it."""
+
+
+class NotAProject(FileNotFoundError):
+    """A folder that is not a brainmri project (no params/default.yaml) where one is needed."""
+
+
+def is_project_root(folder: Path) -> bool:
+    """True when folder is a brainmri project: it holds :data:`PROJECT_MARKER`."""
+    return (Path(folder) / PROJECT_MARKER).is_file()
+
+
 def find_root(start: Path | None = None) -> Path:
-    """Return the project root: BRAINMRI_ROOT, else the nearest folder up holding params/."""
+    """Return the project root: BRAINMRI_ROOT, else the nearest folder up holding params/.
+
+    Args:
+        start: where to start looking (default: the working directory).
+
+    Returns:
+        The resolved project folder.
+
+    Raises:
+        NotAProject: BRAINMRI_ROOT names a folder that is not a project, or no folder from
+            start up is one.
+    """
     env = os.environ.get("BRAINMRI_ROOT")
     if env:
-        return Path(env).resolve()
+        root = Path(env).resolve()
+        if not is_project_root(root):
+            raise NotAProject(
+                f"BRAINMRI_ROOT={env}: not a brainmri project (no {PROJECT_MARKER} there); "
+                "point it at the project's folder, or unset it"
+            )
+        return root
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if (folder / "params" / "default.yaml").is_file():
+        if is_project_root(folder):
             return folder
-    raise FileNotFoundError(
-        f"no project root above {here}: expected a folder holding params/default.yaml "
-        "(or set BRAINMRI_ROOT)"
+    raise NotAProject(
+        f"{here} is not in a brainmri project: no folder from it up holds {PROJECT_MARKER}; "
+        "run from the project's folder (or set BRAINMRI_ROOT)"
     )
 
 
@@ -154,6 +184,6 @@ def paths(profile: str, root: Path | None = None) -> Paths:
         The :class:`Paths` of the run.
 
     Raises:
-        FileNotFoundError: root is None and no project root is found.
+        NotAProject: root is None and no project root is found.
     """
     return Paths(root=Path(root) if root else find_root(), profile=profile)

@@ -215,7 +215,7 @@ def load_profile(
     Raises:
         ParamError: a profile file is missing or not valid YAML, or a section, key or
             override is unknown, missing or has a value out of its allowed range.
-        FileNotFoundError: root is None and no project root is found.
+        NotAProject: root is None and no project root is found (a FileNotFoundError).
     """
     params_dir = (Path(root) if root else find_root()) / "params"
     default_file = params_dir / "default.yaml"

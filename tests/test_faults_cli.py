@@ -1,0 +1,100 @@
+"""The fault suite at the command line: the folder a command works in, symlinked and read-only
+report folders, and make's variables.
+
+Each case asserts the one-line outcome and that nothing outside the project's own outputs
+changed; none trains or runs a notebook.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from brainmri import cli
+
+# Every command that writes or deletes, with the arguments it needs to get that far.
+WRITING_COMMANDS = [
+    ["clean", "--profile", "notes"],
+    ["run", "--profile", "notes", "--quiet"],
+    ["html", "--profile", "notes"],
+    ["screenshots", "--profile", "notes"],
+    ["export", "--profile", "notes"],
+    ["predict", "scan.png", "--profile", "notes"],
+    ["predict", "scan.png", "--model", "m.keras"],
+]
+
+
+def _project(root: Path) -> Path:
+    """A minimal brainmri project at root: what makes a folder one is params/default.yaml."""
+    (root / "params").mkdir(parents=True)
+    (root / "params" / "default.yaml").write_text("description: a project\n")
+    return root
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+# --- the project root ----------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def not_a_project(tmp_path, monkeypatch) -> Path:
+    """A working directory that is not a checkout, holding a reports/notes of its own."""
+    folder = tmp_path / "elsewhere"
+    (folder / "reports" / "notes").mkdir(parents=True)
+    (folder / "reports" / "notes" / "keep.txt").write_text("not the project's")
+    (folder / "scan.png").write_bytes(b"not read")
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("BRAINMRI_ROOT", raising=False)
+    return folder
+
+
+@pytest.mark.parametrize("argv", WRITING_COMMANDS, ids=lambda a: "-".join(a[::2]))
+def test_a_writing_command_outside_a_project_stops_and_touches_nothing(
+    not_a_project, snapshot, capsys, argv
+):
+    before = snapshot(not_a_project.parent)
+    assert cli.main(argv) == 2
+    line = _one_error_line(capsys)
+    assert line == (
+        f"error: {not_a_project} is not in a brainmri project: no folder from it up holds "
+        "params/default.yaml; run from the project's folder (or set BRAINMRI_ROOT)"
+    )
+    assert snapshot(not_a_project.parent) == before
+
+
+def test_a_root_or_brainmri_root_that_is_not_a_project_is_refused(
+    not_a_project, snapshot, capsys, monkeypatch
+):
+    before = snapshot(not_a_project.parent)
+    assert cli.main(["--root", str(not_a_project), "clean", "--profile", "notes"]) == 2
+    assert _one_error_line(capsys) == (
+        f"error: --root {not_a_project}: not a brainmri project (no params/default.yaml "
+        "there); give the project's folder"
+    )
+    monkeypatch.setenv("BRAINMRI_ROOT", str(not_a_project))
+    assert cli.main(["clean", "--profile", "notes"]) == 2
+    assert "error: BRAINMRI_ROOT=" in _one_error_line(capsys)
+    assert snapshot(not_a_project.parent) == before
+
+
+def test_a_command_in_a_subfolder_works_in_its_project(tmp_path, monkeypatch, snapshot, capsys):
+    project = _project(tmp_path / "repo")
+    (project / "reports" / "notes").mkdir(parents=True)
+    (project / "notebooks" / "reports" / "notes").mkdir(parents=True)  # not the project's
+    monkeypatch.chdir(project / "notebooks")
+    monkeypatch.delenv("BRAINMRI_ROOT", raising=False)
+    before = snapshot(project / "notebooks")
+    assert cli.main(["clean", "--profile", "notes"]) == 0
+    assert capsys.readouterr().out.strip() == f"removed {project}/reports/notes"
+    assert not (project / "reports" / "notes").exists()
+    assert snapshot(project / "notebooks") == before
+
+
+def test_reading_commands_need_no_project(not_a_project, capsys):
+    assert cli.main(["choose", "--profile", "notes"]) == 0
+    assert capsys.readouterr().out.startswith("profile: notes (chosen with PROFILE)")
