@@ -98,3 +98,65 @@ def test_a_command_in_a_subfolder_works_in_its_project(tmp_path, monkeypatch, sn
 def test_reading_commands_need_no_project(not_a_project, capsys):
     assert cli.main(["choose", "--profile", "notes"]) == 0
     assert capsys.readouterr().out.startswith("profile: notes (chosen with PROFILE)")
+
+
+# --- a symbolic link as reports/<profile> --------------------------------------------------------
+
+
+@pytest.fixture()
+def linked_profile(tmp_path, project_root) -> tuple[Path, Path]:
+    """A project whose reports/demo is a symbolic link to a folder outside it: (project, target)."""
+    project = tmp_path / "repo"
+    (project / "params").mkdir(parents=True)
+    for path in (project_root / "params").glob("*.yaml"):
+        (project / "params" / path.name).write_bytes(path.read_bytes())
+    target = tmp_path / "somewhere"
+    target.mkdir()
+    (target / "precious.txt").write_text("not the project's")
+    (project / "reports").mkdir()
+    (project / "reports" / "demo").symlink_to(target, target_is_directory=True)
+    return project, target
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["clean", "--profile", "demo"],
+        ["run", "--profile", "demo", "--quiet"],
+        ["html", "--profile", "demo"],
+        ["screenshots", "--profile", "demo"],
+        ["export", "--profile", "demo"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_nothing_is_written_or_deleted_through_a_linked_profile_folder(
+    linked_profile, snapshot, capsys, argv
+):
+    project, target = linked_profile
+    before = snapshot(project.parent)
+    assert cli.main(["--root", str(project), *argv]) == 1
+    assert _one_error_line(capsys) == (
+        f"error: {project}/reports/demo is a symbolic link (to {target}): refusing to write or "
+        "delete through it; replace the link with a folder, or remove it"
+    )
+    assert snapshot(project.parent) == before  # no .lock in the target; the link is kept
+
+
+def test_a_dangling_profile_link_is_refused_too(linked_profile, snapshot, capsys):
+    project, target = linked_profile
+    (target / "precious.txt").unlink()
+    target.rmdir()
+    before = snapshot(project.parent)
+    assert cli.main(["--root", str(project), "clean", "--profile", "demo"]) == 1
+    assert "is a symbolic link" in _one_error_line(capsys)
+    assert snapshot(project.parent) == before and not target.exists()
+
+
+def test_a_linked_reports_folder_is_the_projects_outputs_moved(tmp_path):
+    project = _project(tmp_path / "repo")
+    moved = tmp_path / "big-disk" / "reports"
+    (moved / "demo").mkdir(parents=True)
+    (moved / "keep").mkdir()
+    (project / "reports").symlink_to(moved, target_is_directory=True)
+    assert cli.main(["--root", str(project), "clean", "--profile", "demo"]) == 0
+    assert not (moved / "demo").exists() and (moved / "keep").is_dir()

@@ -121,7 +121,7 @@ def cmd_choose(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the pipeline for one profile."""
     from brainmri.config import ParamError
-    from brainmri.lock import ProfileBusy
+    from brainmri.lock import ProfileUnavailable
     from brainmri.pipeline import StageFailed, run_pipeline
 
     root = _root(args)
@@ -143,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             until=args.until,
             log_output=not args.quiet,
         )
-    except (ParamError, StageFailed, ProfileBusy, FileNotFoundError) as exc:
+    except (ParamError, StageFailed, ProfileUnavailable, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 130 if "interrupted" in str(exc) else 1
     return 0
@@ -166,8 +166,10 @@ def cmd_html(args: argparse.Namespace) -> int:
     """Re-render the HTML reports and index of a profile's executed notebooks."""
     from brainmri import reports
     from brainmri.config import Paths
+    from brainmri.lock import writable_run_dir
 
     paths = Paths(_root(args), args.profile)
+    writable_run_dir(paths)  # the pages are written there: never through a link
     if not paths.run_dir.is_dir():
         print(f"error: {paths.run_dir} does not exist; run `make all PROFILE={args.profile}`")
         return 1
@@ -181,9 +183,11 @@ def cmd_html(args: argparse.Namespace) -> int:
 def cmd_screenshots(args: argparse.Namespace) -> int:
     """Check a profile's HTML reports in headless Chromium (offline) and save screenshots."""
     from brainmri.config import Paths
+    from brainmri.lock import writable_run_dir
     from brainmri.reports import browser
 
     paths = Paths(_root(args), args.profile)
+    writable_run_dir(paths)  # the screenshots are written there: never through a link
     if not paths.index_html.is_file():
         print(f"error: {paths.index_html} does not exist; run `make all PROFILE={args.profile}`")
         return 1
@@ -240,12 +244,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a profile's model as a TensorFlow SavedModel taking uint8 images."""
-    from brainmri import predict, runs
     from brainmri.config import Paths
-    from brainmri.model import load_model
+    from brainmri.lock import writable_run_dir
 
     paths = Paths(_root(args), args.profile)
-    target = Path(args.out) if args.out else paths.run_dir / "savedmodel"
+    target = Path(args.out) if args.out else writable_run_dir(paths) / "savedmodel"
+    from brainmri import predict, runs  # TensorFlow: after the checks that need none
+    from brainmri.model import load_model
+
     try:
         predict.export_savedmodel(load_model(paths.model), target)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
@@ -264,18 +270,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_clean(args: argparse.Namespace) -> int:
     """Delete one profile's reports (never downloaded data)."""
     from brainmri.config import Paths
+    from brainmri.lock import ProfileUnavailable, profile_lock, writable_run_dir
 
     paths = Paths(_root(args), args.profile)  # refuses a name that is not a plain profile name
-    run_dir = paths.run_dir
-    if not run_dir.is_dir():
-        print(f"nothing to remove: {run_dir} does not exist")
-        return 0
-    from brainmri.lock import ProfileBusy, profile_lock
-
     try:
+        run_dir = writable_run_dir(paths)  # a link is refused: neither followed nor removed
+        if not run_dir.is_dir():
+            print(f"nothing to remove: {run_dir} does not exist")
+            return 0
         with profile_lock(paths):  # never pull a run's folder from under it
             shutil.rmtree(run_dir)
-    except ProfileBusy as exc:
+    except ProfileUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"removed {run_dir}")
@@ -366,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every expected failure ends in one "error:" line and a non-zero status."""
     from brainmri.config import NotAProject, ParamError  # standard library only
+    from brainmri.lock import ProfileUnavailable  # standard library only
 
     args = build_parser().parse_args(argv)
     try:
@@ -375,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamError, NotAProject) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ProfileUnavailable as exc:  # busy, or reports/<profile> is a link
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except PermissionError as exc:
         print(f"error: {exc.filename or exc}: permission denied ({exc.strerror})", file=sys.stderr)
         return 1

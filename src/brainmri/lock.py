@@ -8,12 +8,47 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from brainmri.config import Paths
 
 
-class ProfileBusy(RuntimeError):
+class ProfileUnavailable(RuntimeError):
+    """The profile's folder cannot be written or deleted now; the message says why, in one line."""
+
+
+class ProfileBusy(ProfileUnavailable):
     """Another process runs (or cleans) this profile; the message names its PID."""
+
+
+class LinkedRunDir(ProfileUnavailable):
+    """reports/<profile> is a symbolic link: writing or deleting there would reach its target."""
+
+
+def writable_run_dir(paths: Paths) -> Path:
+    """Return reports/<profile>, the folder a command may write in or delete, or refuse a link.
+
+    Everything a run writes, and everything `make clean` deletes, is meant to stay inside the
+    project's own outputs. Through a symbolic link it would land in (or remove) the link's
+    target, wherever that is: a run wrote its .lock there, and clean ended in a traceback.
+    reports/ itself may be a link (the whole outputs folder moved to another disk).
+
+    Args:
+        paths: the profile's paths.
+
+    Returns:
+        paths.run_dir, which is not a symbolic link (it may not exist yet).
+
+    Raises:
+        LinkedRunDir: reports/<profile> is a symbolic link (dangling or not).
+    """
+    run_dir = paths.run_dir
+    if run_dir.is_symlink():
+        raise LinkedRunDir(
+            f"{run_dir} is a symbolic link (to {os.readlink(run_dir)}): refusing to write or "
+            "delete through it; replace the link with a folder, or remove it"
+        )
+    return run_dir
 
 
 @contextlib.contextmanager
@@ -26,11 +61,13 @@ def profile_lock(paths: Paths) -> Iterator[None]:
 
     Raises:
         ProfileBusy: another process holds the lock.
+        LinkedRunDir: reports/<profile> is a symbolic link (:func:`writable_run_dir`).
     """
     import fcntl
 
-    paths.run_dir.mkdir(parents=True, exist_ok=True)
-    lock_file = paths.run_dir / ".lock"
+    run_dir = writable_run_dir(paths)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_file = run_dir / ".lock"
     with open(lock_file, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

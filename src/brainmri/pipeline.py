@@ -302,6 +302,7 @@ def run_pipeline(
     Raises:
         ParamError: the profile is invalid (before any work).
         ProfileBusy: another process runs this profile.
+        LinkedRunDir: reports/<profile> is a symbolic link (nothing is written through it).
         StageFailed: a stage raised or was interrupted; what finished is published.
     """
     if until is not None and until not in STAGES:
