@@ -284,7 +284,10 @@ def test_a_read_only_reports_folder_ends_in_one_line(monkeypatch, capsys, tmp_pa
     (tmp_path / "params" / "default.yaml").touch()
     assert cli.main(["--root", str(tmp_path), "run", "--profile", "smoke", "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {tmp_path}/reports/smoke: permission denied (Permission denied)"]
+    assert err == [
+        f"error: {tmp_path}/reports/smoke: permission denied (EACCES); check the owner and "
+        "permissions of that path"
+    ]
 
 
 def test_reports_are_written_readable_by_others(tmp_path):

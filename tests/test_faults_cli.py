@@ -7,11 +7,14 @@ changed; none trains or runs a notebook.
 
 from __future__ import annotations
 
+import errno
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from brainmri import cli
+from brainmri import cli, pipeline
 
 # Every command that writes or deletes, with the arguments it needs to get that far.
 WRITING_COMMANDS = [
@@ -160,3 +163,121 @@ def test_a_linked_reports_folder_is_the_projects_outputs_moved(tmp_path):
     (project / "reports").symlink_to(moved, target_is_directory=True)
     assert cli.main(["--root", str(project), "clean", "--profile", "demo"]) == 0
     assert not (moved / "demo").exists() and (moved / "keep").is_dir()
+
+
+# --- read-only disks and paths that cannot be folders ---------------------------------------------
+
+
+@pytest.fixture()
+def read_only_project(tmp_path, project_root):
+    """freeze(): a project with a finished-looking demo run on a tmpfs, then remounted read-only.
+
+    Root can write through any file mode, so only a read-only mount shows EROFS; the test is
+    skipped where mounting is not permitted (not root, or a container without the capability).
+    """
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() or result.returncode}")
+    try:
+        project = mount / "repo"
+        shutil.copytree(project_root / "params", project / "params")
+        (project / "reports" / "demo").mkdir(parents=True)
+        (project / "reports" / "demo" / "index.html").write_text("<html>a finished run</html>")
+
+        def freeze() -> Path:
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+            return project
+
+        yield freeze
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture()
+def all_up_to_date(monkeypatch):
+    """Every stage up to date, without notebooks or a real run to hash."""
+    monkeypatch.setattr(pipeline, "stage_key", lambda *args: "key")
+    monkeypatch.setattr(pipeline, "is_up_to_date", lambda *args: True)
+
+
+def test_a_run_with_nothing_to_do_writes_nothing_not_even_the_lock(
+    tmp_path, project_root, all_up_to_date, snapshot, capsys
+):
+    project = tmp_path / "repo"
+    shutil.copytree(project_root / "params", project / "params")
+    (project / "reports" / "demo").mkdir(parents=True)
+    (project / "reports" / "demo" / "index.html").write_text("<html>a finished run</html>")
+    before = snapshot(project)
+    assert cli.main(["--root", str(project), "run", "--profile", "demo", "--quiet"]) == 0
+    assert "nothing to do: all 5 stages of profile 'demo' are up to date" in capsys.readouterr().out
+    assert snapshot(project) == before  # no .lock either
+
+
+def test_a_finished_run_on_a_read_only_disk_answers(
+    read_only_project, all_up_to_date, snapshot, capsys
+):
+    project = read_only_project()
+    assert cli.main(["--root", str(project), "run", "--profile", "demo", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "nothing to do" in captured.out and captured.err == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["clean", "--profile", "demo"],
+        ["html", "--profile", "demo"],
+        ["run", "--profile", "demo", "--quiet", "--force"],  # a stage to run: the lock is needed
+    ],
+    ids=lambda a: a[0],
+)
+def test_writing_on_a_read_only_disk_ends_in_one_line(
+    read_only_project, all_up_to_date, snapshot, capsys, argv
+):
+    project = read_only_project()
+    before = snapshot(project)
+    assert cli.main(["--root", str(project), *argv]) == 1
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {project}/reports/demo/")
+    assert line.endswith(
+        ": read-only file system (EROFS); the file system is read-only: work in a writable "
+        "copy, or remount it read-write"
+    )
+    assert snapshot(project) == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "scan.png", "--model", "m.keras", "--out"],
+        ["export", "--profile", "demo", "--out"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_an_output_folder_below_a_file_ends_in_one_line(tmp_path, snapshot, capsys, argv):
+    project = _project(tmp_path / "repo")
+    (tmp_path / "a-file").write_text("not a folder")
+    before = snapshot(tmp_path)
+    assert cli.main(["--root", str(project), *argv, str(tmp_path / "a-file" / "out")]) == 1
+    assert _one_error_line(capsys) == (
+        f"error: {tmp_path}/a-file: not a directory (ENOTDIR); a part of that path is a file, "
+        "not a folder: choose another path"
+    )
+    assert snapshot(tmp_path) == before
+
+
+def test_os_errors_read_as_path_meaning_and_remedy():
+    full = OSError(errno.ENOSPC, "No space left on device", "reports/demo/model.keras")
+    assert cli.os_error_line(full) == (
+        "reports/demo/model.keras: no space left on device (ENOSPC); the disk is full: free some "
+        "space"
+    )
+    moved = OSError(errno.EXDEV, "Invalid cross-device link", "a", None, "b")
+    assert cli.os_error_line(moved) == "a -> b: invalid cross-device link (EXDEV)"
+    assert cli.os_error_line(OSError("no errno\nat all")) == "no errno at all"

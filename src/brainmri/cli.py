@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -111,6 +112,52 @@ def _writes_in_project(args: argparse.Namespace) -> bool:
     return args.command not in ("choose", "compare")
 
 
+def _check_new_folder(path: Path) -> None:
+    """Refuse, before any work, an output folder that cannot be made: one below a file.
+
+    Raises:
+        NotADirectoryError: a part of the path above it is a file (errno ENOTDIR).
+    """
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and existing != path and not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+
+
+# What to do about the OSErrors a command can meet on its way (a full or read-only disk, a
+# file where a folder should be); the others get their meaning alone.
+_OS_REMEDIES = {
+    errno.EROFS: "the file system is read-only: work in a writable copy, or remount it read-write",
+    errno.EACCES: "check the owner and permissions of that path",
+    errno.EPERM: "check the owner and permissions of that path",
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "the disk quota is used up: free some space",
+    errno.ENOTDIR: "a part of that path is a file, not a folder: choose another path",
+    errno.EISDIR: "that path is a folder where a file is expected",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.ELOOP: "too many symbolic links on that path",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the path, what the errno means (and its name), what to do.
+
+    Args:
+        exc: the error, e.g. ``OSError(30, "Read-only file system", "reports/demo/.lock")``.
+
+    Returns:
+        e.g. ``reports/demo/.lock: read-only file system (EROFS); the file system is read-only:
+        work in a writable copy, or remount it read-write``.
+    """
+    if exc.errno is None:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    meaning = (exc.strerror or os.strerror(exc.errno)).lower()
+    name = errno.errorcode.get(exc.errno, f"errno {exc.errno}")
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    line = f"{where}: {meaning} ({name})" if where else f"{meaning} ({name})"
+    remedy = _OS_REMEDIES.get(exc.errno)
+    return f"{line}; {remedy}" if remedy else line
+
+
 def cmd_choose(args: argparse.Namespace) -> int:
     """Print the profile `make all` will run and why."""
     profile, reason = choose_profile(_root(args), args.profile, args.data_dir)
@@ -210,13 +257,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Predict new scans (JPEG, PNG, BMP, TIFF, DICOM) with a trained model."""
     from datetime import datetime
 
-    from brainmri import predict, runs
     from brainmri.config import Paths
-    from brainmri.data import scans
-    from brainmri.model import load_model
 
     root = _root(args)
     paths = Paths(root, args.profile)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else root / "predictions" / f"{args.profile}-{stamp}"
+    _check_new_folder(out)  # before the model loads: a bad --out fails in a second, not twenty
+    from brainmri import predict, runs  # TensorFlow
+    from brainmri.data import scans
+    from brainmri.model import load_model
+
     model_path = Path(args.model) if args.model else paths.model
     try:
         files = scans.find_scans(args.images)
@@ -229,8 +280,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     for warning in info.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else root / "predictions" / f"{args.profile}-{stamp}"
     try:
         table = predict.predict_scans(files, model, info, out, overlays=not args.no_overlays)
     except FileExistsError as exc:
@@ -249,6 +298,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     paths = Paths(_root(args), args.profile)
     target = Path(args.out) if args.out else writable_run_dir(paths) / "savedmodel"
+    _check_new_folder(target)
     from brainmri import predict, runs  # TensorFlow: after the checks that need none
     from brainmri.model import load_model
 
@@ -384,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     except ProfileUnavailable as exc:  # busy, or reports/<profile> is a link
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except PermissionError as exc:
-        print(f"error: {exc.filename or exc}: permission denied ({exc.strerror})", file=sys.stderr)
+    except OSError as exc:  # read-only or full disk, no permission, a file for a folder ...
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted (Ctrl-C)", file=sys.stderr)

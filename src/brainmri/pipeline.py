@@ -309,22 +309,49 @@ def run_pipeline(
         raise ParamError(f"until = {until!r}: expected one of the stages {', '.join(STAGES)}")
     paths = Paths(root=root, profile=profile)
     params = load_profile(profile, root=root, overrides=overrides)  # validates before any work
-    with profile_lock(paths):
+    with contextlib.ExitStack() as held:
+        lock = _LockOnFirstWrite(paths, held)
         return _run_stages(
-            paths, params, force=force, until=until, log_output=log_output, echo=echo
+            paths, params, lock, force=force, until=until, log_output=log_output, echo=echo
         )
+
+
+class _LockOnFirstWrite:
+    """The profile's lock, taken just before the run's first write rather than at its start.
+
+    With every stage up to date and the pages published a run writes nothing, so it does not
+    open reports/<profile>/.lock for writing either: a finished run on a read-only disk (or a
+    read-only copy of one) answers "nothing to do" instead of failing on the lock file.
+    """
+
+    def __init__(self, paths: Paths, stack: contextlib.ExitStack) -> None:
+        self.paths, self.stack, self.held = paths, stack, False
+
+    def __call__(self) -> bool:
+        """Hold the lock from now until the run ends; True when this call took it.
+
+        Raises:
+            ProfileBusy: another process runs or cleans the profile.
+            LinkedRunDir: reports/<profile> is a symbolic link.
+        """
+        if self.held:
+            return False
+        self.stack.enter_context(profile_lock(self.paths))
+        self.held = True
+        return True
 
 
 def _run_stages(
     paths: Paths,
     params: Mapping[str, Any],
+    lock: Callable[[], bool],
     *,
     force: bool,
     until: str | None,
     log_output: bool,
     echo: Callable[[str], None],
 ) -> dict[str, Any]:
-    """The body of :func:`run_pipeline`, under the profile's lock."""
+    """The body of :func:`run_pipeline`; lock() takes the profile's lock before any write."""
     root, profile = paths.root, paths.profile
     src = source_hash(paths.root)
     ran: list[str] = []
@@ -345,7 +372,11 @@ def _run_stages(
     try:
         for stage in stages:
             key = stage_key(stage, params, paths, src)
-            if not force and is_up_to_date(paths, stage, key):
+            up_to_date = not force and is_up_to_date(paths, stage, key)
+            if not up_to_date and lock():  # just locked: another run may have finished it since
+                key = stage_key(stage, params, paths, src)
+                up_to_date = not force and is_up_to_date(paths, stage, key)
+            if up_to_date:
                 echo(f"[{stage}] up to date")
                 continue
             stamp_path(paths, stage).unlink(missing_ok=True)
@@ -370,6 +401,7 @@ def _run_stages(
     finally:
         # Publish what finished, and the failure, even when a stage raised.
         if ran or failed or not paths.index_html.is_file():
+            lock()  # held already when a stage ran; taken here when only the pages are missing
             if ran and paths.metrics.is_file():  # what the index compares this run with
                 atomic_write(paths.previous_metrics, paths.metrics.read_bytes())
             extra = {
