@@ -16,7 +16,22 @@ endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.brainmri-setup
 RUN := $(PY) -m brainmri.cli
-PROFILE_ARGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+# A value given on the command line (PROFILE, DATA_DIR, MASK_DIR, UNTIL, IMAGES, OUT, A, B,
+# TEST_WORKERS) reaches the shell as one word: $(call arg,NAME) is NAME's value unexpanded
+# ($(value): a "$(shell ...)" in it is never run by make) in single quotes, each ' in it written
+# '\''. A space, a " or "; echo X" stays part of the value, and the CLI refuses what is not a
+# profile name. VENV and BOOT_PYTHON are the machine's own path and command, not quoted: a target
+# path with a space ($(STAMP)) is beyond make anyway, and BOOT_PYTHON may carry arguments.
+arg = '$(subst ','\'',$(value $(1)))'
+# $(call opt,--flag,NAME): "--flag 'value'" when NAME is set, else nothing
+opt = $(if $(value $(2)),$(1) $(call arg,$(2)))
+# $(call profile_or,DEFAULT): PROFILE as one word, else DEFAULT
+profile_or = $(if $(value PROFILE),$(call arg,PROFILE),$(1))
+PROFILE_ARGS = $(call opt,--profile,PROFILE) $(call opt,--data-dir,DATA_DIR)
+# make puts command-line variables in every command's environment, expanding them to do so;
+# these reach commands as arguments only, so a "$(shell ...)" in one is never run that way either.
+unexport PROFILE DATA_DIR MASK_DIR UNTIL IMAGES OUT A B SHOW_CODE TEST_WORKERS
 
 .PHONY: help setup all test test-fast lab html screenshots predict export clean compare bench lint notebooks
 
@@ -47,39 +62,40 @@ $(STAMP): pyproject.toml requirements.lock
 all: ## run the five notebooks (PROFILE=..., DATA_DIR=..., UNTIL=03_train) into reports/<profile>/
 	@PYTHONPATH=src $(BOOT_PYTHON) -m brainmri.cli choose $(PROFILE_ARGS)
 	@$(MAKE) --no-print-directory setup
-	@$(RUN) run $(PROFILE_ARGS) $(if $(MASK_DIR),--mask-dir $(MASK_DIR)) $(if $(UNTIL),--until $(UNTIL))
+	@$(RUN) run $(PROFILE_ARGS) $(call opt,--mask-dir,MASK_DIR) $(call opt,--until,UNTIL)
 
 # Two pytest-xdist workers: the end-to-end runs spend much of their time starting processes on one
 # core. tests/conftest.py keeps each module's tests, and those of the trained fixture, on one
 # worker in order (tests/test_suite.py checks the grouping takes effect). TEST_WORKERS=0: serial.
 TEST_WORKERS ?= 2
 test: setup ## run the test suite (unit, pipeline end-to-end, real data where present)
-	@$(PY) -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	@$(PY) -m pytest -q -ra --durations=15 -n $(call arg,TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test-fast: setup ## unit tests only, no end-to-end runs or long training: the edit-run loop
-	@$(PY) -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	@$(PY) -m pytest -q -ra -m "not slow" -n $(call arg,TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 lab: setup ## open JupyterLab on the project kernel in notebooks/
 	@$(PY) -m jupyterlab --notebook-dir=notebooks
 
 html: setup ## re-render the HTML reports of PROFILE (default: demo); SHOW_CODE=1 keeps code
-	@$(RUN) html --profile $(or $(PROFILE),demo) $(if $(SHOW_CODE),--show-code)
+	@$(RUN) html --profile $(call profile_or,demo) $(if $(value SHOW_CODE),--show-code)
 
 screenshots: setup ## check PROFILE's HTML reports in headless Chromium (offline), save screenshots
-	@$(RUN) screenshots --profile $(or $(PROFILE),demo)
+	@$(RUN) screenshots --profile $(call profile_or,demo)
 
 predict: setup ## predict new scans: make predict IMAGES=<file|folder|glob> [PROFILE=cpu] [OUT=dir]
-	@test -n "$(IMAGES)" || { echo "error: give IMAGES=<file, folder or glob>"; exit 2; }
-	@$(RUN) predict "$(IMAGES)" --profile $(or $(PROFILE),default) $(if $(OUT),--out $(OUT))
+	@test -n $(call arg,IMAGES) || { echo "error: give IMAGES=<file, folder or glob>" >&2; exit 2; }
+	@$(RUN) predict $(call arg,IMAGES) --profile $(call profile_or,default) $(call opt,--out,OUT)
 
 export: setup ## export PROFILE's model as a TensorFlow SavedModel (uint8 images in) [OUT=dir]
-	@$(RUN) export --profile $(or $(PROFILE),demo) $(if $(OUT),--out $(OUT))
+	@$(RUN) export --profile $(call profile_or,demo) $(call opt,--out,OUT)
 
 clean: ## delete one profile's reports (PROFILE, default: demo); never downloaded data
-	@PYTHONPATH=src $(BOOT_PYTHON) -m brainmri.cli clean --profile $(or $(PROFILE),demo)
+	@PYTHONPATH=src $(BOOT_PYTHON) -m brainmri.cli clean --profile $(call profile_or,demo)
 
 compare: setup ## compare two runs' headline metrics: make compare A=demo B=cpu
-	@$(RUN) compare $(A) $(B)
+	@test -n $(call arg,A) -a -n $(call arg,B) || { echo "error: give A=<profile> B=<profile>" >&2; exit 2; }
+	@$(RUN) compare $(call arg,A) $(call arg,B)
 
 bench: setup ## speed benchmarks and ratios against the reference pipeline -> reports/bench/bench.json
 	@$(PY) -m pytest -q benchmarks --benchmark-disable-gc -p no:cacheprovider

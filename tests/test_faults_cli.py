@@ -8,8 +8,11 @@ changed; none trains or runs a notebook.
 from __future__ import annotations
 
 import errno
+import os
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -281,3 +284,82 @@ def test_os_errors_read_as_path_meaning_and_remedy():
     moved = OSError(errno.EXDEV, "Invalid cross-device link", "a", None, "b")
     assert cli.os_error_line(moved) == "a -> b: invalid cross-device link (EXDEV)"
     assert cli.os_error_line(OSError("no errno\nat all")) == "no errno at all"
+
+
+# --- make's variables ----------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def make_project(tmp_path, project_root) -> Path:
+    """A copy of the Makefile, src/ and params/: enough for `make clean` and `make -n`."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    project = tmp_path / "my project"  # a space in the project's own path too
+    project.mkdir()
+    shutil.copy2(project_root / "Makefile", project / "Makefile")
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(project_root / "src" / "brainmri", project / "src" / "brainmri", ignore=ignore)
+    shutil.copytree(project_root / "params", project / "params")
+    return project
+
+
+def _make(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """make in the copy with this interpreter and no set-up; no .pyc files, so no new files."""
+    argv = ["make", "--no-print-directory", *args, f"VENV={sys.prefix}", "SKIP_SETUP=1"]
+    argv.append(f"BOOT_PYTHON={sys.executable}")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize(
+    ("target", "variables", "command", "expected"),
+    [
+        ("all", ["DATA_DIR=/data/my scans"], "choose", ["--data-dir", "/data/my scans"]),
+        ("all", ["MASK_DIR=/m m", "UNTIL=03_train"], "run", ["--mask-dir", "/m m", "--until"]),
+        ("predict", ['IMAGES=scan "1".png', "OUT=out dir"], "predict", ['scan "1".png']),
+        ("predict", ["IMAGES=x", "OUT=out dir"], "predict", ["--out", "out dir"]),
+        ("export", ["OUT=my model"], "export", ["--out", "my model"]),
+        ("html", ["PROFILE=it's"], "html", ["--profile", "it's"]),
+        ("clean", ["PROFILE=a b"], "clean", ["--profile", "a b"]),
+        ("compare", ["A=a b", "B=it's"], "compare", ["compare", "a b", "it's"]),
+    ],
+)
+def test_make_passes_each_value_as_one_word(
+    make_project, snapshot, target, variables, command, expected
+):
+    before = snapshot(make_project.parent)
+    result = _make(make_project, "-n", target, *variables)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if f"brainmri.cli {command}" in line)
+    words = shlex.split(line)
+    at = words.index(expected[0])
+    assert words[at : at + len(expected)] == expected, line
+    assert snapshot(make_project.parent) == before
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        "demo; echo X > injected",
+        "$(shell touch injected)",
+        "`touch injected`",
+        "demo' 'x",
+        '"demo"',
+        "../x",
+    ],
+)
+def test_make_clean_runs_nothing_from_a_profile_and_refuses_it(make_project, snapshot, profile):
+    (make_project / "reports" / "demo").mkdir(parents=True)
+    before = snapshot(make_project.parent)
+    result = _make(make_project, "clean", f"PROFILE={profile}")
+    assert result.returncode != 0
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: profile ") and "is not a profile name" in first, first
+    assert snapshot(make_project.parent) == before  # no "injected", reports/demo kept
+
+
+def test_make_clean_still_removes_a_plain_profile(make_project):
+    (make_project / "reports" / "demo").mkdir(parents=True)
+    result = _make(make_project, "clean")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"removed {make_project}/reports/demo"
