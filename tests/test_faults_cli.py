@@ -363,3 +363,9 @@ def test_make_clean_still_removes_a_plain_profile(make_project):
     result = _make(make_project, "clean")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"removed {make_project}/reports/demo"
+
+
+def test_a_quoted_home_folder_is_still_expanded(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cli.main(["--root", str(tmp_path), "choose", "--data-dir", "~/nowhere"]) == 2
+    assert _one_error_line(capsys).startswith(f"error: DATA_DIR={tmp_path}/nowhere: no Training/")

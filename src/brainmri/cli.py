@@ -424,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     from brainmri.lock import ProfileUnavailable  # standard library only
 
     args = build_parser().parse_args(argv)
+    for name in ("root", "data_dir", "mask_dir", "model", "out"):
+        # make passes each value quoted, so no shell expands a "~" in DATA_DIR="~/data" there
+        if getattr(args, name, None):
+            setattr(args, name, os.path.expanduser(getattr(args, name)))
     try:
         if _writes_in_project(args):
             args.root = str(_project_root(args.root))
