@@ -60,6 +60,43 @@ def _png_declaring(width: int, height: int) -> bytes:
     )
 
 
+def _chunk(kind: bytes, body: bytes, crc: int | None = None) -> bytes:
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _zlib_zeros(total: int, block: int = 1 << 20) -> bytes:
+    """A zlib stream of total zero bytes, made in milliseconds: a block compressed after a full
+    flush is the same bytes wherever it stands, so one is compressed and repeated."""
+    if total < 2 * block:
+        return zlib.compress(bytes(total), 9)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflate.compress(bytes(block))
+    deflate.flush(zlib.Z_FULL_FLUSH)
+    again = deflate.compress(bytes(block)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    full, rest = divmod(total, block)
+    body = again * full + deflate.compress(bytes(rest)) + deflate.flush()
+    adler = ((total % 65521) << 16) | 1  # the Adler-32 of zeros: a stays 1, b counts them
+    return b"\x78\xda" + body + struct.pack(">I", adler)
+
+
+def _png_bomb(side: int, *, bad_text_crc: bool = True) -> bytes:
+    """A real side x side grey PNG of zeros (a 30000 one is 0.9 MB), with a text chunk whose
+    checksum is wrong: PIL refuses the file, libpng (OpenCV) only warns and decodes it."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    text = _chunk(b"tEXt", b"Comment\0bad", crc=0) if bad_text_crc else b""
+    idat = _chunk(b"IDAT", _zlib_zeros(side * (side + 1)))  # a filter byte, then the row
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + text + idat + _chunk(b"IEND", b"")
+
+
+def _hdr(width: int, height: int, *, rows: int | None = None) -> bytes:
+    """A Radiance HDR image (OpenCV decodes it to float32 RGB by content, whatever its name),
+    with only its first rows where given (the header is what a bomb needs)."""
+    header = f"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y {height} +X {width}\n".encode()
+    pixels = width * (height if rows is None else rows)
+    return header + bytes([128, 128, 128, 129]) * pixels  # flat pixels, no RLE
+
+
 # --- names that could reach outside params/ or reports/ ------------------------------------------
 
 
@@ -143,6 +180,56 @@ def test_a_decompression_bomb_is_excluded_unread(tmp_path):
     assert (manifest.drop(index=[row.name])["status"] == "ok").all()
     small = data.scan_dataset(root, max_pixels=64 * 64 - 1)
     assert (small["status"] == "excluded").all()  # the limit is a parameter
+
+
+def test_an_image_is_measured_from_its_header_before_any_decoder(tmp_path):
+    """PIL refuses a PNG for a bad text-chunk checksum that OpenCV would decode (30000 x 30000:
+    3.7 GB); OpenCV decodes a Radiance HDR named .png by content. Neither reaches a decoder."""
+    root = _dataset(tmp_path / "ds", per_class=1)
+    glioma = root / TRAIN / "glioma"
+    (glioma / "crc30k.png").write_bytes(_png_bomb(30000))
+    (glioma / "crc20k.png").write_bytes(_png_bomb(20000))
+    (glioma / "hdr.png").write_bytes(_hdr(8, 8))
+    (glioma / "png.jpg").write_bytes(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1])
+    (glioma / "sizeless.jpg").write_bytes(b"\xff\xd8\xff\xda\x00\x08" + bytes(8) + b"\xff\xd9")
+    (glioma / "crc_small.png").write_bytes(_png_bomb(64))  # measured, within the limit: read
+    rows = data.scan_dataset(root).set_index("path")["reason"]
+    reasons = {Path(path).name: reason for path, reason in rows.items() if reason}
+    assert reasons == {
+        "crc30k.png": "too large: 30000x30000 pixels declared, more than the limit of "
+        "40,000,000 (data.max_image_pixels); not decoded",
+        "crc20k.png": "too large: 20000x20000 pixels declared, more than the limit of "
+        "40,000,000 (data.max_image_pixels); not decoded",
+        "hdr.png": "the content is Radiance HDR, not the PNG its extension .png says; not decoded",
+        "png.jpg": "the content is PNG, not the JPEG its extension .jpg says; not decoded",
+        "sizeless.jpg": "truncated or corrupt: a JPEG header without a readable size; not decoded",
+    }
+    assert data.load_image(glioma / "crc_small.png", 8).shape == (8, 8, 3)
+    with pytest.raises(ValueError, match=r"hdr\.png: unreadable image: the content is Radiance"):
+        data.load_image(glioma / "hdr.png", 8)
+
+
+def test_decoded_bytes_count_against_the_limit(tmp_path):
+    """A float RGB TIFF decodes to 12 bytes a pixel: the limit allows 8 (16-bit RGBA)."""
+    from brainmri.data import images
+
+    def tiff_header(width: int, height: int, samples: int, bits: int) -> bytes:
+        entries = [(256, 4, 1, width), (257, 4, 1, height), (277, 3, 1, samples)]
+        entries.append((258, 3, samples, 8 + 2 + 12 * 4 + 4))  # BitsPerSample, after the IFD
+        ifd = b"".join(struct.pack("<HHII", *entry) for entry in entries)
+        return (
+            b"II*\x00"
+            + struct.pack("<IH", 8, 4)
+            + ifd
+            + bytes(4)
+            + struct.pack(f"<{samples}H", *[bits] * samples)
+        )
+
+    header = images.measure_image(tiff_header(6000, 6000, 3, 32), ".tif")
+    assert header[:4] == ("TIFF", 6000, 6000, 12)
+    with pytest.raises(ValueError, match="too large: 6000x6000 pixels of 12 bytes declared"):
+        images._decode_image_bytes(tiff_header(6000, 6000, 3, 32), suffix=".tiff")
+    assert images.measure_image(tiff_header(6000, 6000, 4, 16))[3] == 8  # at the bound: allowed
 
 
 def test_an_empty_training_class_stops_and_an_empty_testing_class_warns(tmp_path):

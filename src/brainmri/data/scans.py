@@ -79,7 +79,7 @@ def read_scan(path: Path, size: int, *, crop: bool = False) -> np.ndarray:
         rgb = read_dicom(path)
     elif path.suffix.lower() in IMAGE_EXTENSIONS:
         try:
-            rgb = _to_rgb8(_decode_image_bytes(data)[0])
+            rgb = _to_rgb8(_decode_image_bytes(data, suffix=path.suffix)[0])
         except _DecodeError as exc:
             raise ScanError(str(exc)) from None
     else:
