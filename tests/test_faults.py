@@ -12,6 +12,8 @@ import os
 import signal
 import stat
 import struct
+import subprocess
+import sys
 import time
 import zipfile
 import zlib
@@ -95,6 +97,33 @@ def _hdr(width: int, height: int, *, rows: int | None = None) -> bytes:
     header = f"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y {height} +X {width}\n".encode()
     pixels = width * (height if rows is None else rows)
     return header + bytes([128, 128, 128, 129]) * pixels  # flat pixels, no RLE
+
+
+def _dicom_rle_bomb(path: Path, side: int) -> Path:
+    """An 8-bit side x side RLE Lossless DICOM of zeros, written by hand (64 runs of 128 bytes
+    a row, 2 bytes each): an 8192 one is 1 MB on disk and 64 MB decoded, and pydicom's LUTs
+    used to take float64 copies of it."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless, generate_uid
+
+    runs, rest = divmod(side, 128)
+    row = b"\x81\x00" * runs + (bytes([257 - rest, 0]) if rest else b"")
+    segment = row * side
+    segment += b"\x00" * (len(segment) % 2)
+    frame = struct.pack("<16I", 1, 64, *[0] * 14) + segment
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR image storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = RLELossless
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows = ds.Columns = side
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 # --- names that could reach outside params/ or reports/ ------------------------------------------
@@ -230,6 +259,59 @@ def test_decoded_bytes_count_against_the_limit(tmp_path):
     with pytest.raises(ValueError, match="too large: 6000x6000 pixels of 12 bytes declared"):
         images._decode_image_bytes(tiff_header(6000, 6000, 3, 32), suffix=".tiff")
     assert images.measure_image(tiff_header(6000, 6000, 4, 16))[3] == 8  # at the bound: allowed
+
+
+def test_a_dicom_declaring_a_huge_slice_is_refused_before_decoding(tmp_path):
+    from brainmri.data import scans
+
+    small = scans.read_scan(_dicom_rle_bomb(tmp_path / "small.dcm", 300), 16)
+    assert small.shape == (16, 16, 3) and not small.any()  # the crafted RLE decodes
+    bomb = _dicom_rle_bomb(tmp_path / "bomb.dcm", 8192)
+    assert bomb.stat().st_size < 1_100_000
+    with pytest.raises(scans.ScanError) as refused:
+        scans.read_scan(bomb, 16)
+    assert str(refused.value) == (
+        "too large: 8192x8192 pixels declared, more than the limit of 40,000,000 "
+        "(data.max_image_pixels); not decoded"
+    )
+
+
+def test_the_bombs_stay_under_1_gb_in_a_child_process(tmp_path):
+    """Each bomb read by read_scan in a fresh process, whose peak resident memory (ru_maxrss)
+    is then its reading's; an address-space cap of 3 GB keeps a regression from taking the
+    machine."""
+    too_large = "too large: "
+    expected = {
+        "crc30k.png": too_large + "30000x30000",
+        "crc20k.png": too_large + "20000x20000",
+        "hdr.png": "the content is Radiance HDR",  # 11547 x 11547: a 1.6 GB float32 decode
+        "rle8k.dcm": too_large + "8192x8192",
+    }
+    (tmp_path / "crc30k.png").write_bytes(_png_bomb(30000))
+    (tmp_path / "crc20k.png").write_bytes(_png_bomb(20000))
+    (tmp_path / "hdr.png").write_bytes(_hdr(11547, 11547, rows=1))
+    _dicom_rle_bomb(tmp_path / "rle8k.dcm", 8192)
+    child = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from brainmri.data import scans
+try:
+    scans.read_scan(sys.argv[1], 32)
+    print("decoded")
+except scans.ScanError as exc:
+    print(exc)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(data.__file__).parents[2])}
+    for name, reason in expected.items():
+        done = subprocess.run(
+            [sys.executable, "-c", child, str(tmp_path / name)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        said, peak_kb = done.stdout.strip().splitlines()
+        assert said.startswith(reason) and said.endswith("not decoded"), (name, said)
+        assert int(peak_kb) < 1 << 20, f"{name}: {int(peak_kb) >> 10} MB at peak"
 
 
 def test_an_empty_training_class_stops_and_an_empty_testing_class_warns(tmp_path):

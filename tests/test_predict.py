@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -69,6 +70,35 @@ def test_dicom_luts_window_and_monochrome1(tmp_path):
         _dicom(tmp_path / "c.dcm", (ramp // 16).astype(np.uint8), photometric="MONOCHROME1")
     )
     assert inverted[0, 0, 0] == 255 and inverted[0, -1, 0] == 0  # high values are dark
+
+
+def test_a_large_dicom_is_windowed_in_bands_as_a_whole(tmp_path):
+    """The LUTs run a band of rows at a time (pydicom's return float64): the same pixels as
+    windowing the whole slice at once, over more than one band."""
+    from pydicom import dcmread
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ramp = (np.arange(1100 * 1100, dtype=np.uint32) % 4000).astype(np.uint16).reshape(1100, 1100)
+    path = _dicom(
+        tmp_path / "big.dcm", ramp, RescaleSlope=2, RescaleIntercept=-10,
+        WindowCenter=3000, WindowWidth=4000, PhotometricInterpretation="MONOCHROME1",
+    )  # fmt: skip
+    ds = dcmread(path)
+    whole = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float64)
+    expected = np.round(255.0 - (whole - whole.min()) / (whole.max() - whole.min()) * 255.0)
+    assert ramp.size > scans._BAND_PIXELS  # more than one band
+    assert np.array_equal(scans.read_dicom(path)[..., 0], expected.astype(np.uint8))
+
+
+def test_a_dicom_of_zero_frames_is_one_line_without_pydicom_warnings(tmp_path, capfd):
+    ramp = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    path = _dicom(tmp_path / "zero.dcm", ramp, NumberOfFrames=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(scans.ScanError) as refused:
+            scans.read_scan(path, 16)
+    assert str(refused.value) == "invalid DICOM header: NumberOfFrames 0; expected 1 (one slice)"
+    assert caught == [] and capfd.readouterr().err == ""
 
 
 def test_unusable_files_are_skipped_with_a_reason(tmp_path, tiny_model):
