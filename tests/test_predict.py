@@ -4,6 +4,7 @@ probabilities, the out-of-distribution score, the written report, and the CLI.""
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -122,6 +123,45 @@ def test_unusable_files_are_skipped_with_a_reason(tmp_path, tiny_model):
     assert reasons["notes.txt"].startswith("unsupported file type '.txt'")
     assert reasons["broken.jpg"].startswith("truncated or corrupt")
     assert table.loc[str(files["slice.png"]), "status"] == "ok"
+
+
+def test_every_entry_found_is_listed_with_its_reason(tmp_path, tiny_model):
+    """Links to folders (listed, not followed), broken links, FIFOs and folders named like
+    images are no longer left out without a word; a FIFO is refused without being opened."""
+    ramp = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
+    scans_dir, elsewhere = tmp_path / "scans", tmp_path / "elsewhere"
+    for folder in (scans_dir / "x.jpg", elsewhere):
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "inside.png"), ramp)
+    cv2.imwrite(str(scans_dir / "slice.png"), ramp)
+    (scans_dir / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (scans_dir / "broken.png").symlink_to(tmp_path / "gone.png")
+    os.mkfifo(scans_dir / "pipe.png")
+    (scans_dir / ".hidden.png").write_bytes(b"skipped on purpose")
+    found = scans.find_scans(scans_dir)
+    assert [p.relative_to(scans_dir).as_posix() for p in found] == [
+        "broken.png", "linked", "pipe.png", "slice.png", "x.jpg/inside.png"
+    ]  # fmt: skip
+    # a glob names a folder like x.jpg too: it is walked as if named
+    assert scans.find_scans(scans_dir / "*.jpg") == [scans_dir / "x.jpg" / "inside.png"]
+    assert scans.find_scans(scans_dir / "pipe.png") == [scans_dir / "pipe.png"]
+    model = mdl.load_model(tiny_model)
+    table = predict.predict_scans(
+        found, model, runs.run_info(tiny_model, None), tmp_path / "out",
+        overlays=False, echo=lambda _: None,
+    ).set_index("file")  # fmt: skip
+    reasons = {Path(f).relative_to(scans_dir).as_posix(): r for f, r in table["reason"].items()}
+    assert reasons == {
+        "broken.png": "broken symbolic link",
+        "linked": "symbolic link to a folder, not followed (name the folder itself to include it)",
+        "pipe.png": "a FIFO (named pipe), not a regular file",
+        "slice.png": "",
+        "x.jpg/inside.png": "",
+    }
+    # named itself, a link to a folder is followed
+    assert scans.find_scans(scans_dir / "linked") == [scans_dir / "linked" / "inside.png"]
+    with pytest.raises(scans.ScanError, match="a folder, not a file"):
+        scans.read_scan(scans_dir / "x.jpg", 16)
 
 
 def test_a_folder_is_predicted_like_the_pipeline_and_reported_offline(

@@ -1,9 +1,11 @@
 """New scans as model inputs: JPEG, PNG, BMP, TIFF and DICOM slices (pydicom's modality and VOI
 LUTs, MONOCHROME1 inverted), through the data set's one normalisation (`fit_image`); finding
-the scans a user names (a file, a folder or a glob), each skipped file with its reason."""
+the scans a user names (a file, a folder or a glob), each skipped entry with its reason."""
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -35,6 +37,47 @@ class ScanError(ValueError):
 
 def _is_dicom(path: Path, head: bytes) -> bool:
     return path.suffix.lower() in DICOM_EXTENSIONS or head[128:132] == b"DICM"
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why path is not a regular file to read (a folder, a FIFO, a broken link...), or None.
+
+    Checked before the file is opened: opening a FIFO would wait for a writer forever.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "broken symbolic link" if path.is_symlink() else "no such file"
+    except OSError as exc:
+        return f"cannot read the file ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        if path.is_symlink():
+            return "symbolic link to a folder, not followed (name the folder itself to include it)"
+        return "a folder, not a file"
+    kinds = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket"}
+    kind = next((name for test, name in kinds.items() if test(mode)), "a device")
+    return f"{kind}, not a regular file"
+
+
+def _read_file(path: Path) -> bytes:
+    """The bytes of a regular file; anything else is refused without blocking on it."""
+    reason = _not_a_file(path)
+    if reason is not None:
+        raise ScanError(reason)
+    try:
+        # O_NONBLOCK: should the file be swapped for a FIFO after the check, open does not wait
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ScanError(f"cannot read the file ({exc.strerror or exc})") from None
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ScanError("not a regular file")
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise ScanError(f"cannot read the file ({exc.strerror or exc})") from None
 
 
 def read_dicom(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -74,6 +117,9 @@ def _read_dicom(path: Path, max_pixels: int) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    reason = _not_a_file(path)
+    if reason is not None:
+        raise ScanError(reason)
     try:
         ds = pydicom.dcmread(path)  # the pixel data stays encoded until pixel_array
     except Exception as exc:  # pydicom raises InvalidDicomError, OSError, ...
@@ -148,10 +194,7 @@ def read_scan(
         ScanError: the file is not a supported, readable image (the message says why).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ScanError(f"cannot read the file ({exc.strerror or exc})") from None
+    data = _read_file(path)
     if _is_dicom(path, data[:132]):
         del data  # pydicom reads the file itself
         rgb = read_dicom(path, max_pixels)
@@ -168,29 +211,55 @@ def read_scan(
     return fit_image(rgb, size, crop=crop)
 
 
-def find_scans(target: str | Path) -> list[Path]:
-    """The files to predict: one file, every file under a folder (recursively), or a glob.
+def _walk(folder: Path) -> list[Path]:
+    """Every entry under folder to list: files, and what is neither file nor folder (a broken
+    link, a FIFO) so that it is listed with its reason. Hidden names are left out. A symbolic
+    link to a folder is listed, not followed: it may loop back or lead to a whole disk."""
+    entries = []
+    for parent, folders, files in os.walk(folder):
+        base = Path(parent)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        entries += [base / name for name in folders if (base / name).is_symlink()]
+        entries += [base / name for name in files if not name.startswith(".")]
+    return entries
 
-    Hidden files and folders are skipped; the order is sorted, so reruns list the same rows.
+
+def find_scans(target: str | Path) -> list[Path]:
+    """The entries to predict: one file, everything under a folder (recursively), or a glob.
+
+    Every entry found is returned, also what cannot be read (a broken link, a FIFO, a link to
+    a folder), so that the prediction lists it with its reason (:func:`read_scan` refuses it
+    without opening it). A folder the glob matches is walked like a folder named; a symbolic
+    link to a folder is followed only when it is the target itself. Hidden files and folders
+    are skipped; the order is sorted, so reruns list the same rows.
+
+    Args:
+        target: a file, a folder or a glob pattern (``~`` expanded).
+
+    Returns:
+        The entries, sorted.
 
     Raises:
         FileNotFoundError: nothing matches target.
     """
     path = Path(target).expanduser()
-    if path.is_file():
-        return [path]
     if path.is_dir():
-        found = path.rglob("*")
-        base = path
+        found = _walk(path)
+    elif path.exists() or path.is_symlink():
+        found = [path]  # a file, or a FIFO or broken link named: listed with its reason
     else:
         anchor = Path(path.anchor or ".")
-        pattern = str(path.relative_to(anchor)) if path.is_absolute() else str(path)
-        found, base = anchor.glob(pattern), anchor
-    files = sorted(
-        p
-        for p in found
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)
-    )
-    if not files:
+        parts = path.relative_to(anchor).parts if path.is_absolute() else path.parts
+        # the folders written out before the first wildcard: hidden or not, the user named them
+        fixed = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), 0)
+        base = anchor.joinpath(*parts[:fixed])
+        found = []
+        for match in base.glob(str(Path(*parts[fixed:]))) if parts[fixed:] else []:
+            if any(part.startswith(".") for part in match.relative_to(base).parts):
+                continue
+            is_folder = match.is_dir() and not match.is_symlink()
+            found += _walk(match) if is_folder else [match]
+    entries = sorted(set(found))
+    if not entries:
         raise FileNotFoundError(f"{target}: no such file, folder or matching files")
-    return files
+    return entries
