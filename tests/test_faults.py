@@ -12,6 +12,8 @@ import os
 import signal
 import stat
 import struct
+import subprocess
+import sys
 import time
 import zipfile
 import zlib
@@ -58,6 +60,70 @@ def _png_declaring(width: int, height: int) -> bytes:
         + struct.pack(">I", zlib.crc32(chunk))
         + small[33:]
     )
+
+
+def _chunk(kind: bytes, body: bytes, crc: int | None = None) -> bytes:
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _zlib_zeros(total: int, block: int = 1 << 20) -> bytes:
+    """A zlib stream of total zero bytes, made in milliseconds: a block compressed after a full
+    flush is the same bytes wherever it stands, so one is compressed and repeated."""
+    if total < 2 * block:
+        return zlib.compress(bytes(total), 9)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflate.compress(bytes(block))
+    deflate.flush(zlib.Z_FULL_FLUSH)
+    again = deflate.compress(bytes(block)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    full, rest = divmod(total, block)
+    body = again * full + deflate.compress(bytes(rest)) + deflate.flush()
+    adler = ((total % 65521) << 16) | 1  # the Adler-32 of zeros: a stays 1, b counts them
+    return b"\x78\xda" + body + struct.pack(">I", adler)
+
+
+def _png_bomb(side: int, *, bad_text_crc: bool = True) -> bytes:
+    """A real side x side grey PNG of zeros (a 30000 one is 0.9 MB), with a text chunk whose
+    checksum is wrong: PIL refuses the file, libpng (OpenCV) only warns and decodes it."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    text = _chunk(b"tEXt", b"Comment\0bad", crc=0) if bad_text_crc else b""
+    idat = _chunk(b"IDAT", _zlib_zeros(side * (side + 1)))  # a filter byte, then the row
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + text + idat + _chunk(b"IEND", b"")
+
+
+def _hdr(width: int, height: int, *, rows: int | None = None) -> bytes:
+    """A Radiance HDR image (OpenCV decodes it to float32 RGB by content, whatever its name),
+    with only its first rows where given (the header is what a bomb needs)."""
+    header = f"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y {height} +X {width}\n".encode()
+    pixels = width * (height if rows is None else rows)
+    return header + bytes([128, 128, 128, 129]) * pixels  # flat pixels, no RLE
+
+
+def _dicom_rle_bomb(path: Path, side: int) -> Path:
+    """An 8-bit side x side RLE Lossless DICOM of zeros, written by hand (64 runs of 128 bytes
+    a row, 2 bytes each): an 8192 one is 1 MB on disk and 64 MB decoded, and pydicom's LUTs
+    used to take float64 copies of it."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless, generate_uid
+
+    runs, rest = divmod(side, 128)
+    row = b"\x81\x00" * runs + (bytes([257 - rest, 0]) if rest else b"")
+    segment = row * side
+    segment += b"\x00" * (len(segment) % 2)
+    frame = struct.pack("<16I", 1, 64, *[0] * 14) + segment
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR image storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = RLELossless
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows = ds.Columns = side
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 # --- names that could reach outside params/ or reports/ ------------------------------------------
@@ -228,6 +294,109 @@ def test_a_decompression_bomb_is_excluded_unread(tmp_path):
     assert (manifest.drop(index=[row.name])["status"] == "ok").all()
     small = data.scan_dataset(root, max_pixels=64 * 64 - 1)
     assert (small["status"] == "excluded").all()  # the limit is a parameter
+
+
+def test_an_image_is_measured_from_its_header_before_any_decoder(tmp_path):
+    """PIL refuses a PNG for a bad text-chunk checksum that OpenCV would decode (30000 x 30000:
+    3.7 GB); OpenCV decodes a Radiance HDR named .png by content. Neither reaches a decoder."""
+    root = _dataset(tmp_path / "ds", per_class=1)
+    glioma = root / TRAIN / "glioma"
+    (glioma / "crc30k.png").write_bytes(_png_bomb(30000))
+    (glioma / "crc20k.png").write_bytes(_png_bomb(20000))
+    (glioma / "hdr.png").write_bytes(_hdr(8, 8))
+    (glioma / "png.jpg").write_bytes(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1])
+    (glioma / "sizeless.jpg").write_bytes(b"\xff\xd8\xff\xda\x00\x08" + bytes(8) + b"\xff\xd9")
+    (glioma / "crc_small.png").write_bytes(_png_bomb(64))  # measured, within the limit: read
+    rows = data.scan_dataset(root).set_index("path")["reason"]
+    reasons = {Path(path).name: reason for path, reason in rows.items() if reason}
+    assert reasons == {
+        "crc30k.png": "too large: 30000x30000 pixels declared, more than the limit of "
+        "40,000,000 (data.max_image_pixels); not decoded",
+        "crc20k.png": "too large: 20000x20000 pixels declared, more than the limit of "
+        "40,000,000 (data.max_image_pixels); not decoded",
+        "hdr.png": "the content is Radiance HDR, not the PNG its extension .png says; not decoded",
+        "png.jpg": "the content is PNG, not the JPEG its extension .jpg says; not decoded",
+        "sizeless.jpg": "truncated or corrupt: a JPEG header without a readable size; not decoded",
+    }
+    assert data.load_image(glioma / "crc_small.png", 8).shape == (8, 8, 3)
+    with pytest.raises(ValueError, match=r"hdr\.png: unreadable image: the content is Radiance"):
+        data.load_image(glioma / "hdr.png", 8)
+
+
+def test_decoded_bytes_count_against_the_limit(tmp_path):
+    """A float RGB TIFF decodes to 12 bytes a pixel: the limit allows 8 (16-bit RGBA)."""
+    from brainmri.data import images
+
+    def tiff_header(width: int, height: int, samples: int, bits: int) -> bytes:
+        entries = [(256, 4, 1, width), (257, 4, 1, height), (277, 3, 1, samples)]
+        entries.append((258, 3, samples, 8 + 2 + 12 * 4 + 4))  # BitsPerSample, after the IFD
+        ifd = b"".join(struct.pack("<HHII", *entry) for entry in entries)
+        return (
+            b"II*\x00"
+            + struct.pack("<IH", 8, 4)
+            + ifd
+            + bytes(4)
+            + struct.pack(f"<{samples}H", *[bits] * samples)
+        )
+
+    header = images.measure_image(tiff_header(6000, 6000, 3, 32), ".tif")
+    assert header[:4] == ("TIFF", 6000, 6000, 12)
+    with pytest.raises(ValueError, match="too large: 6000x6000 pixels of 12 bytes declared"):
+        images._decode_image_bytes(tiff_header(6000, 6000, 3, 32), suffix=".tiff")
+    assert images.measure_image(tiff_header(6000, 6000, 4, 16))[3] == 8  # at the bound: allowed
+
+
+def test_a_dicom_declaring_a_huge_slice_is_refused_before_decoding(tmp_path):
+    from brainmri.data import scans
+
+    small = scans.read_scan(_dicom_rle_bomb(tmp_path / "small.dcm", 300), 16)
+    assert small.shape == (16, 16, 3) and not small.any()  # the crafted RLE decodes
+    bomb = _dicom_rle_bomb(tmp_path / "bomb.dcm", 8192)
+    assert bomb.stat().st_size < 1_100_000
+    with pytest.raises(scans.ScanError) as refused:
+        scans.read_scan(bomb, 16)
+    assert str(refused.value) == (
+        "too large: 8192x8192 pixels declared, more than the limit of 40,000,000 "
+        "(data.max_image_pixels); not decoded"
+    )
+
+
+def test_the_bombs_stay_under_1_gb_in_a_child_process(tmp_path):
+    """Each bomb read by read_scan in a fresh process, whose peak resident memory (ru_maxrss)
+    is then its reading's; an address-space cap of 3 GB keeps a regression from taking the
+    machine."""
+    too_large = "too large: "
+    expected = {
+        "crc30k.png": too_large + "30000x30000",
+        "crc20k.png": too_large + "20000x20000",
+        "hdr.png": "the content is Radiance HDR",  # 11547 x 11547: a 1.6 GB float32 decode
+        "rle8k.dcm": too_large + "8192x8192",
+    }
+    (tmp_path / "crc30k.png").write_bytes(_png_bomb(30000))
+    (tmp_path / "crc20k.png").write_bytes(_png_bomb(20000))
+    (tmp_path / "hdr.png").write_bytes(_hdr(11547, 11547, rows=1))
+    _dicom_rle_bomb(tmp_path / "rle8k.dcm", 8192)
+    child = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from brainmri.data import scans
+try:
+    scans.read_scan(sys.argv[1], 32)
+    print("decoded")
+except scans.ScanError as exc:
+    print(exc)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(data.__file__).parents[2])}
+    for name, reason in expected.items():
+        done = subprocess.run(
+            [sys.executable, "-c", child, str(tmp_path / name)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        said, peak_kb = done.stdout.strip().splitlines()
+        assert said.startswith(reason) and said.endswith("not decoded"), (name, said)
+        assert int(peak_kb) < 1 << 20, f"{name}: {int(peak_kb) >> 10} MB at peak"
 
 
 def test_an_empty_training_class_stops_and_an_empty_testing_class_warns(tmp_path):

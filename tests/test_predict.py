@@ -4,7 +4,9 @@ probabilities, the out-of-distribution score, the written report, and the CLI.""
 from __future__ import annotations
 
 import json
+import os
 import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -71,6 +73,35 @@ def test_dicom_luts_window_and_monochrome1(tmp_path):
     assert inverted[0, 0, 0] == 255 and inverted[0, -1, 0] == 0  # high values are dark
 
 
+def test_a_large_dicom_is_windowed_in_bands_as_a_whole(tmp_path):
+    """The LUTs run a band of rows at a time (pydicom's return float64): the same pixels as
+    windowing the whole slice at once, over more than one band."""
+    from pydicom import dcmread
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ramp = (np.arange(1100 * 1100, dtype=np.uint32) % 4000).astype(np.uint16).reshape(1100, 1100)
+    path = _dicom(
+        tmp_path / "big.dcm", ramp, RescaleSlope=2, RescaleIntercept=-10,
+        WindowCenter=3000, WindowWidth=4000, PhotometricInterpretation="MONOCHROME1",
+    )  # fmt: skip
+    ds = dcmread(path)
+    whole = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float64)
+    expected = np.round(255.0 - (whole - whole.min()) / (whole.max() - whole.min()) * 255.0)
+    assert ramp.size > scans._BAND_PIXELS  # more than one band
+    assert np.array_equal(scans.read_dicom(path)[..., 0], expected.astype(np.uint8))
+
+
+def test_a_dicom_of_zero_frames_is_one_line_without_pydicom_warnings(tmp_path, capfd):
+    ramp = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    path = _dicom(tmp_path / "zero.dcm", ramp, NumberOfFrames=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(scans.ScanError) as refused:
+            scans.read_scan(path, 16)
+    assert str(refused.value) == "invalid DICOM header: NumberOfFrames 0; expected 1 (one slice)"
+    assert caught == [] and capfd.readouterr().err == ""
+
+
 def test_unusable_files_are_skipped_with_a_reason(tmp_path, tiny_model):
     ramp = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
     files = {
@@ -92,6 +123,45 @@ def test_unusable_files_are_skipped_with_a_reason(tmp_path, tiny_model):
     assert reasons["notes.txt"].startswith("unsupported file type '.txt'")
     assert reasons["broken.jpg"].startswith("truncated or corrupt")
     assert table.loc[str(files["slice.png"]), "status"] == "ok"
+
+
+def test_every_entry_found_is_listed_with_its_reason(tmp_path, tiny_model):
+    """Links to folders (listed, not followed), broken links, FIFOs and folders named like
+    images are no longer left out without a word; a FIFO is refused without being opened."""
+    ramp = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
+    scans_dir, elsewhere = tmp_path / "scans", tmp_path / "elsewhere"
+    for folder in (scans_dir / "x.jpg", elsewhere):
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "inside.png"), ramp)
+    cv2.imwrite(str(scans_dir / "slice.png"), ramp)
+    (scans_dir / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (scans_dir / "broken.png").symlink_to(tmp_path / "gone.png")
+    os.mkfifo(scans_dir / "pipe.png")
+    (scans_dir / ".hidden.png").write_bytes(b"skipped on purpose")
+    found = scans.find_scans(scans_dir)
+    assert [p.relative_to(scans_dir).as_posix() for p in found] == [
+        "broken.png", "linked", "pipe.png", "slice.png", "x.jpg/inside.png"
+    ]  # fmt: skip
+    # a glob names a folder like x.jpg too: it is walked as if named
+    assert scans.find_scans(scans_dir / "*.jpg") == [scans_dir / "x.jpg" / "inside.png"]
+    assert scans.find_scans(scans_dir / "pipe.png") == [scans_dir / "pipe.png"]
+    model = mdl.load_model(tiny_model)
+    table = predict.predict_scans(
+        found, model, runs.run_info(tiny_model, None), tmp_path / "out",
+        overlays=False, echo=lambda _: None,
+    ).set_index("file")  # fmt: skip
+    reasons = {Path(f).relative_to(scans_dir).as_posix(): r for f, r in table["reason"].items()}
+    assert reasons == {
+        "broken.png": "broken symbolic link",
+        "linked": "symbolic link to a folder, not followed (name the folder itself to include it)",
+        "pipe.png": "a FIFO (named pipe), not a regular file",
+        "slice.png": "",
+        "x.jpg/inside.png": "",
+    }
+    # named itself, a link to a folder is followed
+    assert scans.find_scans(scans_dir / "linked") == [scans_dir / "linked" / "inside.png"]
+    with pytest.raises(scans.ScanError, match="a folder, not a file"):
+        scans.read_scan(scans_dir / "x.jpg", 16)
 
 
 def test_a_folder_is_predicted_like_the_pipeline_and_reported_offline(

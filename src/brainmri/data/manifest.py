@@ -86,7 +86,7 @@ def _scan_file(
         row["reason"] = f"unsupported extension {file.suffix!r} (expected {IMAGE_EXTENSIONS})"
         return row
     try:
-        array, mode = _decode_image_bytes(data, max_pixels)
+        array, mode = _decode_image_bytes(data, max_pixels, file.suffix)
     except _DecodeError as exc:
         row["reason"] = str(exc)
         return row
