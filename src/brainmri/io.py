@@ -9,6 +9,7 @@ earlier version of the target untouched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -122,3 +123,88 @@ def write_csv(path: Path | str, frame: pd.DataFrame) -> Path:
         The path written.
     """
     return atomic_write(path, csv_bytes(frame))
+
+
+# --- spreadsheet-safe cells ----------------------------------------------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A text cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
+(OWASP "CSV Injection"): a scan named ``=HYPERLINK(...).png`` would run when the CSV is opened."""
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: a string starting with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return gets a leading single quote (OWASP's advice); anything
+    else, numbers included, is returned unchanged.
+
+    Args:
+        value: one cell.
+
+    Returns:
+        The cell as it is safe to write.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+# --- disk errors in one line ---------------------------------------------------------------------
+
+
+class DiskFull(RuntimeError):
+    """A write ran out of space; the one-line message names the file and what was kept."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc``, or an exception it was raised from, is "no space left on device"
+    (ENOSPC, or EDQUOT: over the user's quota)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(current):  # TensorFlow's own file errors
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+_PROBLEMS = {
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or folder",
+    errno.EISDIR: "is a folder, not a file",
+}
+
+
+def describe_os_error(exc: OSError, path: Path | str | None = None) -> str:
+    """One line for a failed file operation: the path and the problem in words.
+
+    Args:
+        exc: the error.
+        path: the path the user named (an output folder); default: the error's own file name.
+
+    Returns:
+        ``"<path>: <problem>"``, e.g. ``"/mnt/ro/out: read-only file system"``; an error that
+        carries no errno (a message of this project's) is returned as it is.
+    """
+    if exc.errno is None:
+        return str(exc)
+    where = path if path is not None else (exc.filename or "")
+    problem = _PROBLEMS.get(exc.errno, exc.strerror or str(exc))
+    return f"{where}: {problem}" if where else problem
+
+
+def fsync_path(path: Path | str) -> None:
+    """Flush a file's (or a folder's) data to the disk: after it, a rename that publishes it
+    cannot leave an empty or half-written file behind a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
