@@ -161,13 +161,20 @@ def cmd_screenshots(args: argparse.Namespace) -> int:
     return 0 if all(check.ok for check in checks) else 1
 
 
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ log (the cuInit probe of a machine without a GPU) off the console
+    of predict and export; it must be set before TensorFlow is imported. Their errors reach
+    the user as Python exceptions; TF_CPP_MIN_LOG_LEVEL=0 in the environment shows the log."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict new scans (JPEG, PNG, BMP, TIFF, DICOM) with a trained model."""
-    from datetime import datetime
-
+    _quiet_tensorflow()
     from brainmri import predict, runs
     from brainmri.config import Paths
     from brainmri.data import scans
+    from brainmri.io import describe_os_error
     from brainmri.model import load_model
 
     root = _root(args)
@@ -184,12 +191,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     for warning in info.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else root / "predictions" / f"{args.profile}-{stamp}"
+    out = Path(args.out) if args.out else root / "predictions"
     try:
+        if not args.out:  # a unique new folder: concurrent runs never share one
+            out = predict.new_output_folder(out, args.profile)
         table = predict.predict_scans(files, model, info, out, overlays=not args.no_overlays)
-    except FileExistsError as exc:
+    except predict.Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 130
+    except OSError as exc:  # FileExistsError, read-only, a file in the path, disk full
+        print(f"error: {describe_os_error(exc, out)}", file=sys.stderr)
         return 1
     counts = table[table["status"] == "ok"]["predicted"].value_counts().to_dict()
     print(f"predicted: {counts}; skipped: {int((table['status'] != 'ok').sum())}")
@@ -199,15 +210,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a profile's model as a TensorFlow SavedModel taking uint8 images."""
+    _quiet_tensorflow()
     from brainmri import predict, runs
     from brainmri.config import Paths
+    from brainmri.io import describe_os_error
     from brainmri.model import load_model
 
     paths = Paths(_root(args), args.profile)
     target = Path(args.out) if args.out else paths.run_dir / "savedmodel"
     try:
         predict.export_savedmodel(load_model(paths.model), target)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except OSError as exc:  # FileNotFoundError, FileExistsError, read-only, a file in the path
+        print(f"error: {describe_os_error(exc, target)}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"SavedModel (signature 'serve': uint8 images -> probabilities): {target}")
@@ -291,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="default", help="use reports/<profile>/model.keras")
     p.add_argument("--model", default=None, help="another model.keras instead")
     p.add_argument(
-        "--out", default=None, help="a new folder (default predictions/<profile>-<time>)"
+        "--out",
+        default=None,
+        help="a new or empty folder (default: a new predictions/<profile>-<time>-<random>)",
     )
     p.add_argument("--no-overlays", action="store_true", help="skip the Grad-CAM views (faster)")
     p.add_argument(

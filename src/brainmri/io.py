@@ -197,6 +197,11 @@ def describe_os_error(exc: OSError, path: Path | str | None = None) -> str:
         return str(exc)
     where = path if path is not None else (exc.filename or "")
     problem = _PROBLEMS.get(exc.errno, exc.strerror or str(exc))
+    named = Path(exc.filename) if isinstance(exc.filename, str) else None
+    # mkdir(exist_ok=True) of a parent that is a file says "File exists": name the real problem
+    parent_is_a_file = named is not None and named.exists() and not named.is_dir()
+    if exc.errno == errno.EEXIST and parent_is_a_file and path is not None and named != Path(path):
+        problem = _PROBLEMS[errno.ENOTDIR]
     return f"{where}: {problem}" if where else problem
 
 
