@@ -260,3 +260,35 @@ def pytest_collection_modifyitems(config, items):
         return name != "trained_phantom", -slow
 
     items[:] = [item for name in sorted(groups, key=longest_first) for item in groups[name]]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """small_disk(size="256k", read_only=False): a fresh tmpfs of that size, unmounted after the
+    test; skips where mounting is not permitted (not root, no mount, a container without the
+    capability)."""
+    mounted: list[Path] = []
+
+    def mount(size: str = "256k", read_only: bool = False) -> Path:
+        target = tmp_path / f"disk{len(mounted)}"
+        target.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        if shutil.which("mount") is None or os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root and mount(8)")
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    import gc
+
+    gc.collect()  # a failed run's open files (Keras' CSVLogger) keep the mount busy
+    for target in reversed(mounted):
+        if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)  # detach it

@@ -185,10 +185,17 @@ def test_a_folder_is_predicted_like_the_pipeline_and_reported_offline(
     assert (table["ood_flag"] == (table["ood_score"] < 0.0)).all()
     saved = json.loads((out / "predictions.json").read_text())
     assert saved["temperature"] == 2.0 and len(saved["predictions"]) == len(files)
-    assert len(list((out / "overlays").glob("*.png"))) == len(files)
+    views = sorted((out / "views").glob("*.png"))
+    assert len(views) == len(files)
+    assert cv2.imread(str(views[0])).shape == (32, 64, 3)  # the scan beside its overlay
     page = (out / "index.html").read_text()
     assert page.count("<img ") == len(files) and "not a medical device" in page
+    assert all(f'src="views/{v.name}"' in page for v in views)  # linked, not embedded
+    assert "data:image" not in page
     assert not re.search(r"""(src|href)=["']https?://""", page)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "index.html", "predictions.csv", "predictions.json", "views"
+    ]  # fmt: skip
     with pytest.raises(FileExistsError, match="never overwrite"):
         predict.predict_scans(files, model, info, out)
 

@@ -286,3 +286,110 @@ def test_the_guided_phase_distils_towards_its_start_unless_given_a_teacher(monke
     assert len(made) == 1  # none made without distillation
     with pytest.raises(ValueError, match="lesion_guidance must be > 0"):
         training.guided_phase(model, train, val, cfg | {"lesion_guidance": 0.0})
+
+
+# --- a full disk during training ------------------------------------------------------------------
+
+
+def _tiny_classifier():
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, activation="softmax")])
+    training.compile_model(model, 1e-2, 0.0, "never")
+    return model
+
+
+def _fill(folder: Path) -> None:
+    """Write a filler file until the file system is full (kept: the disk stays full)."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while os.write(fd, b"\0" * 1024):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_a_full_disk_keeps_the_earlier_checkpoint_whole(small_disk):
+    from brainmri.io import DiskFull
+
+    disk = small_disk("256k")
+    path = disk / "model.keras"
+    model = _tiny_classifier()
+    checkpoint = training.AtomicModelCheckpoint(
+        str(path), monitor="val_accuracy", mode="max", save_best_only=True
+    )
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"val_accuracy": 0.5})
+    good = hashlib.sha256(path.read_bytes()).hexdigest()
+    _fill(disk)
+    model.layers[0].kernel.assign(model.layers[0].kernel + 1.0)  # a different model to save
+    with pytest.raises(DiskFull) as raised:
+        checkpoint.on_epoch_end(1, {"val_accuracy": 0.75})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message == (
+        f"{path}: no space left on device while saving epoch 2; kept the earlier {path} whole "
+        "(the best epoch so far, val_accuracy 0.5000); free space and rerun to resume"
+    )
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == good
+    assert mdl.load_model(path).count_params() == model.count_params()
+    assert _listing(disk) == ["filler", "model.keras"]  # no partial file left behind
+    assert checkpoint.best == 0.5  # the file still holds epoch 1: a later epoch must beat it
+
+
+def test_a_full_disk_in_training_ends_in_one_line_and_keeps_the_model(small_disk, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from brainmri.io import DiskFull
+    from brainmri.training import phases
+
+    disk = small_disk("512k")
+    params = {"early_stopping_patience": 5, "reduce_lr_factor": 0.5, "reduce_lr_patience": 5}
+
+    def phase_callbacks():
+        return phases._callbacks(
+            "main", params, disk / "model.keras", disk / "history.csv", disk / "state"
+        )
+
+    class FillTheDisk(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:  # the next epoch's score then beats it: the checkpoint must save
+                logs["val_accuracy"] = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                _fill(disk)
+
+    class WriteANote(keras.callbacks.Callback):  # any other callback writing on the full disk
+        def on_epoch_end(self, epoch, logs=None):
+            (disk / "note.txt").write_bytes(b"x" * 65536)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 4)).astype("float32")
+    y = np.eye(4, dtype="float32")[rng.integers(0, 4, 16)]
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    model = _tiny_classifier()
+    outside = [p for p in _listing(tmp_path.parent) if not p.startswith(tmp_path.name)]
+    run = dict(initial_epoch=0, epochs=3, label_smoothing=0.0, jit_compile=False)
+    with pytest.raises(DiskFull) as raised:
+        training.run_epochs(model, ds, ds, callbacks=[FillTheDisk(), *phase_callbacks()], **run)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{disk / 'model.keras'}: no space left on device while saving")
+    assert f"kept the earlier {disk / 'model.keras'} whole" in message
+    assert mdl.load_model(disk / "model.keras").count_params() == model.count_params()
+    assert not list(disk.glob(".model.partial*"))
+    with pytest.raises(DiskFull) as raised:
+        training.run_epochs(model, ds, ds, callbacks=[WriteANote(), *phase_callbacks()], **run)
+    message = str(raised.value)
+    assert "\n" not in message and "no space left on device after epoch " in message
+    assert f"kept the earlier {disk / 'model.keras'} whole" in message
+    assert [p for p in _listing(tmp_path.parent) if not p.startswith(tmp_path.name)] == outside
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk0"]

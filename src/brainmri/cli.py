@@ -12,6 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from brainmri.errors import os_error_line
+
 REAL_DATA_PROFILE = "default"
 OFFLINE_PROFILE = "demo"
 
@@ -123,41 +125,6 @@ def _check_new_folder(path: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
 
 
-# What to do about the OSErrors a command can meet on its way (a full or read-only disk, a
-# file where a folder should be); the others get their meaning alone.
-_OS_REMEDIES = {
-    errno.EROFS: "the file system is read-only: work in a writable copy, or remount it read-write",
-    errno.EACCES: "check the owner and permissions of that path",
-    errno.EPERM: "check the owner and permissions of that path",
-    errno.ENOSPC: "the disk is full: free some space",
-    errno.EDQUOT: "the disk quota is used up: free some space",
-    errno.ENOTDIR: "a part of that path is a file, not a folder: choose another path",
-    errno.EISDIR: "that path is a folder where a file is expected",
-    errno.ENAMETOOLONG: "choose a shorter path",
-    errno.ELOOP: "too many symbolic links on that path",
-}
-
-
-def os_error_line(exc: OSError) -> str:
-    """One line for an OSError: the path, what the errno means (and its name), what to do.
-
-    Args:
-        exc: the error, e.g. ``OSError(30, "Read-only file system", "reports/demo/.lock")``.
-
-    Returns:
-        e.g. ``reports/demo/.lock: read-only file system (EROFS); the file system is read-only:
-        work in a writable copy, or remount it read-write``.
-    """
-    if exc.errno is None:
-        return " ".join(str(exc).split()) or type(exc).__name__
-    meaning = (exc.strerror or os.strerror(exc.errno)).lower()
-    name = errno.errorcode.get(exc.errno, f"errno {exc.errno}")
-    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
-    line = f"{where}: {meaning} ({name})" if where else f"{meaning} ({name})"
-    remedy = _OS_REMEDIES.get(exc.errno)
-    return f"{line}; {remedy}" if remedy else line
-
-
 def cmd_choose(args: argparse.Namespace) -> int:
     """Print the profile `make all` will run and why."""
     profile, reason = choose_profile(_root(args), args.profile, args.data_dir)
@@ -253,16 +220,21 @@ def cmd_screenshots(args: argparse.Namespace) -> int:
     return 0 if all(check.ok for check in checks) else 1
 
 
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ log (the cuInit probe of a machine without a GPU) off the console
+    of predict and export; it must be set before TensorFlow is imported. Their errors reach
+    the user as Python exceptions; TF_CPP_MIN_LOG_LEVEL=0 in the environment shows the log."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict new scans (JPEG, PNG, BMP, TIFF, DICOM) with a trained model."""
-    from datetime import datetime
-
+    _quiet_tensorflow()
     from brainmri.config import Paths
 
     root = _root(args)
     paths = Paths(root, args.profile)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else root / "predictions" / f"{args.profile}-{stamp}"
+    out = Path(args.out) if args.out else root / "predictions"
     _check_new_folder(out)  # before the model loads: a bad --out fails in a second, not twenty
     from brainmri import predict, runs  # TensorFlow
     from brainmri.data import scans
@@ -281,9 +253,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for warning in info.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     try:
+        if not args.out:  # a unique new folder: concurrent runs never share one
+            out = predict.new_output_folder(out, args.profile)
         table = predict.predict_scans(files, model, info, out, overlays=not args.no_overlays)
-    except FileExistsError as exc:
+    except predict.Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 130
+    except OSError as exc:  # FileExistsError, read-only, a file in the path, disk full
+        print(f"error: {os_error_line(exc, out)}", file=sys.stderr)
         return 1
     counts = table[table["status"] == "ok"]["predicted"].value_counts().to_dict()
     print(f"predicted: {counts}; skipped: {int((table['status'] != 'ok').sum())}")
@@ -293,6 +270,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a profile's model as a TensorFlow SavedModel taking uint8 images."""
+    _quiet_tensorflow()
     from brainmri.config import Paths
     from brainmri.lock import writable_run_dir
 
@@ -304,7 +282,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         predict.export_savedmodel(load_model(paths.model), target)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except OSError as exc:  # FileNotFoundError, FileExistsError, read-only, a file in the path
+        print(f"error: {os_error_line(exc, target)}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"SavedModel (signature 'serve': uint8 images -> probabilities): {target}")
@@ -391,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="default", help="use reports/<profile>/model.keras")
     p.add_argument("--model", default=None, help="another model.keras instead")
     p.add_argument(
-        "--out", default=None, help="a new folder (default predictions/<profile>-<time>)"
+        "--out",
+        default=None,
+        help="a new or empty folder (default: a new predictions/<profile>-<time>-<random>)",
     )
     p.add_argument("--no-overlays", action="store_true", help="skip the Grad-CAM views (faster)")
     p.add_argument(

@@ -9,6 +9,7 @@ earlier version of the target untouched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -122,3 +123,58 @@ def write_csv(path: Path | str, frame: pd.DataFrame) -> Path:
         The path written.
     """
     return atomic_write(path, csv_bytes(frame))
+
+
+# --- spreadsheet-safe cells ----------------------------------------------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A text cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
+(OWASP "CSV Injection"): a scan named ``=HYPERLINK(...).png`` would run when the CSV is opened."""
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: a string starting with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return gets a leading single quote (OWASP's advice); anything
+    else, numbers included, is returned unchanged.
+
+    Args:
+        value: one cell.
+
+    Returns:
+        The cell as it is safe to write.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+# --- disk errors in one line ---------------------------------------------------------------------
+
+
+class DiskFull(RuntimeError):
+    """A write ran out of space; the one-line message names the file and what was kept."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc``, or an exception it was raised from, is "no space left on device"
+    (ENOSPC, or EDQUOT: over the user's quota)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(current):  # TensorFlow's own file errors
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def fsync_path(path: Path | str) -> None:
+    """Flush a file's (or a folder's) data to the disk: after it, a rename that publishes it
+    cannot leave an empty or half-written file behind a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -47,13 +47,15 @@ def test_the_prediction_page_escapes_file_names_reasons_and_warnings(tmp_path):
     for name in config.CLASS_NAMES:
         table[f"p_{name}_calibrated"] = [0.25, float("nan")]
     table["ood_flag"] = [True, False]
-    (tmp_path / "overlays").mkdir()
-    (tmp_path / "overlays" / "00000.png").write_bytes(b"png")
+    (tmp_path / "views").mkdir()
+    (tmp_path / "views" / "00000.png").write_bytes(b"png")
+    views = [tmp_path / "views" / f"{k:05d}.png" for k in range(2)]
     info = runs.RunInfo(Path(f"/models/{NAME}.keras"), "0" * 64, warnings=(HOSTILE,))
-    page = predict._page(table, tmp_path, info)
+    page = predict._page(table, views, tmp_path, info)
     assert "<script" not in page
     assert f"<td>/scans/{ESCAPED_NAME}.png</td>" in page
-    assert f'alt="Grad-CAM of {ESCAPED_NAME}.png"' in page
+    assert f'alt="{ESCAPED_NAME}.png and its Grad-CAM"' in page
+    assert page.count('src="views/00000.png"') == 1 and "00001.png" not in page
     assert f"<td></td><td>{ESCAPED}</td>" in page  # the reason a file was skipped
     assert (
         f'<p class="flag">{ESCAPED}</p>' in page and f"Model /models/{ESCAPED_NAME}.keras" in page

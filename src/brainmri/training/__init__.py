@@ -21,6 +21,7 @@ from brainmri.training.loop import (
     seed_everything,
 )
 from brainmri.training.phases import (
+    AtomicModelCheckpoint,
     best_epoch,
     fit,
     guidance_margin_pixels,
@@ -43,6 +44,7 @@ from brainmri.training.state import (
 )
 
 __all__ = [
+    "AtomicModelCheckpoint",
     "COMPLETE",
     "PACKAGES",
     "STATUS_MESSAGES",

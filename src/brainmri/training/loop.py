@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from brainmri import devices, guidance
+from brainmri.io import DiskFull, is_disk_full
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -251,6 +252,7 @@ def run_epochs(
     # BackupAndRestore sets the epoch to resume from, as model.fit reads it
     initial_epoch = getattr(model, "_initial_epoch", None) or initial_epoch
     logs: dict[str, float] = {}
+    epoch = initial_epoch - 1  # the last finished epoch, for a message when none runs
     for epoch in range(initial_epoch, epochs):
         callback_list.on_epoch_begin(epoch)
         start = time.perf_counter()
@@ -259,7 +261,7 @@ def run_epochs(
             logs = {"lesion_guidance": lesion_guidance, "lesion_outside": np.nan, **logs}
         val = steps.run_epoch(val_dist, steps.eval_step)
         logs.update({f"val_{k}": v for k, v in val.items()})
-        callback_list.on_epoch_end(epoch, logs)
+        _saving(epoch, callbacks, callback_list.on_epoch_end, epoch, logs)
         print(
             f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.0f}s - "
             + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "epoch_seconds"),
@@ -267,4 +269,23 @@ def run_epochs(
         )
         if model.stop_training:
             break
-    callback_list.on_train_end(logs)
+    _saving(epoch, callbacks, callback_list.on_train_end, logs)
+
+
+def _saving(epoch: int, callbacks: list[keras.callbacks.Callback], step, *args) -> None:
+    """Call ``step(*args)`` of the callbacks; a full disk in any of them (the backup, the history, the
+    checkpoint) ends in one line saying what the checkpoint kept, not an OSError traceback."""
+    try:
+        step(*args)
+    except DiskFull:
+        raise
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        kept = [cb.kept() for cb in callbacks if hasattr(cb, "kept")]
+        where = getattr(exc, "filename", None) or "the training state"
+        raise DiskFull(
+            f"{where}: no space left on device after epoch {epoch + 1}; "
+            + "; ".join(kept or ["no checkpoint in this phase"])
+            + "; free space and rerun to resume"
+        ) from None

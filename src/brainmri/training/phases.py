@@ -13,7 +13,7 @@ import pandas as pd
 import tensorflow as tf
 
 from brainmri import devices, guidance
-from brainmri.io import file_sha256
+from brainmri.io import DiskFull, file_sha256, fsync_path, is_disk_full
 from brainmri.model import set_trainable
 from brainmri.training.loop import EpochTimer, compile_model, run_epochs
 from brainmri.training.state import COMPLETE, STATUS_MESSAGES, prepare_state
@@ -48,7 +48,7 @@ def _callbacks(
     return [
         EpochTimer(),
         keras.callbacks.BackupAndRestore(str(state_dir / f"backup-{phase}")),
-        keras.callbacks.ModelCheckpoint(
+        AtomicModelCheckpoint(
             str(model_path),
             monitor="val_accuracy",
             mode="max",
@@ -274,16 +274,68 @@ def _run_phase(
 
 
 def save_model_atomically(model: keras.Model, path: Path) -> Path:
-    """Save a model beside ``path`` and rename it into place: a crash or a full disk leaves the
-    earlier file whole, never a truncated zip."""
+    """Save a model beside ``path``, flush it to the disk and rename it into place: a crash or a
+    full disk leaves the earlier file whole, never a truncated zip.
+
+    Args:
+        model: the model to save.
+        path: the published ``.keras`` file.
+
+    Returns:
+        The path written.
+
+    Raises:
+        OSError: the save failed (``path`` is then as it was, and no partial file is left).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
         model.save(partial)
+        # without the fsync a crash after the rename can leave a renamed but empty file
+        fsync_path(partial)
         os.replace(partial, path)
+        fsync_path(path.parent)  # the rename itself
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' ModelCheckpoint, publishing through :func:`save_model_atomically`.
+
+    Keras writes the checkpoint in place, so a full disk left a truncated ``model.keras``
+    where the best earlier epoch had been. Here the earlier file stays until the new one is
+    complete; on a full disk the best score is set back (the file still holds the earlier
+    epoch) and :class:`brainmri.io.DiskFull` says what was kept.
+    """
+
+    def _save_model(self, epoch, batch, logs):  # noqa: D102 - Keras' hook
+        filepath = Path(self._get_file_path(epoch, batch, logs))
+        before = self.best
+        if not self._should_save_model(epoch, batch, logs, str(filepath)):
+            return
+        try:
+            if self.save_weights_only:
+                self.model.save_weights(filepath, overwrite=True)
+            else:
+                save_model_atomically(self.model, filepath)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self.best = before
+            raise DiskFull(
+                f"{filepath}: no space left on device while saving epoch {epoch + 1}; "
+                f"{self.kept()}; free space and rerun to resume"
+            ) from None
+
+    def kept(self) -> str:
+        """What the published file holds now, in words (for a message after a failure)."""
+        path = Path(self.filepath)
+        if not path.is_file():
+            return f"no earlier {path.name} to keep"
+        score = "" if self.best is None else f", {self.monitor} {float(self.best):.4f}"
+        return f"kept the earlier {path} whole (the best epoch so far{score})"
 
 
 def guidance_margin_pixels(params: Mapping[str, Any]) -> int:
