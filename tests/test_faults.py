@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import struct
@@ -576,3 +577,20 @@ def test_ctrl_c_ends_in_one_line_and_keeps_the_partial_notebook(project_copy, ma
     assert "Traceback" not in err, err[-3000:]
     assert (run / "failed" / "03_train.ipynb").is_file()
     assert not list((run / ".state").glob("*.running.ipynb"))
+
+
+def test_a_mask_bomb_is_refused_by_name_before_any_decoder_runs(tmp_path):
+    """Tumour masks come from the user's MASK_DIR: they pass the same size guard as scans."""
+    from brainmri.phantom.masks import load_mask
+
+    images, masks = tmp_path / "data", tmp_path / "masks"
+    scan = images / TRAIN / "glioma" / "a.jpg"
+    scan.parent.mkdir(parents=True)
+    cv2.imwrite(str(scan), np.full((64, 64), 120, np.uint8))
+    bomb = masks / TRAIN / "glioma" / "a.png"
+    bomb.parent.mkdir(parents=True)
+    bomb.write_bytes(_png_bomb(30000))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(bomb))}: unreadable image: too large"):
+        data.read_grey(bomb)
+    with pytest.raises(ValueError, match=re.escape(str(bomb))):
+        load_mask(scan, images, mask_root=masks)

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from brainmri.config import CLASS_NAMES
-from brainmri.data.images import BRAIN_THRESHOLD, crop_like_image, load_image
+from brainmri.data.images import BRAIN_THRESHOLD, crop_like_image, load_image, read_grey
 
 
 def affine_matrices(
@@ -235,9 +235,7 @@ def _decode_with_mask(path: bytes, mask: bytes, size: int, crop: bool) -> np.nda
     image = load_image(Path(path.decode()), size, crop=bool(crop))
     lesion = np.zeros((size, size, 1), np.uint8)
     if mask:
-        read = cv2.imread(mask.decode(), cv2.IMREAD_GRAYSCALE)
-        if read is None:
-            raise ValueError(f"{mask.decode()}: not a readable mask image (expected a 0/255 PNG)")
+        read = read_grey(mask.decode())  # the pixel limit holds for masks too
         if crop:  # the square the image was cut to
             read = crop_like_image(read, Path(path.decode()))
         # nearest neighbour, as phantom.load_mask: a mask stays a mask

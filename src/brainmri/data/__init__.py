@@ -29,7 +29,7 @@ from brainmri.data.audit import (
     pixel_signatures,
     threshold_pairs,
 )
-from brainmri.data.images import brain_box, crop_like_image, crop_square, load_image
+from brainmri.data.images import brain_box, crop_like_image, crop_square, load_image, read_grey
 from brainmri.data.kaggle import (
     DataSourceError,
     KaggleCredentials,
@@ -79,6 +79,7 @@ __all__ = [
     "crop_like_image",
     "crop_square",
     "load_image",
+    "read_grey",
     "manifest_hash",
     "pixel_signatures",
     "read_manifest",

@@ -425,6 +425,21 @@ def _read_rgb(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: unreadable image: {exc}") from None
 
 
+def read_grey(path: Path | str) -> np.ndarray:
+    """A file's pixels as one uint8 grey channel, through the same size guard as every image.
+
+    Args:
+        path: an image file (a tumour mask, say).
+
+    Returns:
+        A 2-D uint8 array at the file's own size.
+
+    Raises:
+        ValueError: unreadable, or larger than the pixel limit (the message names the file).
+    """
+    return cv2.cvtColor(_read_rgb(Path(path)), cv2.COLOR_RGB2GRAY)
+
+
 def crop_like_image(mask: np.ndarray, image_path: Path) -> np.ndarray:
     """Cut a mask to the square that ``load_image(image_path, ..., crop=True)`` cuts from its
     image, so that mask and image stay aligned.

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from brainmri.data.images import crop_like_image
+from brainmri.data.images import crop_like_image, read_grey
 
 MASKS_DIR = "masks"
 """The masks tree of a data set, ``<data_root>/masks``, when no other is given."""
@@ -67,9 +67,7 @@ def load_mask(
     path = mask_path(image_path, data_root, mask_root)
     if not path.is_file():
         return None
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise ValueError(f"{path}: not a readable mask image (expected a uint8 0/255 PNG)")
+    mask = read_grey(path)  # the pixel limit holds for masks too
     if crop:
         mask = crop_like_image(mask, image_path)
     if size is not None:
