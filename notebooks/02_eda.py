@@ -75,13 +75,16 @@ save_figure(fig, paths.figures_dir, "eda_head_fill")
 # %% [markdown]
 # ## Copy audit
 # The data set holds many scans more than once: byte for byte, re-encoded or with another contrast,
-# **mirrored left-right**, or cut and scaled differently. 01_download compared every pair of images in
-# three views of their 64x64 grey thumbnails: as they are (`plain`), with one mirrored (`mirrored`),
-# and both cut to the head (`recropped`); a pair is a copy when the rank correlation in some view
-# reaches `near_dup_correlation`. Training flips images left-right, so a mirrored copy of a training
-# image is an image the model has trained on. Copies form groups (chains included), and each group
-# lies in one subset. `pairs_by_kind` counts the pairs each view found first; `groups` their sizes;
-# `test_in_training` the official Testing images with a copy in Training.
+# **mirrored left-right**, upside down, or cut and scaled differently. 01_download compared every
+# pair of images in four views of their 64x64 grey thumbnails: as they are (`plain`), with one
+# mirrored (`mirrored`), with one upside down or turned 180° (`flipped`), and both cut to the head
+# (`recropped`); a pair is a copy when the rank correlation in some view reaches
+# `near_dup_correlation`. The pairs that come closest without confirming are then registered one
+# onto the other (`aligned`: re-scaled, slightly turned or re-contrasted copies). Training flips
+# images left-right, so a mirrored copy of a training image is an image the model has trained on.
+# Copies form groups (chains included), and each group lies in one subset. `pairs_by_kind` counts
+# the pairs each kind found first; `groups` their sizes; `test_in_training` the official Testing
+# images with a copy in Training.
 
 # %%
 audit = dict(record["audit"])  # computed once by 01_download
@@ -95,7 +98,6 @@ display(audit)
 # neighbouring slices of a series or other images.
 
 # %%
-threshold = audit["min_correlation"]
 for kind, sides in evidence.items():
     for side in ("above", "below"):
         if sides.get(side):
@@ -104,7 +106,7 @@ for kind, sides in evidence.items():
                 data_root,
                 sides[side],
                 value_name=f"{kind} correlation",
-                title=f"{kind}: pairs just {side} {threshold}",
+                title=f"{kind}: pairs just {side} {sides['threshold']}",
             )
             save_figure(fig, paths.figures_dir, f"eda_copies_{kind}_{side}")
 conflicts = manifest[manifest["label_conflict"]]

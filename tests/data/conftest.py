@@ -111,6 +111,7 @@ PLANTED = (
     ("mirrored_recut", "pituitary", 0),
     ("upside_down", "notumor", 1),
     ("turned", "pituitary", 1),
+    ("tilted", "glioma", 2),
 )
 
 
@@ -120,7 +121,8 @@ def copies(tmp_path_factory) -> tuple[Path, list[set[str]], dict[str, tuple[str,
 
     Per class, 8 distinct Training heads and 4 distinct Testing heads; then one Testing copy per
     PLANTED row (byte copy, other contrast and JPEG quality, mirrored, cut closer to the head,
-    96 -> 150 px PNG, mirrored and cut wider, upside down, turned 180 degrees), and a chain: a Training head, its mirror image in
+    96 -> 150 px PNG, mirrored and cut wider, upside down, turned 180 degrees, tilted by 12 degrees
+    and re-contrasted), and a chain: a Training head, its mirror image in
     Training, and a re-cut of the mirror in Testing.
 
     Returns:
@@ -153,6 +155,10 @@ def copies(tmp_path_factory) -> tuple[Path, list[set[str]], dict[str, tuple[str,
             payload = _jpeg(cv2.flip(pixels, 0))
         elif kind == "turned":
             payload = _jpeg(cv2.rotate(pixels, cv2.ROTATE_180))
+        elif kind == "tilted":  # turned 12 degrees, 6% larger, another contrast curve
+            turn = cv2.getRotationMatrix2D((48.0, 48.0), 12.0, 1.06)
+            tilted = cv2.warpAffine(pixels, turn, pixels.shape[::-1], flags=cv2.INTER_CUBIC)
+            payload = _jpeg((255 * (tilted / 255.0) ** 0.6).astype(np.uint8))
         elif kind == "rescaled":
             big = cv2.resize(pixels, (150, 150), interpolation=cv2.INTER_CUBIC)
             payload = cv2.imencode(".png", big)[1].tobytes()

@@ -16,6 +16,10 @@ thumbnails (:func:`pixel_signatures`):
   each image's contrast), in each of those four orientations, so copies cut, padded or scaled
   differently line up again.
 
+Pairs that come close without confirming are then registered one onto the other
+(:mod:`brainmri.data.alignment`): kind ``aligned`` catches copies re-scaled, turned a little or
+given a non-linear contrast curve, which the fixed thumbnail grid misses.
+
 Each view is compared twice, on the thumbnails as they are and with the background flattened to
 black (copies whose margins differ in noise, JPEG ringing or a lifted floor), and the higher
 correlation counts. A pair is a **copy** when the two share their bytes (``exact``) or the rank
@@ -44,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from brainmri.config import CLASS_NAMES, SPLITS
+from brainmri.data import alignment
 from brainmri.data.images import _read_rgb, brain_box, crop_square
 from brainmri.data.manifest import SCAN_COLUMNS, _require_columns
 
@@ -59,9 +64,11 @@ AUDIT_COLUMNS: tuple[str, ...] = (
 )
 """Columns added by audit_duplicates."""
 
-MATCH_KINDS: tuple[str, ...] = ("exact", "plain", "mirrored", "flipped", "recropped")
-"""How a copy pair is confirmed, in the order tried: the same bytes, thumbnails that match as
-they are, with one mirrored left-right, or both cut to the head (either way round)."""
+MATCH_KINDS: tuple[str, ...] = ("exact", "plain", "mirrored", "flipped", "recropped", "aligned")
+"""How a copy pair is confirmed, in the order tried: the same bytes; thumbnails that match as
+they are, with one mirrored left-right, with one upside down or turned 180 degrees, or both cut
+to the head (in any of those orientations); or heads that match once registered onto each other
+(:mod:`brainmri.data.alignment`)."""
 
 SIGNATURE_SIZE = 64
 """Side of the grey-level thumbnails compared by :func:`pixel_signatures`, in pixels."""
@@ -91,9 +98,9 @@ def _flatten_background(grey: np.ndarray) -> np.ndarray:
     return np.where(blurred < otsu / 2, 0, grey).astype(np.uint8)
 
 
-def _thumbnails(file: str | Path, size: int) -> np.ndarray:
+def _thumbnails(file: str | Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One decode of a file: its rank signatures whole and cut to the head, each as it is and
-    with the background flattened: (4, size * size)."""
+    with the background flattened, (4, size * size); and its head image to register."""
     rgb = _read_rgb(Path(file))
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     box = brain_box(grey, threshold=None)  # one box whatever the contrast
@@ -102,17 +109,22 @@ def _thumbnails(file: str | Path, size: int) -> np.ndarray:
         whole = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
         head = cv2.resize(crop_square(image, box), (size, size), interpolation=cv2.INTER_AREA)
         out += [_rank_signature(whole), _rank_signature(head)]
-    return np.stack(out)
+    return np.stack(out), alignment.head_image(grey, box)
 
 
-def _signature_views(files: Sequence[str | Path], size: int = SIGNATURE_SIZE) -> np.ndarray:
+def _signature_views(
+    files: Sequence[str | Path], size: int = SIGNATURE_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """Signatures of every file (two threads: OpenCV releases the GIL while it decodes and
-    resizes): (4, len(files), size * size), in the order whole, head, flat whole, flat head."""
+    resizes): (4, len(files), size * size), in the order whole, head, flat whole, flat head;
+    and the head images to register, (len(files), HEAD_SIZE, HEAD_SIZE)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         rows = list(pool.map(lambda f: _thumbnails(f, size), files))
     if not rows:
-        return np.zeros((4, 0, size * size), dtype=np.float32)
-    return np.ascontiguousarray(np.stack(rows, axis=1))
+        side = alignment.HEAD_SIZE
+        return np.zeros((4, 0, size * size), np.float32), np.zeros((0, side, side), np.uint8)
+    signatures = np.ascontiguousarray(np.stack([r[0] for r in rows], axis=1))
+    return signatures, np.stack([r[1] for r in rows])
 
 
 def pixel_signatures(
@@ -133,7 +145,7 @@ def pixel_signatures(
     Raises:
         ValueError: a file cannot be read (the message names it).
     """
-    return _signature_views(files, size)[1 if crop else 0]
+    return _signature_views(files, size)[0][1 if crop else 0]
 
 
 def mirror_signatures(signatures: np.ndarray) -> np.ndarray:
@@ -166,28 +178,33 @@ def flip_signatures(signatures: np.ndarray) -> np.ndarray:
 
 
 def _view_correlations(
-    views: dict[str, np.ndarray], rows: np.ndarray, cols: np.ndarray
+    views: dict[str, np.ndarray], rows: np.ndarray, cols: np.ndarray, *, paired: bool = False
 ) -> dict[str, np.ndarray]:
     """The correlation of every (row, col) pair in each view: (len(rows), len(cols)) arrays,
-    the higher of the thumbnails as they are and with the background flattened."""
+    the higher of the thumbnails as they are and with the background flattened. ``paired``:
+    only the pairs (rows[k], cols[k]), one value each."""
+
+    def dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", x, y) if paired else x @ y.T
+
     out: dict[str, np.ndarray] = {}
     for prefix in ("", "flat_"):
         whole, head = views[f"{prefix}whole"][rows], views[f"{prefix}head"][rows]
         turned = [views[f"{prefix}whole_{t}"][cols] for t in ("flipped", "rotated")]
         heads = [views[f"{prefix}head{t}"][cols] for t in _ORIENTATIONS]
         corr = {
-            "plain": whole @ views[f"{prefix}whole"][cols].T,
-            "mirrored": whole @ views[f"{prefix}whole_mirrored"][cols].T,
-            "flipped": np.maximum(whole @ turned[0].T, whole @ turned[1].T),
-            "recropped": np.max([head @ h.T for h in heads], axis=0),
+            "plain": dot(whole, views[f"{prefix}whole"][cols]),
+            "mirrored": dot(whole, views[f"{prefix}whole_mirrored"][cols]),
+            "flipped": np.maximum(dot(whole, turned[0]), dot(whole, turned[1])),
+            "recropped": np.max([dot(head, h) for h in heads], axis=0),
         }
         out = corr if not out else {k: np.maximum(out[k], v) for k, v in corr.items()}
     return out
 
 
 def _all_views(files: Sequence[str | Path]) -> dict[str, np.ndarray]:
-    signatures = _signature_views(files)
-    views: dict[str, np.ndarray] = {}
+    signatures, heads = _signature_views(files)
+    views: dict[str, np.ndarray] = {"heads": heads}
     for k, name in enumerate(("whole", "head", "flat_whole", "flat_head")):
         views[name] = signatures[k]
         views[f"{name}_mirrored"] = mirror_signatures(signatures[k])
@@ -201,7 +218,11 @@ _ORIENTATIONS = ("", "_mirrored", "_flipped", "_rotated")
 
 
 def copy_pairs(
-    files: Sequence[str | Path], *, min_correlation: float, sha256: Sequence[str] | None = None
+    files: Sequence[str | Path],
+    *,
+    min_correlation: float,
+    sha256: Sequence[str] | None = None,
+    aligned_correlation: float | None = alignment.ALIGNED_MIN_CORRELATION,
 ) -> pd.DataFrame:
     """Every pair of files that is a copy (:data:`MATCH_KINDS`), with its evidence.
 
@@ -214,29 +235,40 @@ def copy_pairs(
         min_correlation: the rank correlation that confirms a copy, in (0, 1].
         sha256: the files' content hashes (equal hashes are ``exact`` copies whatever their
             pixels); None compares pixels only.
+        aligned_correlation: the registered correlation that confirms an ``aligned`` copy
+            (:mod:`brainmri.data.alignment`); None registers nothing.
 
     Returns:
-        One row per pair ``i < j`` (positions in ``files``) with ``plain``, ``mirrored`` and
-        ``recropped`` correlations and ``kind``, the first kind that confirms it, or "" for
-        the near misses (best view within 0.03 under the threshold) kept as evidence.
+        One row per pair ``i < j`` (positions in ``files``) with the ``plain``, ``mirrored``,
+        ``flipped`` and ``recropped`` correlations, ``aligned`` (the registered correlation, for
+        the pairs registered, else NaN) and ``kind``, the first kind that confirms it, or ""
+        for the near misses (within 0.03 under a threshold) kept as evidence.
     """
     views = _all_views(files)
-    return _pairs_from_views(views, min_correlation, sha256)
+    return _pairs_from_views(views, min_correlation, sha256, aligned_correlation)
 
 
 def _pairs_from_views(
-    views: dict[str, np.ndarray], min_correlation: float, sha256: Sequence[str] | None
+    views: dict[str, np.ndarray],
+    min_correlation: float,
+    sha256: Sequence[str] | None,
+    aligned_correlation: float | None,
 ) -> pd.DataFrame:
     n = len(views["whole"])
     found: list[dict[str, np.ndarray]] = []
+    neighbours: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # candidates to register
+    floor = min(alignment.CANDIDATE_FLOOR, min_correlation - _NEAR_MISS)
     for start in range(0, n, _CHUNK):
         rows = np.arange(start, min(start + _CHUNK, n))
         cols = np.arange(start, n)
         corr = _view_correlations(views, rows, cols)
         best = np.max([corr[k] for k in _VIEWS], axis=0)
-        i, j = np.nonzero(best >= min_correlation - _NEAR_MISS)
+        i, j = np.nonzero(best >= floor)
         keep = rows[i] < cols[j]  # each pair once, no self-pairs
         i, j = i[keep], j[keep]
+        neighbours.append((rows[i], cols[j], best[i, j]))
+        close = best[i, j] >= min_correlation - _NEAR_MISS
+        i, j = i[close], j[close]
         found.append({"i": rows[i], "j": cols[j], **{k: v[i, j] for k, v in corr.items()}})
     if sha256 is not None:  # byte copies count whatever their pixels (a flat image, say)
         codes, _ = pd.factorize(np.asarray(sha256))
@@ -245,11 +277,7 @@ def _pairs_from_views(
         extra_i, extra_j = order[same], order[same + 1]  # chains of equal hashes: enough
         a, b = np.minimum(extra_i, extra_j), np.maximum(extra_i, extra_j)
         if len(a):
-            corr = {
-                k: v[np.arange(len(a)), np.arange(len(a))]
-                for k, v in _view_correlations(views, a, b).items()
-            }
-            found.append({"i": a, "j": b, **corr})
+            found.append({"i": a, "j": b, **_view_correlations(views, a, b, paired=True)})
     table = pd.DataFrame(
         {k: np.concatenate([f[k] for f in found]) if found else [] for k in ("i", "j", *_VIEWS)}
     )
@@ -267,11 +295,41 @@ def _pairs_from_views(
             table["flipped"] >= min_correlation,
             table["recropped"] >= min_correlation,
         ],
-        list(MATCH_KINDS),
+        ["exact", *_VIEWS],  # "aligned" comes after, by registration
         default="",
     )
     table["kind"] = kind
-    return table
+    table["aligned"] = np.nan
+    if not neighbours or aligned_correlation is None:
+        return table
+    first, second, best = (np.concatenate(c) for c in zip(*neighbours, strict=True))
+    return _register(table, views, (first, second, best), aligned_correlation)
+
+
+def _register(
+    table: pd.DataFrame,
+    views: dict[str, np.ndarray],
+    neighbours: tuple[np.ndarray, np.ndarray, np.ndarray],
+    threshold: float,
+) -> pd.DataFrame:
+    """Add the ``aligned`` copies: each group's nearest other groups, registered (the module
+    brainmri.data.alignment says why and how); pairs within 0.03 of its threshold are kept."""
+    groups = copy_groups(len(views["whole"]), table[table["kind"] != ""])
+    first, second = alignment.candidate_pairs(*neighbours, groups)
+    value = alignment.aligned_correlations(views["heads"], first, second)
+    close = value >= threshold - _NEAR_MISS
+    found = pd.DataFrame({"i": first[close], "j": second[close], "registered": value[close]})
+    table = table.merge(found, on=["i", "j"], how="outer")
+    table["aligned"] = table.pop("registered").astype(float)
+    new = table["kind"].isna().to_numpy()
+    if new.any():
+        a, b = table.loc[new, "i"].to_numpy(), table.loc[new, "j"].to_numpy()
+        for k, v in _view_correlations(views, a, b, paired=True).items():
+            table.loc[new, k] = v
+        table.loc[new, "kind"] = ""
+    confirmed = (table["kind"] == "") & (table["aligned"] >= threshold)
+    table.loc[confirmed, "kind"] = "aligned"
+    return table.sort_values(["i", "j"]).reset_index(drop=True)
 
 
 _VIEWS = ("plain", "mirrored", "flipped", "recropped")
@@ -301,7 +359,11 @@ def copy_groups(n: int, pairs: pd.DataFrame) -> np.ndarray:
 
 
 def audit_duplicates(
-    manifest: pd.DataFrame, root: str | Path, *, min_correlation: float
+    manifest: pd.DataFrame,
+    root: str | Path,
+    *,
+    min_correlation: float,
+    aligned_correlation: float | None = alignment.ALIGNED_MIN_CORRELATION,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Add the copy audit's columns (:data:`AUDIT_COLUMNS`) to a manifest.
 
@@ -311,6 +373,10 @@ def audit_duplicates(
         root: the data root the manifest's paths are relative to (the pixels are compared).
         min_correlation: the smallest thumbnail rank correlation that confirms a copy, in
             (0, 1].
+        aligned_correlation: the registered correlation that confirms an ``aligned`` copy
+            (the default was calibrated on the Kaggle set: see
+            :data:`brainmri.data.alignment.ALIGNED_MIN_CORRELATION`); None registers nothing,
+            so only thumbnail and byte copies count.
 
     Returns:
         ``(manifest, pairs)``. The manifest gains ``exact_group`` (files with the same bytes,
@@ -343,7 +409,7 @@ def audit_duplicates(
     closest_corr = np.full(len(df), np.nan)
     closest_kind = np.full(len(df), "", dtype=object)
     copy = np.zeros(len(df), dtype=bool)
-    empty_pairs = pd.DataFrame(columns=["path_a", "path_b", *_VIEWS, "kind"])
+    empty_pairs = pd.DataFrame(columns=["path_a", "path_b", *_VIEWS, "aligned", "kind"])
     if n:
         paths = df["path"].to_numpy()[ok]
         sha = df["sha256"].to_numpy()[ok]
@@ -355,7 +421,7 @@ def audit_duplicates(
         exact[ok] = exact_ids[codes]
 
         views = _all_views([Path(root) / p for p in paths])
-        pairs = _pairs_from_views(views, float(min_correlation), sha)
+        pairs = _pairs_from_views(views, float(min_correlation), sha, aligned_correlation)
         components = copy_groups(n, pairs[pairs["kind"] != ""])
         group[ok] = components
         size[ok] = np.bincount(components)[components]
@@ -388,7 +454,7 @@ def audit_duplicates(
             {
                 "path_a": paths[pairs["i"]],
                 "path_b": paths[pairs["j"]],
-                **{k: pairs[k].to_numpy() for k in _VIEWS},
+                **{k: pairs[k].to_numpy() for k in (*_VIEWS, "aligned")},
                 "kind": pairs["kind"].to_numpy(),
             }
         )
@@ -412,19 +478,24 @@ def threshold_pairs(pairs: pd.DataFrame, *, min_correlation: float) -> dict[str,
         min_correlation: the threshold the audit used.
 
     Returns:
-        ``{kind: {"above": [...], "below": [...]}}`` for plain, mirrored, flipped and recropped, each
-        up to 4 ``(path_a, path_b, correlation)`` triples, the closest to the threshold first:
-        "above", the least certain copies that kind confirmed first; "below", the near misses
-        whose best view was that one (not copies). 02_eda shows them side by side.
+        ``{kind: {"threshold": t, "above": [...], "below": [...]}}`` for plain, mirrored,
+        flipped, recropped and aligned, each side up to 4 ``(path_a, path_b, correlation)``
+        triples, the closest to the kind's threshold first: "above", the least certain copies
+        that kind confirmed first; "below", the near misses whose best view was that one (not
+        copies; for ``aligned``, the registered pairs under its threshold). 02_eda shows them
+        side by side.
     """
     best = pairs[list(_VIEWS)].astype(float).idxmax(axis=1) if len(pairs) else pd.Series()
+    registered = pairs["aligned"].notna() if "aligned" in pairs else pd.Series(False, pairs.index)
     out: dict[str, dict] = {}
-    for kind in _VIEWS:
-        sides = {"above": pairs["kind"] == kind, "below": (pairs["kind"] == "") & (best == kind)}
-        out[kind] = {}
+    for kind in (*_VIEWS, "aligned"):
+        threshold = alignment.ALIGNED_MIN_CORRELATION if kind == "aligned" else min_correlation
+        below = registered if kind == "aligned" else (best == kind) & ~registered
+        sides = {"above": pairs["kind"] == kind, "below": (pairs["kind"] == "") & below}
+        out[kind] = {"threshold": float(threshold)}
         for side, mask in sides.items():
             rows = pairs[mask]
-            gap = (rows[kind].astype(float) - min_correlation).abs()
+            gap = (rows[kind].astype(float) - threshold).abs()
             chosen = rows.assign(gap=gap).nsmallest(_EVIDENCE_PAIRS, "gap")
             out[kind][side] = [
                 (str(r.path_a), str(r.path_b), round(float(getattr(r, kind)), 4))
