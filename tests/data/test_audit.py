@@ -249,7 +249,8 @@ def test_real_dataset_copies_and_the_grouped_split(real_manifest, real_data):
     # are turned by 13 degrees or re-contrasted beyond the registration's reach.
     review = pd.read_csv(Path(__file__).parents[2] / "docs/studies/copy_review_leaks.csv")
     group = dict(zip(audited["path"], audited["copy_group"], strict=True))
-    joined = sum(group[a] == group[b] for a, b in zip(review["heldout_path"], review["train_path"]))
+    pairs = zip(review["heldout_path"], review["train_path"], strict=True)
+    joined = sum(group[a] == group[b] for a, b in pairs)
     assert joined >= 322
 
     split = data.assign_subsets(
