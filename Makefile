@@ -29,9 +29,6 @@ opt = $(if $(value $(2)),$(1) $(call arg,$(2)))
 # $(call profile_or,DEFAULT): PROFILE as one word, else DEFAULT
 profile_or = $(if $(value PROFILE),$(call arg,PROFILE),$(1))
 PROFILE_ARGS = $(call opt,--profile,PROFILE) $(call opt,--data-dir,DATA_DIR)
-# make puts command-line variables in every command's environment, expanding them to do so;
-# these reach commands as arguments only, so a "$(shell ...)" in one is never run that way either.
-unexport PROFILE DATA_DIR MASK_DIR UNTIL IMAGES OUT A B SHOW_CODE TEST_WORKERS
 
 .PHONY: help setup all test test-fast lab html screenshots predict export clean compare bench lint notebooks
 
@@ -106,3 +103,8 @@ lint: setup ## ruff format check and lint
 
 notebooks: setup ## regenerate notebooks/*.ipynb from their sources notebooks/*.py
 	@$(PY) tools/make_notebooks.py
+
+# make puts command-line variables in every command's environment, expanding them to do so;
+# these reach commands as arguments only, so a "$(shell ...)" in one is never run that way either.
+# Last in the file: "unexport X" before "X ?= default" would leave X empty.
+unexport PROFILE DATA_DIR MASK_DIR UNTIL IMAGES OUT A B SHOW_CODE TEST_WORKERS

@@ -358,6 +358,17 @@ def test_make_clean_runs_nothing_from_a_profile_and_refuses_it(make_project, sna
     assert snapshot(make_project.parent) == before  # no "injected", reports/demo kept
 
 
+def test_make_keeps_the_makefiles_own_defaults():
+    """The quoting must not blank a default: make test runs pytest with 2 workers."""
+    root = Path(__file__).parents[1]
+    result = subprocess.run(
+        ["make", "-n", "-C", str(root), "test", "test-fast", "SKIP_SETUP=1"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    runs = [shlex.split(line) for line in result.stdout.splitlines() if "-m pytest" in line]
+    assert len(runs) == 2 and all(words[words.index("-n") + 1] == "2" for words in runs)
+
+
 def test_make_clean_still_removes_a_plain_profile(make_project):
     (make_project / "reports" / "demo").mkdir(parents=True)
     result = _make(make_project, "clean")
