@@ -193,6 +193,13 @@ def test_model_card_is_generated_from_the_metrics(tmp_path, metrics):
     assert paths.model_card.read_text() == text
     card_html = paths.model_card.with_suffix(".html").read_text()
     assert re.search(r"<h2[^>]*>Intended use", card_html) and card_html.count("<table") >= 3
+    # a profile's free text reaches the card as text, never as markup
+    metrics["params"]["description"] = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+    write_json(paths.metrics, metrics)
+    write_model_card(paths)
+    card_html = paths.model_card.with_suffix(".html").read_text()
+    assert "<script>alert" not in card_html and "<img src=x" not in card_html
+    assert "&lt;script&gt;alert(2)" in card_html
 
 
 def test_paired_figures_and_the_protocol_reach_the_page(tmp_path, metrics):

@@ -7,6 +7,7 @@ same text as HTML (model_card.html) next to index.html.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from typing import Any
 
@@ -167,7 +168,9 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
     return render_template(
         "model_card.md.j2",
         profile=profile,
-        description=params.get("description", "no description"),
+        # free text from a profile or a path: escaped, so the card's HTML (Markdown passes raw
+        # HTML through) shows it as text and never runs it
+        description=html.escape(str(params.get("description", "no description")), quote=False),
         summary=summary,
         model=model_p,
         train=train_p,
@@ -199,7 +202,11 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         paired_pointing=_md_or_none(paired_pointing_table(metrics)),
         synthetic=data.get("source") == "phantom",
         layer=dig(metrics, "gradcam", "layer") or "?",
-        make_data_dir=f" DATA_DIR={data.get('root')}" if data.get("source") == "data_dir" else "",
+        make_data_dir=(
+            f" DATA_DIR={html.escape(str(data.get('root')), quote=False)}"
+            if data.get("source") == "data_dir"
+            else ""
+        ),
         timing=_md_or_none(timing_table(metrics)),
     )
 
