@@ -85,6 +85,9 @@ def test_the_tf_box_is_brain_box_on_synthetic_heads_and_edge_cases(tf_box):
 
 
 def test_the_tf_blur_and_resize_match_opencv():
+    colours = np.random.default_rng(0).integers(0, 256, (400, 500, 3), dtype=np.uint8)
+    ours = serving.grey_level(tf.constant(colours)).numpy()
+    assert np.array_equal(ours, cv2.cvtColor(colours, cv2.COLOR_RGB2GRAY))  # bit-exact
     rgb = _head_scan(3)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     blurred = serving.gaussian_blur_5(serving.grey_level(tf.constant(rgb))).numpy()
