@@ -228,9 +228,3 @@ def prepare_scan(rgb: tf.Tensor, size: int, *, crop: bool) -> tf.Tensor:
     if crop:
         rgb = crop_square(rgb, *brain_box(rgb))
     return resize(rgb, size)
-
-
-def prepare_scans(scans: tf.Tensor, size: int, *, crop: bool) -> tf.Tensor:
-    """:func:`prepare_scan` of each scan of a uint8 (N, H, W, 3) batch (one H and W)."""
-    spec = tf.TensorSpec([size, size, 3], tf.uint8)
-    return tf.map_fn(lambda s: prepare_scan(s, size, crop=crop), scans, fn_output_signature=spec)
