@@ -84,7 +84,7 @@ predict: setup ## predict new scans: make predict IMAGES=<file|folder|glob> [PRO
 	@test -n $(call arg,IMAGES) || { echo "error: give IMAGES=<file, folder or glob>" >&2; exit 2; }
 	@$(RUN) predict $(call arg,IMAGES) --profile $(call profile_or,default) $(call opt,--out,OUT)
 
-export: setup ## export PROFILE's model as a TensorFlow SavedModel (uint8 images in) [OUT=dir]
+export: setup ## export PROFILE's model as a TensorFlow SavedModel (whole uint8 scans in, cut and resized inside) [OUT=dir]
 	@$(RUN) export --profile $(call profile_or,demo) $(call opt,--out,OUT)
 
 clean: ## delete one profile's reports (PROFILE, default: demo); never downloaded data

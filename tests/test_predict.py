@@ -239,6 +239,7 @@ def test_the_cli_predicts_a_glob_and_warns_of_a_foreign_model(tmp_path, tiny_mod
 
 
 def test_the_exported_savedmodel_serves_uint8_images_like_the_keras_model(tmp_path, tiny_model):
+    """Scans at the input size, uncropped: 'serve' passes them through as 'serve_prepared'."""
     import tensorflow as tf
 
     model = mdl.load_model(tiny_model)
@@ -252,7 +253,7 @@ def test_the_exported_savedmodel_serves_uint8_images_like_the_keras_model(tmp_pa
         predict.export_savedmodel(model, target)
 
 
-def test_the_cli_export_says_when_inputs_must_be_cropped(tmp_path, tiny_model, capsys):
+def test_the_cli_export_crops_as_the_run_trained(tmp_path, tiny_model, capsys):
     run = tmp_path / "repo" / "reports" / "smoke"
     run.mkdir(parents=True)
     (tmp_path / "repo" / "params").mkdir()
@@ -261,10 +262,17 @@ def test_the_cli_export_says_when_inputs_must_be_cropped(tmp_path, tiny_model, c
     (run / "run.json").write_text(json.dumps({"params": {"crop_to_brain": True}}))
     argv = ["--root", str(tmp_path / "repo"), "export", "--profile", "smoke", "--out"]
     assert cli.main([*argv, str(tmp_path / "cropped")]) == 0
-    assert "crop=True" in capsys.readouterr().out
+    assert "cut to the head square" in capsys.readouterr().out  # the SavedModel cuts itself
     (run / "run.json").write_text(json.dumps({"params": {"crop_to_brain": False}}))
     assert cli.main([*argv, str(tmp_path / "plain")]) == 0
-    assert "crop" not in capsys.readouterr().out
+    assert "head" not in capsys.readouterr().out
+    import tensorflow as tf
+
+    scan = np.zeros((1, 60, 90, 3), np.uint8)
+    scan[0, 20:40, 30:50] = 150
+    loaded = [tf.saved_model.load(str(tmp_path / name)) for name in ("cropped", "plain")]
+    boxes = [model.serve(tf.constant(scan))["boxes"].numpy()[0] for model in loaded]
+    assert tuple(boxes[0]) == data.brain_box(scan[0]) and tuple(boxes[1]) == (0, -15, 90)
 
 
 def test_ood_summary_keeps_the_validation_share_and_scores_every_group(tiny_model):

@@ -269,7 +269,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export a profile's model as a TensorFlow SavedModel taking uint8 images."""
+    """Export a profile's model as a TensorFlow SavedModel taking whole uint8 scans."""
     _quiet_tensorflow()
     from brainmri.config import Paths
     from brainmri.lock import writable_run_dir
@@ -281,20 +281,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from brainmri.model import load_model
 
     try:
-        predict.export_savedmodel(load_model(paths.model), target)
+        crop = runs.crop_to_brain_of(paths.run_dir)
+        predict.export_savedmodel(load_model(paths.model), target, crop_to_brain=crop)
     except OSError as exc:  # FileNotFoundError, FileExistsError, read-only, a file in the path
         print(f"error: {os_error_line(exc, target)}", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"SavedModel (signature 'serve': uint8 images -> probabilities): {target}")
-    if runs.crop_to_brain_of(paths.run_dir):
-        print(
-            "note: this model was trained on images cut to the square around the head "
-            "(model.crop_to_brain): prepare its inputs with brainmri.data.scans.read_scan(path, "
-            "size, crop=True)"
-        )
+    cut = "cut to the head square, " if crop else ""
+    print(
+        f"SavedModel (signature 'serve': whole uint8 RGB scans -> {cut}resized -> "
+        f"probabilities; 'serve_prepared': uint8 images at the input size): {target}"
+    )
     return 0
 
 
