@@ -7,7 +7,6 @@ same text as HTML (model_card.html) next to index.html.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any
 
@@ -168,9 +167,7 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
     return render_template(
         "model_card.md.j2",
         profile=profile,
-        # free text from a profile or a path: escaped, so the card's HTML (Markdown passes raw
-        # HTML through) shows it as text and never runs it
-        description=html.escape(str(params.get("description", "no description")), quote=False),
+        description=str(params.get("description", "no description")),
         summary=summary,
         model=model_p,
         train=train_p,
@@ -202,11 +199,7 @@ def model_card_markdown(metrics: Mapping[str, Any], run: Mapping[str, Any]) -> s
         paired_pointing=_md_or_none(paired_pointing_table(metrics)),
         synthetic=data.get("source") == "phantom",
         layer=dig(metrics, "gradcam", "layer") or "?",
-        make_data_dir=(
-            f" DATA_DIR={html.escape(str(data.get('root')), quote=False)}"
-            if data.get("source") == "data_dir"
-            else ""
-        ),
+        make_data_dir=f" DATA_DIR={data.get('root')}" if data.get("source") == "data_dir" else "",
         timing=_md_or_none(timing_table(metrics)),
     )
 
@@ -223,11 +216,13 @@ def write_model_card(paths: Paths) -> None:
     run = read_json(paths.run_json) if paths.run_json.is_file() else {}
     text = model_card_markdown(metrics, run)
     atomic_write(paths.model_card, text)
-    from nbconvert.filters.markdown_mistune import markdown2html_mistune  # nbconvert's renderer
+    # nbconvert's Markdown renderer, as the notebooks' HTML uses, but with escape=True: the card
+    # holds free text (a profile's description, the data path) that must show as text, never run
+    # as markup (nbconvert's markdown2html_mistune passes raw HTML through)
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
+    body = MarkdownWithMath(renderer=IPythonRenderer(escape=True)).render(text)
     page = render_template(
-        "model_card.html.j2",
-        profile=metrics.get("profile", "?"),
-        body=Markup(markdown2html_mistune(text)),
+        "model_card.html.j2", profile=metrics.get("profile", "?"), body=Markup(body)
     )
     atomic_write(paths.model_card.with_suffix(".html"), page)
