@@ -106,7 +106,7 @@ def _served(target: Path, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     loaded = tf.saved_model.load(str(target))
     probabilities, boxes = [], []
     for path in files:
-        scan = images._read_rgb(path)  # the file decoded as predict decodes it, nothing else
+        scan = images.read_rgb(path)  # the file decoded as predict decodes it, nothing else
         out = loaded.signatures["serve"](scans=tf.constant(scan[None]))
         probabilities.append(out["probabilities"].numpy()[0])
         boxes.append(tuple(out["boxes"].numpy()[0]))
@@ -142,7 +142,7 @@ def test_the_savedmodel_serves_whole_scans_as_predict_scans(tmp_path, crop):
     assert same == 1.0 and close == 1.0, (same, close, worst)
     assert len(set(expected.argmax(1))) > 1  # the class moves with the input
     for path, box in zip(files, boxes, strict=True):
-        rgb = images._read_rgb(path)
+        rgb = images.read_rgb(path)
         if crop:
             assert tuple(box) == images.brain_box(rgb)
         else:
@@ -175,7 +175,7 @@ def test_the_tf_box_is_brain_box_on_real_scans(real_data, tf_box):
     files = _testing_sample(real_data, 10)  # 132 of the 1,311 Testing scans
     ious, near = [], []
     for path in files:
-        rgb = images._read_rgb(path)
+        rgb = images.read_rgb(path)
         ours, theirs = tuple(int(v) for v in tf_box(rgb).numpy()), images.brain_box(rgb)
         ious.append(_iou(ours, theirs))
         near.append(max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) <= 2)
@@ -193,6 +193,6 @@ def test_the_savedmodel_serves_real_scans_as_predict_scans(real_data, tmp_path):
     same, close, worst = _agreement(served, expected)
     # measured on these 66 (this model at 128 px): the same class for all 66, max |dp| 1.0e-6
     assert same >= 0.99 and close >= 0.99, (same, close, worst)
-    assert [tuple(b) for b in boxes] == [images.brain_box(images._read_rgb(p)) for p in files]
+    assert [tuple(b) for b in boxes] == [images.brain_box(images.read_rgb(p)) for p in files]
     frame = pd.DataFrame(np.abs(served - expected), columns=CLASS_NAMES)
     assert frame.to_numpy().max() < 0.05

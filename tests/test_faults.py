@@ -326,7 +326,7 @@ def test_an_image_is_measured_from_its_header_before_any_decoder(tmp_path):
 
 def test_decoded_bytes_count_against_the_limit(tmp_path):
     """A float RGB TIFF decodes to 12 bytes a pixel: the limit allows 8 (16-bit RGBA)."""
-    from brainmri.data import images
+    from brainmri.data import headers, images
 
     def tiff_header(width: int, height: int, samples: int, bits: int) -> bytes:
         entries = [(256, 4, 1, width), (257, 4, 1, height), (277, 3, 1, samples)]
@@ -340,11 +340,11 @@ def test_decoded_bytes_count_against_the_limit(tmp_path):
             + struct.pack(f"<{samples}H", *[bits] * samples)
         )
 
-    header = images.measure_image(tiff_header(6000, 6000, 3, 32), ".tif")
+    header = headers.measure_image(tiff_header(6000, 6000, 3, 32), ".tif")
     assert header[:4] == ("TIFF", 6000, 6000, 12)
     with pytest.raises(ValueError, match="too large: 6000x6000 pixels of 12 bytes declared"):
-        images._decode_image_bytes(tiff_header(6000, 6000, 3, 32), suffix=".tiff")
-    assert images.measure_image(tiff_header(6000, 6000, 4, 16))[3] == 8  # at the bound: allowed
+        images.decode_image_bytes(tiff_header(6000, 6000, 3, 32), suffix=".tiff")
+    assert headers.measure_image(tiff_header(6000, 6000, 4, 16))[3] == 8  # at the bound: allowed
 
 
 def test_a_dicom_declaring_a_huge_slice_is_refused_before_decoding(tmp_path):

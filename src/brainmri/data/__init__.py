@@ -4,10 +4,15 @@ Submodules, in the order a run uses them:
 
 - `kaggle`: Kaggle credentials, the download, safe archive extraction (DataSourceError).
 - `layout`: finding the <split>/<class>/ folder tree of the dataset (DatasetLayoutError).
+- `headers`: what a file declares before decoding (format by content, size) and the pixel
+  limit that refuses decompression bombs.
 - `images`: decoding any image file to uint8 RGB (load_image), the one normalisation, and the
   optional crop to the head (brain_box, crop_square,
   crop_like_image).
 - `manifest`: the scan of every file into the manifest table; its CSV file and hash.
+- `signatures`: the audit's thumbnails (whole and cut to the head, in four orientations) and
+  their correlations.
+- `alignment`: registering near-miss pairs onto each other (the audit's `aligned` kind).
 - `audit`: copies of every kind (same bytes, as is, mirrored, re-cut), their groups (connected
   components), and the counts per split and kind.
 - `splits`: the train/val/test subsets by whole copy groups under the evaluation protocol
@@ -24,9 +29,6 @@ from brainmri.data.audit import (
     audit_summary,
     copy_groups,
     copy_pairs,
-    flip_signatures,
-    mirror_signatures,
-    pixel_signatures,
     threshold_pairs,
 )
 from brainmri.data.images import brain_box, crop_like_image, crop_square, load_image, read_grey
@@ -45,6 +47,7 @@ from brainmri.data.manifest import (
     scan_dataset,
     write_manifest,
 )
+from brainmri.data.signatures import flip_signatures, mirror_signatures, pixel_signatures
 from brainmri.data.splits import (
     DEDUP_CHOICES,
     PROTOCOLS,

@@ -39,18 +39,16 @@ reported as a label conflict.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from brainmri.config import CLASS_NAMES, SPLITS
 from brainmri.data import alignment
-from brainmri.data.images import _read_rgb, brain_box, crop_square
-from brainmri.data.manifest import SCAN_COLUMNS, _require_columns
+from brainmri.data.manifest import SCAN_COLUMNS, require_columns
+from brainmri.data.signatures import all_views, view_correlations
 
 AUDIT_COLUMNS: tuple[str, ...] = (
     "exact_group",
@@ -70,151 +68,10 @@ they are, with one mirrored left-right, with one upside down or turned 180 degre
 to the head (in any of those orientations); or heads that match once registered onto each other
 (:mod:`brainmri.data.alignment`)."""
 
-SIGNATURE_SIZE = 64
-"""Side of the grey-level thumbnails compared by :func:`pixel_signatures`, in pixels."""
-
 _TRAIN, _TEST = SPLITS
 _EVIDENCE_PAIRS = 4  # pairs shown on each side of the threshold, per kind
 _NEAR_MISS = 0.03  # pairs this far under the threshold are kept as evidence, not as copies
 _CHUNK = 512  # rows per block of the pairwise products (bounds memory: 512 x n floats each)
-
-
-def _rank_signature(grey: np.ndarray) -> np.ndarray:
-    """Zero-mean, unit-norm ranks of a thumbnail: the dot product of two is their Spearman
-    correlation (a flat image gets zeros and correlates with nothing)."""
-    from scipy.stats import rankdata  # imported here: the input pipeline imports this package
-
-    ranks = rankdata(grey.ravel()).astype(np.float32)
-    ranks -= ranks.mean()
-    norm = np.linalg.norm(ranks)
-    return ranks / norm if norm > 0 else np.zeros_like(ranks)
-
-
-def _flatten_background(grey: np.ndarray) -> np.ndarray:
-    """Black out the background (below half the image's Otsu level, after a blur): copies whose
-    margins differ in noise, JPEG ringing or a lifted floor then rank alike."""
-    blurred = cv2.GaussianBlur(grey, (5, 5), 0)
-    otsu, _ = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return np.where(blurred < otsu / 2, 0, grey).astype(np.uint8)
-
-
-def _thumbnails(file: str | Path, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One decode of a file: its rank signatures whole and cut to the head, each as it is and
-    with the background flattened, (4, size * size); and its head image to register."""
-    rgb = _read_rgb(Path(file))
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    box = brain_box(grey, threshold=None)  # one box whatever the contrast
-    out = []
-    for image in (grey, _flatten_background(grey)):
-        whole = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        head = cv2.resize(crop_square(image, box), (size, size), interpolation=cv2.INTER_AREA)
-        out += [_rank_signature(whole), _rank_signature(head)]
-    return np.stack(out), alignment.head_image(grey, box)
-
-
-def _signature_views(
-    files: Sequence[str | Path], size: int = SIGNATURE_SIZE
-) -> tuple[np.ndarray, np.ndarray]:
-    """Signatures of every file (two threads: OpenCV releases the GIL while it decodes and
-    resizes): (4, len(files), size * size), in the order whole, head, flat whole, flat head;
-    and the head images to register, (len(files), HEAD_SIZE, HEAD_SIZE)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        rows = list(pool.map(lambda f: _thumbnails(f, size), files))
-    if not rows:
-        side = alignment.HEAD_SIZE
-        return np.zeros((4, 0, size * size), np.float32), np.zeros((0, side, side), np.uint8)
-    signatures = np.ascontiguousarray(np.stack([r[0] for r in rows], axis=1))
-    return signatures, np.stack([r[1] for r in rows])
-
-
-def pixel_signatures(
-    files: Sequence[str | Path], *, size: int = SIGNATURE_SIZE, crop: bool = False
-) -> np.ndarray:
-    """Rank-normalised grey-level thumbnails: the dot product of two is their rank correlation.
-
-    Args:
-        files: image files (any format ``load_image`` reads).
-        size: the side of the thumbnails.
-        crop: cut each image to the square around the head (``brain_box``) first.
-
-    Returns:
-        An array (len(files), size * size) of float32 rows with zero mean and unit norm (zero
-        for a flat image); the dot product of two rows is the Spearman correlation of the two
-        thumbnails. :func:`mirror_signatures` gives those of the mirrored images.
-
-    Raises:
-        ValueError: a file cannot be read (the message names it).
-    """
-    return _signature_views(files, size)[0][1 if crop else 0]
-
-
-def mirror_signatures(signatures: np.ndarray) -> np.ndarray:
-    """The signatures of the images flipped left-right (a thumbnail's columns reversed).
-
-    Args:
-        signatures: rows from :func:`pixel_signatures` (square thumbnails).
-
-    Returns:
-        The mirrored rows, same shape.
-    """
-    n, cells = signatures.shape
-    side = int(round(np.sqrt(cells)))
-    return np.ascontiguousarray(signatures.reshape(n, side, side)[:, :, ::-1].reshape(n, cells))
-
-
-def flip_signatures(signatures: np.ndarray) -> np.ndarray:
-    """The signatures of the images turned upside down (a thumbnail's rows reversed).
-
-    Args:
-        signatures: rows from :func:`pixel_signatures` (square thumbnails).
-
-    Returns:
-        The flipped rows, same shape; mirrored too (:func:`mirror_signatures`), the images
-        turned by 180 degrees.
-    """
-    n, cells = signatures.shape
-    side = int(round(np.sqrt(cells)))
-    return np.ascontiguousarray(signatures.reshape(n, side, side)[:, ::-1, :].reshape(n, cells))
-
-
-def _view_correlations(
-    views: dict[str, np.ndarray], rows: np.ndarray, cols: np.ndarray, *, paired: bool = False
-) -> dict[str, np.ndarray]:
-    """The correlation of every (row, col) pair in each view: (len(rows), len(cols)) arrays,
-    the higher of the thumbnails as they are and with the background flattened. ``paired``:
-    only the pairs (rows[k], cols[k]), one value each."""
-
-    def dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return np.einsum("ij,ij->i", x, y) if paired else x @ y.T
-
-    out: dict[str, np.ndarray] = {}
-    for prefix in ("", "flat_"):
-        whole, head = views[f"{prefix}whole"][rows], views[f"{prefix}head"][rows]
-        turned = [views[f"{prefix}whole_{t}"][cols] for t in ("flipped", "rotated")]
-        heads = [views[f"{prefix}head{t}"][cols] for t in _ORIENTATIONS]
-        corr = {
-            "plain": dot(whole, views[f"{prefix}whole"][cols]),
-            "mirrored": dot(whole, views[f"{prefix}whole_mirrored"][cols]),
-            "flipped": np.maximum(dot(whole, turned[0]), dot(whole, turned[1])),
-            "recropped": np.max([dot(head, h) for h in heads], axis=0),
-        }
-        out = corr if not out else {k: np.maximum(out[k], v) for k, v in corr.items()}
-    return out
-
-
-def _all_views(files: Sequence[str | Path]) -> dict[str, np.ndarray]:
-    signatures, heads = _signature_views(files)
-    views: dict[str, np.ndarray] = {"heads": heads}
-    for k, name in enumerate(("whole", "head", "flat_whole", "flat_head")):
-        views[name] = signatures[k]
-        views[f"{name}_mirrored"] = mirror_signatures(signatures[k])
-        views[f"{name}_flipped"] = flip_signatures(signatures[k])
-        views[f"{name}_rotated"] = mirror_signatures(views[f"{name}_flipped"])
-    return views
-
-
-_ORIENTATIONS = ("", "_mirrored", "_flipped", "_rotated")
-"""The four orientations a re-cut head is compared in: as it is, mirrored, upside down, 180°."""
 
 
 def copy_pairs(
@@ -244,7 +101,7 @@ def copy_pairs(
         the pairs registered, else NaN) and ``kind``, the first kind that confirms it, or ""
         for the near misses (within 0.03 under a threshold) kept as evidence.
     """
-    views = _all_views(files)
+    views = all_views(files)
     return _pairs_from_views(views, min_correlation, sha256, aligned_correlation)
 
 
@@ -261,7 +118,7 @@ def _pairs_from_views(
     for start in range(0, n, _CHUNK):
         rows = np.arange(start, min(start + _CHUNK, n))
         cols = np.arange(start, n)
-        corr = _view_correlations(views, rows, cols)
+        corr = view_correlations(views, rows, cols)
         best = np.max([corr[k] for k in _VIEWS], axis=0)
         i, j = np.nonzero(best >= floor)
         keep = rows[i] < cols[j]  # each pair once, no self-pairs
@@ -277,7 +134,7 @@ def _pairs_from_views(
         extra_i, extra_j = order[same], order[same + 1]  # chains of equal hashes: enough
         a, b = np.minimum(extra_i, extra_j), np.maximum(extra_i, extra_j)
         if len(a):
-            found.append({"i": a, "j": b, **_view_correlations(views, a, b, paired=True)})
+            found.append({"i": a, "j": b, **view_correlations(views, a, b, paired=True)})
     table = pd.DataFrame(
         {k: np.concatenate([f[k] for f in found]) if found else [] for k in ("i", "j", *_VIEWS)}
     )
@@ -324,7 +181,7 @@ def _register(
     new = table["kind"].isna().to_numpy()
     if new.any():
         a, b = table.loc[new, "i"].to_numpy(), table.loc[new, "j"].to_numpy()
-        for k, v in _view_correlations(views, a, b, paired=True).items():
+        for k, v in view_correlations(views, a, b, paired=True).items():
             table.loc[new, k] = v
         table.loc[new, "kind"] = ""
     confirmed = (table["kind"] == "") & (table["aligned"] >= threshold)
@@ -394,7 +251,7 @@ def audit_duplicates(
     """
     from brainmri.data.splits import SUBSET_COLUMNS  # splits imports this module
 
-    _require_columns(manifest, SCAN_COLUMNS, "audit_duplicates(manifest)")
+    require_columns(manifest, SCAN_COLUMNS, "audit_duplicates(manifest)")
     if isinstance(min_correlation, bool) or not 0 < float(min_correlation) <= 1:
         raise ValueError(f"min_correlation must be in (0, 1], got {min_correlation!r}")
     stale = [c for c in (*AUDIT_COLUMNS, *SUBSET_COLUMNS, "near_group") if c in manifest]
@@ -420,7 +277,7 @@ def audit_duplicates(
         exact_ids[multi] = np.arange(len(multi))
         exact[ok] = exact_ids[codes]
 
-        views = _all_views([Path(root) / p for p in paths])
+        views = all_views([Path(root) / p for p in paths])
         pairs = _pairs_from_views(views, float(min_correlation), sha, aligned_correlation)
         components = copy_groups(n, pairs[pairs["kind"] != ""])
         group[ok] = components
@@ -436,7 +293,7 @@ def audit_duplicates(
         if len(test) and len(train):
             for start in range(0, len(test), _CHUNK):
                 rows = test[start : start + _CHUNK]
-                corr = _view_correlations(views, rows, train)
+                corr = view_correlations(views, rows, train)
                 stacked = np.stack([corr[k] for k in _VIEWS])  # (view, row, train)
                 flat = stacked.reshape(len(_VIEWS), -1).max(axis=0).reshape(len(rows), -1)
                 best = flat.argmax(axis=1)
@@ -529,7 +386,7 @@ def audit_summary(
     Raises:
         ValueError: a SCAN_COLUMNS or AUDIT_COLUMNS column is missing.
     """
-    _require_columns(manifest, (*SCAN_COLUMNS, *AUDIT_COLUMNS), "audit_summary(manifest)")
+    require_columns(manifest, (*SCAN_COLUMNS, *AUDIT_COLUMNS), "audit_summary(manifest)")
     ok = manifest[manifest["status"] == "ok"]
     summary: dict[str, Any] = {
         "images": {

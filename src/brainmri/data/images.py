@@ -6,258 +6,13 @@ The input pipeline imports this for load_image, so it needs only OpenCV, PIL and
 from __future__ import annotations
 
 import io
-import struct
 from pathlib import Path
-from typing import NamedTuple
 
 import cv2
 import numpy as np
 from PIL import Image
 
-
-class _DecodeError(ValueError):
-    """A file that is not a readable image; the message is the manifest's reason."""
-
-
-MAX_PIXELS = 40_000_000
-"""The most pixels an image may have before it is decoded (params: data.max_image_pixels has
-the same default). An MRI slice has well under a million; a small PNG can declare 30000x30000
-(a "decompression bomb": 876 KB on disk, 5.5 GB once decoded), so the header is checked first."""
-
-
-_SIGNATURES = {
-    b"\xff\xd8\xff": "JPEG",
-    b"\x89PNG\r\n\x1a\n": "PNG",
-    b"II*\x00": "TIFF",
-    b"MM\x00*": "TIFF",
-    b"BM": "BMP",
-}
-"""Leading bytes of the formats in IMAGE_EXTENSIONS."""
-
-_FORMAT_OF_SUFFIX = {
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".png": "PNG",
-    ".bmp": "BMP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-}
-"""The one format each extension in IMAGE_EXTENSIONS may hold. OpenCV and PIL choose their
-decoder by content, so without this a Radiance HDR named .png would reach a float decoder that
-nothing measured first."""
-
-_OTHER_SIGNATURES = {
-    b"#?RADIANCE": "Radiance HDR",
-    b"#?RGBE": "Radiance HDR",
-    b"GIF87a": "GIF",
-    b"GIF89a": "GIF",
-    b"\x00\x00\x00\x0cjP  \r\n\x87\n": "JPEG 2000",
-    b"\xff\x4f\xff\x51": "JPEG 2000",
-    b"v/1\x01": "OpenEXR",
-    b"\x59\xa6\x6a\x95": "Sun raster",
-    b"PF\n": "PFM",
-    b"Pf\n": "PFM",
-}
-"""Leading bytes of formats some decoder here would read but this project does not accept: named
-in the reason a file is refused for."""
-
-MAX_BYTES_PER_PIXEL = 8
-"""The most decoded bytes per pixel the limit allows on average (16-bit RGBA): an image of
-MAX_PIXELS pixels then decodes to at most 320 MB, and a float or 32-bit multi-channel TIFF,
-up to 24 bytes a pixel, counts for what it decodes to."""
-
-
-class ImageHeader(NamedTuple):
-    """What a file's header declares, read before any decoder runs."""
-
-    format: str
-    """"JPEG", "PNG", "BMP" or "TIFF"."""
-    width: int
-    height: int
-    bytes_per_pixel: int
-    """Decoded bytes per pixel (channels x bytes per sample), an upper bound."""
-    mode: str | None
-    """PIL's mode where PIL could open the header, else None."""
-
-
-def _content_format(data: bytes) -> str | None:
-    """The format the leading bytes name: one of _SIGNATURES' or _OTHER_SIGNATURES', or None."""
-    for signatures in (_SIGNATURES, _OTHER_SIGNATURES):
-        for signature, name in signatures.items():
-            if data.startswith(signature):
-                return name
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WebP"
-    if data[128:132] == b"DICM":
-        return "DICOM"
-    if len(data) > 2 and data[:1] == b"P" and data[1:2] in b"1234567" and data[2:3].isspace():
-        return "PNM"
-    return None
-
-
-def _png_size(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, bytes per pixel) from the IHDR chunk, which PNG puts first."""
-    if data[12:16] != b"IHDR" or len(data) < 26:
-        return None
-    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
-    # palette images decode to BGR(A); 16-bit samples stay 16-bit (IMREAD_UNCHANGED)
-    channels = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}.get(colour)
-    if channels is None:
-        return None
-    return width, height, channels * (2 if depth == 16 else 1)
-
-
-_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-"""The start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8 and CC are
-other segments."""
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, bytes per pixel) from the first start-of-frame segment, walking the
-    segments as libjpeg does (a second frame header is an error to it)."""
-    pos, end = 2, len(data)
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a segment
-            pos += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-            return None
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker in _JPEG_FRAMES:
-            if pos + 10 > end:
-                return None
-            precision, height, width, components = struct.unpack(">BHHB", data[pos + 4 : pos + 10])
-            return width, height, components * (2 if precision > 8 else 1)
-        if length < 2:
-            return None
-        pos += 2 + length
-    return None
-
-
-def _bmp_size(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, bytes per pixel) from the BITMAPCOREHEADER or BITMAPINFOHEADER."""
-    if len(data) < 26:
-        return None
-    header = int.from_bytes(data[14:18], "little")
-    if header == 12:  # OS/2: 16-bit sizes
-        width, height = struct.unpack("<HH", data[18:22])
-    elif header >= 40 and len(data) >= 26:
-        width, height = struct.unpack("<ii", data[18:26])
-    else:
-        return None
-    return abs(width), abs(height), 4  # decoded as BGR, or BGRA from 32 bits
-
-
-def _tiff_size(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, bytes per pixel) from the first image file directory (the page OpenCV
-    decodes): ImageWidth, ImageLength, BitsPerSample and SamplesPerPixel."""
-    order = {b"II": "<", b"MM": ">"}.get(data[:2])
-    if order is None or len(data) < 8:
-        return None
-    (offset,) = struct.unpack(order + "I", data[4:8])
-    if offset + 2 > len(data):
-        return None
-    (count,) = struct.unpack(order + "H", data[offset : offset + 2])
-    sizes = {1: 1, 3: 2, 4: 4}  # BYTE, SHORT, LONG
-    tags: dict[int, list[int]] = {}
-    for i in range(count):
-        entry = data[offset + 2 + 12 * i : offset + 14 + 12 * i]
-        if len(entry) < 12:
-            return None
-        tag, kind, n = struct.unpack(order + "HHI", entry[:8])
-        if tag not in (256, 257, 258, 277) or kind not in sizes:
-            continue
-        size = sizes[kind] * n
-        raw = entry[8 : 8 + size] if size <= 4 else b""
-        if size > 4:
-            (at,) = struct.unpack(order + "I", entry[8:12])
-            raw = data[at : at + size]
-        if len(raw) < size:
-            return None
-        letter = {1: "B", 3: "H", 4: "I"}[kind]
-        tags[tag] = list(struct.unpack(order + letter * n, raw))
-    if 256 not in tags or 257 not in tags:
-        return None
-    samples = tags.get(277, [1])[0]
-    bits = max(tags.get(258, [1]))
-    return tags[256][0], tags[257][0], max(1, samples) * max(1, -(-bits // 8))
-
-
-_OWN_PARSERS = {"PNG": _png_size, "JPEG": _jpeg_size, "BMP": _bmp_size, "TIFF": _tiff_size}
-
-
-def measure_image(data: bytes, suffix: str | None = None) -> ImageHeader:
-    """Read an image's declared size from its header, before any decoder runs.
-
-    A small parser of each format's header reads the size whatever PIL makes of the rest of the
-    file (PIL refuses a PNG for a bad checksum in a text chunk that OpenCV merely warns of);
-    PIL's lazy open measures too, and where both measure, the larger counts.
-
-    Args:
-        data: the file's bytes.
-        suffix: its extension; the content must then be that extension's format (OpenCV and PIL
-            choose their decoder by content). None accepts any format of IMAGE_EXTENSIONS.
-
-    Returns:
-        The format, width, height, decoded bytes per pixel and PIL's mode (None where PIL
-        cannot open the header).
-
-    Raises:
-        _DecodeError: empty, not an image, another format than the extension says, or a
-            header without a size that can be read (the message is the reason).
-    """
-    if not data:
-        raise _DecodeError("empty file")
-    fmt = _content_format(data)
-    expected = _FORMAT_OF_SUFFIX.get(suffix.lower()) if suffix else None
-    if fmt is None:
-        raise _DecodeError("not an image")
-    if fmt not in _FORMAT_OF_SUFFIX.values() or (expected and fmt != expected):
-        wanted = (
-            f"the {expected} its extension {suffix} says" if expected else "JPEG, PNG, BMP or TIFF"
-        )
-        raise _DecodeError(f"the content is {fmt}, not {wanted}; not decoded")
-    sizes, mode = [], None
-    own = _OWN_PARSERS.get(fmt)
-    if own is not None and (size := own(data)) is not None:
-        sizes.append(size)
-    try:  # header only; formats=[fmt] keeps PIL from trying another plugin on the bytes
-        with Image.open(io.BytesIO(data), formats=[fmt]) as im:
-            mode = im.mode
-            sizes.append((*im.size, 1))
-    except Image.DecompressionBombError as exc:  # PIL's own, far higher, limit
-        raise _DecodeError(f"too large: {exc}; not decoded") from None
-    except Exception:  # PIL raises OSError, ValueError, SyntaxError, ...
-        pass
-    if not sizes:
-        raise _DecodeError(
-            f"truncated or corrupt: a {fmt} header without a readable size; not decoded"
-        )
-    width, height, _ = max(sizes, key=lambda s: s[0] * s[1])
-    per_pixel = max(s[2] for s in sizes)
-    return ImageHeader(fmt, width, height, per_pixel, mode)
-
-
-def _check_size(header: ImageHeader, max_pixels: int) -> None:
-    """Refuse an image whose declared pixels, or decoded bytes, exceed the limit."""
-    width, height = header.width, header.height
-    if width * height > max_pixels:
-        raise _DecodeError(
-            f"too large: {width}x{height} pixels declared, more than the limit of "
-            f"{max_pixels:,} (data.max_image_pixels); not decoded"
-        )
-    if width * height * header.bytes_per_pixel > max_pixels * MAX_BYTES_PER_PIXEL:
-        raise _DecodeError(
-            f"too large: {width}x{height} pixels of {header.bytes_per_pixel} bytes declared, "
-            f"more than {max_pixels:,} pixels of {MAX_BYTES_PER_PIXEL} (data.max_image_pixels); "
-            "not decoded"
-        )
+from brainmri.data.headers import MAX_PIXELS, DecodeError, check_size, measure_image
 
 
 def _pil_array(im: Image.Image) -> np.ndarray:
@@ -276,7 +31,7 @@ def _mode_of(array: np.ndarray) -> str:
     return base if array.dtype == np.uint8 else f"{base};{array.dtype.itemsize * 8}"
 
 
-def _decode_image_bytes(
+def decode_image_bytes(
     data: bytes, max_pixels: int = MAX_PIXELS, suffix: str | None = None
 ) -> tuple[np.ndarray, str]:
     """Decode image bytes to (pixels in RGB(A) order, native dtype; PIL-style mode).
@@ -285,24 +40,24 @@ def _decode_image_bytes(
     limit allowed it: a file that cannot be measured is refused, never handed to a decoder.
     """
     header = measure_image(data, suffix)
-    _check_size(header, max_pixels)
+    check_size(header, max_pixels)
     fmt, mode = header.format, header.mode
     if fmt == "JPEG" and not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
         # decoders fill in a cut or garbled scan with a warning only; the end marker tells
-        raise _DecodeError("truncated or corrupt: JPEG data without its end-of-image marker")
+        raise DecodeError("truncated or corrupt: JPEG data without its end-of-image marker")
     try:  # OpenCV picks its decoder by content, which measure_image found to be fmt
         array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         array = None
     if array is None:
         if mode is None:
-            raise _DecodeError(f"truncated or corrupt: {fmt} data that no decoder can read")
+            raise DecodeError(f"truncated or corrupt: {fmt} data that no decoder can read")
         try:  # PIL reads what OpenCV cannot, or says why not (LOAD_TRUNCATED_IMAGES is off)
             with Image.open(io.BytesIO(data), formats=[fmt]) as im:
                 im.load()
                 return _pil_array(im), mode
         except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, ...
-            raise _DecodeError(f"truncated or corrupt: {exc}") from None
+            raise DecodeError(f"truncated or corrupt: {exc}") from None
     if array.ndim == 3 and array.shape[2] in (3, 4):
         # BGR(A) to RGB(A) in place: a converted copy would double the largest array here
         blue = array[..., 0].copy()
@@ -315,7 +70,7 @@ def _decode_image_bytes(
     return array, mode
 
 
-def _to_rgb8(array: np.ndarray) -> np.ndarray:
+def to_rgb8(array: np.ndarray) -> np.ndarray:
     """Normalise decoded pixels to uint8 RGB (16-bit scaled by its maximum, alpha on black)."""
     if array.dtype == np.uint16:
         # Scaled by the image's own maximum, not 65535: MRI is often 12-bit data in 16-bit files,
@@ -413,15 +168,15 @@ def crop_square(array: np.ndarray, box: tuple[int, ...]) -> np.ndarray:
     return padded[top : top + h, left : left + w]
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> np.ndarray:
     """The file's pixels at their own size as uint8 RGB (errors name the file)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     try:
-        return _to_rgb8(_decode_image_bytes(data, suffix=path.suffix)[0])
-    except _DecodeError as exc:
+        return to_rgb8(decode_image_bytes(data, suffix=path.suffix)[0])
+    except DecodeError as exc:
         raise ValueError(f"{path}: unreadable image: {exc}") from None
 
 
@@ -437,7 +192,7 @@ def read_grey(path: Path | str) -> np.ndarray:
     Raises:
         ValueError: unreadable, or larger than the pixel limit (the message names the file).
     """
-    return cv2.cvtColor(_read_rgb(Path(path)), cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(read_rgb(Path(path)), cv2.COLOR_RGB2GRAY)
 
 
 def crop_like_image(mask: np.ndarray, image_path: Path) -> np.ndarray:
@@ -455,7 +210,7 @@ def crop_like_image(mask: np.ndarray, image_path: Path) -> np.ndarray:
     Raises:
         ValueError: the image cannot be read (the message names the file).
     """
-    rgb = _read_rgb(Path(image_path))
+    rgb = read_rgb(Path(image_path))
     x0, y0, side = brain_box(rgb)
     sy, sx = mask.shape[0] / rgb.shape[0], mask.shape[1] / rgb.shape[1]
     if (sy, sx) == (1.0, 1.0):
@@ -487,7 +242,7 @@ def load_image(path: Path, size: int, *, crop: bool = False) -> np.ndarray:
     path, size = Path(path), int(size)
     if size < 1:
         raise ValueError(f"{path}: image size must be a positive integer, got {size}")
-    return fit_image(_read_rgb(path), size, crop=crop)
+    return fit_image(read_rgb(path), size, crop=crop)
 
 
 def fit_image(rgb: np.ndarray, size: int, *, crop: bool = False) -> np.ndarray:

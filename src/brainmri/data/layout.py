@@ -74,8 +74,18 @@ def _match(folders: Sequence[Path], keys: Mapping[str, str], normalise: bool) ->
     return found
 
 
-def _class_folders(root: Path) -> dict[tuple[str, str], Path]:
-    """Map (split, class) to its folder under root, or raise DatasetLayoutError."""
+def class_folders(root: Path) -> dict[tuple[str, str], Path]:
+    """The folder of each (split, class) under a data set root.
+
+    Args:
+        root: the folder holding Training/ and Testing/.
+
+    Returns:
+        (split, class) -> folder, for every split and class.
+
+    Raises:
+        DatasetLayoutError: a split or class folder is missing; the message names it.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: no such folder (expected the dataset root)")
@@ -129,11 +139,11 @@ def find_dataset_root(path: Path) -> Path:
         for folder in level:
             splits = _match(_subdirs(folder), _SPLIT_KEYS, normalise=False)
             if len(splits) == len(SPLITS):
-                _class_folders(folder)
+                class_folders(folder)
                 return folder
             if splits and partial is None:
                 partial = folder
         level = [sub for folder in level for sub in _subdirs(folder)]
     if partial is not None:
-        _class_folders(partial)  # raises, naming the missing split
+        class_folders(partial)  # raises, naming the missing split
     raise _layout_error(path, f"no folder holding {list(SPLITS)} within 3 levels")

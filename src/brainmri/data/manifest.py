@@ -19,8 +19,9 @@ import pandas as pd
 from PIL import Image
 
 from brainmri.config import CLASS_NAMES, IMAGE_EXTENSIONS, SPLITS
-from brainmri.data.images import MAX_PIXELS, _decode_image_bytes, _DecodeError, _to_rgb8
-from brainmri.data.layout import _class_folders
+from brainmri.data.headers import MAX_PIXELS, DecodeError
+from brainmri.data.images import decode_image_bytes, to_rgb8
+from brainmri.data.layout import class_folders
 from brainmri.io import csv_bytes, write_csv
 
 SCAN_COLUMNS: tuple[str, ...] = (
@@ -43,7 +44,17 @@ _BOOL_COLUMNS = ("label_conflict", "training_copy", "headline_test")
 _FLOAT_COLUMNS = ("closest_correlation",)
 
 
-def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """Refuse a table without the columns a function needs.
+
+    Args:
+        df: the table.
+        columns: the columns needed.
+        what: the call, for the message (e.g. ``"audit_summary(manifest)"``).
+
+    Raises:
+        ValueError: a column is missing; the message names them and the call.
+    """
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{what}: missing column(s) {missing}; expected {list(columns)}")
@@ -86,11 +97,11 @@ def _scan_file(
         row["reason"] = f"unsupported extension {file.suffix!r} (expected {IMAGE_EXTENSIONS})"
         return row
     try:
-        array, mode = _decode_image_bytes(data, max_pixels, file.suffix)
-    except _DecodeError as exc:
+        array, mode = decode_image_bytes(data, max_pixels, file.suffix)
+    except DecodeError as exc:
         row["reason"] = str(exc)
         return row
-    rgb = _to_rgb8(array)
+    rgb = to_rgb8(array)
     row.update(
         width=int(rgb.shape[1]),
         height=int(rgb.shape[0]),
@@ -131,7 +142,7 @@ def scan_dataset(root: Path, *, max_pixels: int = MAX_PIXELS) -> pd.DataFrame:
     """
     root = Path(root)
     jobs: list[tuple[str, str, Path]] = []
-    for (split, label), folder in _class_folders(root).items():
+    for (split, label), folder in class_folders(root).items():
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             jobs.extend(

@@ -12,13 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from brainmri.config import IMAGE_EXTENSIONS
-from brainmri.data.images import (
-    MAX_PIXELS,
-    _decode_image_bytes,
-    _DecodeError,
-    _to_rgb8,
-    fit_image,
-)
+from brainmri.data.headers import MAX_PIXELS, DecodeError
+from brainmri.data.images import decode_image_bytes, fit_image, to_rgb8
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 """Suffixes read as DICOM (a file without a suffix is tried as DICOM when it says so)."""
@@ -200,8 +195,8 @@ def read_scan(
         rgb = read_dicom(path, max_pixels)
     elif path.suffix.lower() in IMAGE_EXTENSIONS:
         try:
-            rgb = _to_rgb8(_decode_image_bytes(data, max_pixels, path.suffix)[0])
-        except _DecodeError as exc:
+            rgb = to_rgb8(decode_image_bytes(data, max_pixels, path.suffix)[0])
+        except DecodeError as exc:
             raise ScanError(str(exc)) from None
     else:
         raise ScanError(

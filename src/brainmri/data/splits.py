@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from brainmri.config import CLASS_NAMES, SCHEMA, SPLITS
-from brainmri.data.manifest import SCAN_COLUMNS, _require_columns
+from brainmri.data.manifest import SCAN_COLUMNS, require_columns
 
 SUBSET_COLUMNS: tuple[str, ...] = ("subset", "headline_test")
 """Columns added by assign_subsets."""
@@ -67,7 +67,7 @@ def assign_subsets(
         ValueError: a required column is missing, protocol, dedup or a fraction is out of
             range, or a class has too few copy groups to give every subset an image.
     """
-    _require_columns(
+    require_columns(
         manifest,
         (*SCAN_COLUMNS, "exact_group", "copy_group", "training_copy"),
         "assign_subsets(manifest)",
@@ -175,7 +175,7 @@ def subset_leaks(manifest: pd.DataFrame) -> dict[str, int]:
         copy on the train side, headline test images with a copy on the train side, and
         headline test images with a copy in validation.
     """
-    _require_columns(manifest, ("copy_group", *SUBSET_COLUMNS), "subset_leaks(manifest)")
+    require_columns(manifest, ("copy_group", *SUBSET_COLUMNS), "subset_leaks(manifest)")
     group, subset = manifest["copy_group"], manifest["subset"]
     train = set(group[subset.isin(["train", "dropped"])])
     val = set(group[subset == "val"])
