@@ -94,17 +94,11 @@ def _project_root(given: str | None) -> Path:
     Raises:
         NotAProject: the folder (or none from the working directory up) is a project.
     """
-    from brainmri.config import PROJECT_MARKER, NotAProject, find_root, is_project_root
+    from brainmri.config import find_root, project_root_at
 
     if given is None:
         return find_root()
-    root = Path(given).resolve()
-    if not is_project_root(root):
-        raise NotAProject(
-            f"--root {given}: not a brainmri project (no {PROJECT_MARKER} there); "
-            "give the project's folder"
-        )
-    return root
+    return project_root_at(given, named=f"--root {given}", remedy="give the project's folder")
 
 
 def _writes_in_project(args: argparse.Namespace) -> bool:

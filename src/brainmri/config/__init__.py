@@ -31,6 +31,7 @@ from brainmri.config.paths import (
     find_root,
     is_project_root,
     paths,
+    project_root_at,
 )
 from brainmri.config.profiles import (
     flat_params,
@@ -86,6 +87,7 @@ __all__ = [
     "flat_params",
     "get_stage",
     "is_project_root",
+    "project_root_at",
     "load_profile",
     "notebook_config",
     "parse_yaml",

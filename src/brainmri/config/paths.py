@@ -140,6 +140,26 @@ def is_project_root(folder: Path) -> bool:
     return (Path(folder) / PROJECT_MARKER).is_file()
 
 
+def project_root_at(folder: str | Path, *, named: str, remedy: str) -> Path:
+    """The folder, resolved, when it is a brainmri project; else one line saying so.
+
+    Args:
+        folder: the folder given.
+        named: how the message names it, e.g. ``"--root ../x"`` or ``"BRAINMRI_ROOT=/x"``.
+        remedy: what to do instead.
+
+    Returns:
+        The resolved folder.
+
+    Raises:
+        NotAProject: it holds no :data:`PROJECT_MARKER`.
+    """
+    root = Path(folder).resolve()
+    if not is_project_root(root):
+        raise NotAProject(f"{named}: not a brainmri project (no {PROJECT_MARKER} there); {remedy}")
+    return root
+
+
 def find_root(start: Path | None = None) -> Path:
     """Return the project root: BRAINMRI_ROOT, else the nearest folder up holding params/.
 
@@ -155,13 +175,11 @@ def find_root(start: Path | None = None) -> Path:
     """
     env = os.environ.get("BRAINMRI_ROOT")
     if env:
-        root = Path(env).resolve()
-        if not is_project_root(root):
-            raise NotAProject(
-                f"BRAINMRI_ROOT={env}: not a brainmri project (no {PROJECT_MARKER} there); "
-                "point it at the project's folder, or unset it"
-            )
-        return root
+        return project_root_at(
+            env,
+            named=f"BRAINMRI_ROOT={env}",
+            remedy="point it at the project's folder, or unset it",
+        )
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if is_project_root(folder):

@@ -16,6 +16,7 @@ from brainmri.config.schema import (
     TOP_LEVEL_EXTRAS,
     ParamError,
     check_profile_name,
+    check_value,
     validate,
 )
 from brainmri.config.stages import get_stage
@@ -286,10 +287,5 @@ def notebook_config(stage: str, values: Mapping[str, Any]) -> dict[str, Any]:
         for key, spec in SCHEMA[section].items():
             if key not in values:
                 raise ParamError(f"notebook {stage}: parameter '{key}' is missing")
-            try:
-                flat[key] = spec.check(values[key])
-            except ValueError as exc:
-                raise ParamError(
-                    f"notebook {stage}: '{key}' = {values[key]!r} is not allowed: expected {exc}"
-                ) from None
+            flat[key] = check_value(spec, values[key], where=f"notebook {stage}", key=key)
     return flat

@@ -332,6 +332,30 @@ def _brief(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def check_value(spec: Spec, value: Any, *, where: str, key: str) -> Any:
+    """One value checked against its spec, or the project's one-line parameter error.
+
+    Args:
+        spec: the key's :class:`Spec`.
+        value: the value given.
+        where: the origin the message names (a profile's file, a notebook).
+        key: the key as the message shows it, e.g. ``"train.epochs"``.
+
+    Returns:
+        The value normalised (ints widened to float where a float is expected).
+
+    Raises:
+        ParamError: the value is not allowed; the message names where, the key, the value and
+            what is expected.
+    """
+    try:
+        return spec.check(value)
+    except ValueError as exc:
+        raise ParamError(
+            f"{where}: '{key}' = {_brief(value)} is not allowed: expected {exc}"
+        ) from None
+
+
 def validate(params: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Check every key against the schema; return the params with values normalised.
 
@@ -350,25 +374,14 @@ def validate(params: Mapping[str, Any], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, spec in TOP_LEVEL_EXTRAS.items():  # checked like every other key
         if key in params:
-            try:
-                out[key] = spec.check(params[key])
-            except ValueError as exc:
-                raise ParamError(
-                    f"{source}: '{key}' = {_brief(params[key])} is not allowed: expected {exc}"
-                ) from None
+            out[key] = check_value(spec, params[key], where=source, key=key)
     for section, specs in SCHEMA.items():
         values = params.get(section, {})
         out[section] = {}
         for key, spec in specs.items():
             if key not in values:
                 raise ParamError(f"{source}: missing key '{section}.{key}' ({spec.allowed()})")
-            try:
-                out[section][key] = spec.check(values[key])
-            except ValueError as exc:
-                raise ParamError(
-                    f"{source}: '{section}.{key}' = {_brief(values[key])} is not allowed: "
-                    f"expected {exc}"
-                ) from None
+            out[section][key] = check_value(spec, values[key], where=source, key=f"{section}.{key}")
     for extra in set(params) - set(SCHEMA) - set(TOP_LEVEL_EXTRAS):
         raise ParamError(f"{source}: unknown section '{extra}'")
     # Rules across keys, checked here with the others so a bad combination stops before any work.
