@@ -327,7 +327,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    info = runs.run_info(paths.model, paths.run_dir)
+    info = runs.run_info(paths.model, paths.run_dir, crop_to_brain=args.crop_to_brain)
     for warning in info.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     service = app.Service(model, info, profile=args.profile)
@@ -448,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=SERVE_MAX_UPLOAD_MB,
         help=f"the cap on one upload, all files together (default {SERVE_MAX_UPLOAD_MB})",
+    )
+    p.add_argument(
+        "--crop-to-brain",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cut each scan to the head first (default: as the profile's run did)",
     )
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("clean", help=cmd_clean.__doc__)
