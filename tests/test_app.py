@@ -275,6 +275,26 @@ def test_an_upload_over_the_cap_is_refused_with_a_page(served):
     assert client.request("/")[0] == 200  # and the server goes on
 
 
+def test_a_failing_prediction_is_one_line_on_the_page_and_the_server_goes_on(
+    served, phantom_set, monkeypatch
+):
+    base, service, _, _ = served
+    image = sorted((phantom_set / "Testing" / "glioma").glob("*.jpg"))[0]
+
+    def fail(*args, **kwargs):
+        raise MemoryError("out of memory\nsecond line")
+
+    monkeypatch.setattr(service.predictor, "predict", fail)
+    client = Client(base)
+    status, _, page, _ = client.upload([(image.name, image.read_bytes())])
+    assert status == 500
+    line = "the prediction failed (MemoryError: out of memory); the server goes on"
+    assert line in page.decode()
+    monkeypatch.undo()
+    status, _, page, _ = client.upload([(image.name, image.read_bytes())])
+    assert status == 200 and shown_rows(page)[image.name]["status"] == "ok"
+
+
 def test_the_page_is_local_only_and_fetches_nothing_from_elsewhere(served):
     base = served[0]
     status, headers, page, _ = Client(base).request("/")

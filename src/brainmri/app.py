@@ -113,10 +113,7 @@ class Service:
 
     def warm_up(self) -> None:
         """Trace the model and its explanations once, so that the first upload is quick."""
-        black = np.zeros((1, self.predictor.size, self.predictor.size, 3), np.uint8)
-        for method in METHODS:
-            self.predictor.explain(black, method)
-        self.predictor._runner(black.astype(np.float32))
+        self.predictor.warm_up(METHODS)
 
     def predict(self, uploads: Sequence[tuple[str, bytes]], *, method: str = METHODS[0]) -> Batch:
         """Predict uploaded files through predict's pipeline and keep the batch.
@@ -206,8 +203,19 @@ def ood_verdict(row: dict[str, Any]) -> dict[str, Any]:
     return {"flagged": flagged, "reasons": reasons, "scores": scores}
 
 
-def _row_view(row: dict[str, Any], k: int, batch: Batch, method: str) -> dict[str, Any]:
+def _score_line(name: str, value: float, threshold: float | None) -> str:
+    """One OOD score as shown: predict's energy score with the run's threshold, others as named."""
+    if name == "ood_score":
+        cut = "" if threshold is None else f" (flagged below {threshold:.3f})"
+        return f"energy score {value:.3f}{cut}"
+    return f"{name} {value:.3f}"
+
+
+def _row_view(
+    row: dict[str, Any], k: int, batch: Batch, method: str, threshold: float | None
+) -> dict[str, Any]:
     ok = row["status"] == "ok"
+    verdict = ood_verdict(row)
     return {
         "file": row["file"],
         "status": row["status"],
@@ -216,7 +224,8 @@ def _row_view(row: dict[str, Any], k: int, batch: Batch, method: str) -> dict[st
         "probabilities": [
             {"name": c, "value": float(row[f"p_{c}_calibrated"])} for c in CLASS_NAMES if ok
         ],
-        "ood": ood_verdict(row),
+        "ood": verdict,
+        "scores": [_score_line(name, value, threshold) for name, value in verdict["scores"]],
         "view": f"/batch/{batch.token}/views/{method}/{k}.png" if ok else None,
     }
 
@@ -250,7 +259,9 @@ class _Handler(tornado.web.RequestHandler):
         info = self.service.info
         threshold = info.ood_threshold
         rows = (
-            [_row_view(row, k, batch, method) for k, row in enumerate(batch.rows)] if batch else []
+            [_row_view(row, k, batch, method, threshold) for k, row in enumerate(batch.rows)]
+            if batch
+            else []
         )
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(
@@ -475,7 +486,7 @@ def serve(
     """Serve the page on 127.0.0.1 until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly.
 
     Args:
-        service: the model and its batches (warmed up: the address is printed when ready).
+        service: the model and its batches (warmed up in the model's thread meanwhile).
         port: the port; 0 or a busy one: a free port, printed.
         max_upload_mb: the cap on one upload request, in MiB.
         echo: where the address and the closing line go.
@@ -486,6 +497,12 @@ def serve(
     sockets, note = bind(port)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brainmri-serve")
     app = make_app(service, executor=executor, max_upload_mb=max_upload_mb)
+    # The model traces itself in its thread while the page is already up (a third of the start
+    # on the cpu model); an upload made meanwhile waits its turn behind it.
+    warming = executor.submit(service.warm_up)
+    warming.add_done_callback(
+        lambda done: done.exception() and echo(f"warning: warm-up failed: {done.exception()}")
+    )
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -331,7 +331,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for warning in info.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     service = app.Service(model, info, profile=args.profile)
-    service.warm_up()
     return app.serve(
         service,
         port=args.port,

@@ -523,6 +523,18 @@ class Predictor:
             del row["_index"]
         return Predicted(rows, images, maps)
 
+    def warm_up(self, methods: Sequence[str] = ("gradcam",)) -> None:
+        """Trace the model and the explanations once (on a black image), so that the first
+        real call is as quick as the later ones.
+
+        Args:
+            methods: the explanations to trace besides the model's own Grad-CAM.
+        """
+        black = np.zeros((1, self.size, self.size, 3), np.float32)
+        self._runner(black)
+        for method in methods:
+            self.explain(black, method)
+
     def explain(self, images: np.ndarray, method: str) -> np.ndarray:
         """Maps of images by one of ``brainmri.explain.METHODS``, at the kept batch size.
 
