@@ -140,12 +140,11 @@ class Service:
             result = self.predictor.predict(paths, names=names)
         batch = Batch(secrets.token_urlsafe(12), result.rows, result.images)
         batch.csv = predictions_csv(result.rows)
-        if method == "gradcam":  # predict's own maps, made in the same pass
-            batch.views["gradcam"] = {
-                k: view_png(batch.images[k], cam) for k, cam in result.maps.items()
-            }
-        else:
-            self.views(batch, method)
+        # predict's own Grad-CAM maps come with the prediction; another method's now, once
+        batch.views["gradcam"] = {
+            k: view_png(batch.images[k], cam) for k, cam in result.maps.items()
+        }
+        self.views(batch, method)
         with self._lock:
             self.batches[batch.token] = batch
             while len(self.batches) > self.keep:
