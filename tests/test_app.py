@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import html
 import http.cookiejar
 import io
 import json
@@ -115,7 +116,7 @@ def shown_rows(page: bytes) -> dict[str, dict[str, str]]:
     """file -> the data-* attributes of its result row."""
     rows = {}
     for tag in re.findall(r'<tr class="scan"[^>]*>', page.decode()):
-        attrs = dict(re.findall(r'data-(\w+)="([^"]*)"', tag))
+        attrs = {k: html.unescape(v) for k, v in re.findall(r'data-(\w+)="([^"]*)"', tag)}
         rows[attrs["file"]] = attrs
     return rows
 
@@ -241,6 +242,7 @@ def test_bad_uploads_get_predicts_reasons_and_the_server_goes_on(tmp_path, serve
         "broken.jpg": b"\xff\xd8\xff\xe0 truncated",
         "bomb.png": _png_declaring(30000, 30000),
         "=HYPERLINK(1).png": b"no image either",
+        "<img src=x onerror=alert(1)>.txt": b"",
     }
     folder = tmp_path / "bad"
     folder.mkdir()
@@ -255,7 +257,7 @@ def test_bad_uploads_get_predicts_reasons_and_the_server_goes_on(tmp_path, serve
         assert row["status"] == "skipped"
         assert shown_rows(page)[Path(row["file"]).name]["status"] == "skipped"
         assert str(escape(f"not predicted: {row['reason']}")) in text
-    assert "too large" in text
+    assert "too large" in text and "<img src=x" not in text  # names are escaped
     token = url.split("/batch/")[1].split("?")[0]
     _, _, body, _ = client.request(f"/batch/{token}/predictions.csv")
     assert "'=HYPERLINK(1).png" in body.decode()  # neutralised as predict does
@@ -466,8 +468,10 @@ def test_the_served_page_in_chromium_shows_what_predict_scans_gives(
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-            requests = []
+            requests, errors = [], []
             page.on("request", lambda request: requests.append(request.url))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(url)
             page.set_input_files('input[name="scans"]', [str(scan), str(photo)])
             page.click('button[type="submit"]')
@@ -495,6 +499,7 @@ def test_the_served_page_in_chromium_shows_what_predict_scans_gives(
             page.wait_for_selector('img[src*="/gradcampp/"]')
             browser.close()
         assert requests and all(r.startswith((url, "data:")) for r in requests), requests
+        assert errors == []
         assert cv2.imread(str(run / "screenshots" / "serve.png")).shape[1] == 1280
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
