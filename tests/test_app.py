@@ -310,7 +310,7 @@ def test_the_page_is_local_only_and_fetches_nothing_from_elsewhere(served):
     assert status == 403
 
 
-def test_only_the_last_batches_are_kept(served, phantom_set):
+def test_only_the_last_batches_are_kept(served, phantom_set, monkeypatch):
     base, service, _, _ = served
     image = sorted((phantom_set / "Testing" / "glioma").glob("*.jpg"))[0]
     client = Client(base)
@@ -321,6 +321,9 @@ def test_only_the_last_batches_are_kept(served, phantom_set):
     status, _, page, _ = client.request(f"/batch/{tokens[0]}")
     assert status == 404 and b"upload the scans again" in page
     assert client.request(f"/batch/{tokens[-1]}/predictions.csv")[0] == 200
+    monkeypatch.setattr(service, "keep_bytes", 1)  # memory, too: only the newest stays
+    _, _, _, url = client.upload([(image.name, image.read_bytes())])
+    assert list(service.batches) == [url.split("/batch/")[1].split("?")[0]]
 
 
 # --- pieces -----------------------------------------------------------------------------------

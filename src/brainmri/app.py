@@ -60,6 +60,9 @@ MAX_FILES = 500
 """The most files one upload may hold."""
 KEEP_BATCHES = 16
 """How many uploaded batches the server keeps for their page, views and CSV."""
+KEEP_BYTES = 512 << 20
+"""How much memory the kept batches may take (their model inputs, views and CSV); the newest
+batch is kept whatever its size."""
 _DISCARD_LIMIT = 1 << 31
 """An upload over the cap is read to its end and dropped, so the browser gets the page saying so;
 beyond this many bytes the connection is simply closed."""
@@ -82,6 +85,13 @@ class Batch:
     """method -> row position -> PNG of the scan beside its overlay."""
     csv: str = ""
 
+    @property
+    def nbytes(self) -> int:
+        """The memory its images, views and CSV take, roughly."""
+        images = sum(image.nbytes for image in self.images.values())
+        views = sum(len(png) for kind in self.views.values() for png in kind.values())
+        return images + views + len(self.csv)
+
 
 class Service:
     """The model and the uploaded batches of one serve process (no HTTP here: the handlers
@@ -93,6 +103,7 @@ class Service:
         profile: the profile whose run it is (shown on the page).
         batch_size: images per forward pass.
         keep: how many batches to keep (the oldest is dropped first).
+        keep_bytes: how much memory the kept batches may take (the newest is always kept).
     """
 
     def __init__(
@@ -103,11 +114,13 @@ class Service:
         profile: str,
         batch_size: int = 8,
         keep: int = KEEP_BATCHES,
+        keep_bytes: int = KEEP_BYTES,
     ) -> None:
         self.predictor = Predictor(model, info, batch_size=batch_size)
         self.info = info
         self.profile = profile
         self.keep = keep
+        self.keep_bytes = keep_bytes
         self.batches: OrderedDict[str, Batch] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -147,7 +160,10 @@ class Service:
         self.views(batch, method)
         with self._lock:
             self.batches[batch.token] = batch
-            while len(self.batches) > self.keep:
+            while len(self.batches) > self.keep or (
+                len(self.batches) > 1
+                and sum(kept.nbytes for kept in self.batches.values()) > self.keep_bytes
+            ):
                 self.batches.popitem(last=False)
         return batch
 
