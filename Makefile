@@ -18,7 +18,7 @@ STAMP := $(VENV)/.brainmri-setup
 RUN := $(PY) -m brainmri.cli
 
 # A value given on the command line (PROFILE, DATA_DIR, MASK_DIR, UNTIL, IMAGES, OUT, A, B,
-# TEST_WORKERS) reaches the shell as one word: $(call arg,NAME) is NAME's value unexpanded
+# PORT, TEST_WORKERS) reaches the shell as one word: $(call arg,NAME) is NAME's value unexpanded
 # ($(value): a "$(shell ...)" in it is never run by make) in single quotes, each ' in it written
 # '\''. A space, a " or "; echo X" stays part of the value, and the CLI refuses what is not a
 # profile name. VENV and BOOT_PYTHON are the machine's own path and command, not quoted: a target
@@ -30,7 +30,7 @@ opt = $(if $(value $(2)),$(1) $(call arg,$(2)))
 profile_or = $(if $(value PROFILE),$(call arg,PROFILE),$(1))
 PROFILE_ARGS = $(call opt,--profile,PROFILE) $(call opt,--data-dir,DATA_DIR)
 
-.PHONY: help setup all test test-fast lab html screenshots predict export clean compare bench lint notebooks
+.PHONY: help setup all test test-fast lab html screenshots predict serve export clean compare bench lint notebooks
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ predict: setup ## predict new scans: make predict IMAGES=<file|folder|glob> [PRO
 	@test -n $(call arg,IMAGES) || { echo "error: give IMAGES=<file, folder or glob>" >&2; exit 2; }
 	@$(RUN) predict $(call arg,IMAGES) --profile $(call profile_or,default) $(call opt,--out,OUT)
 
+serve: setup ## use PROFILE's model (default: demo) in a local web page on 127.0.0.1 [PORT=8765]
+	@$(RUN) serve --profile $(call profile_or,demo) $(call opt,--port,PORT)
+
 export: setup ## export PROFILE's model as a TensorFlow SavedModel (whole uint8 scans in, cut and resized inside) [OUT=dir]
 	@$(RUN) export --profile $(call profile_or,demo) $(call opt,--out,OUT)
 
@@ -107,4 +110,4 @@ notebooks: setup ## regenerate notebooks/*.ipynb from their sources notebooks/*.
 # make puts command-line variables in every command's environment, expanding them to do so;
 # these reach commands as arguments only, so a "$(shell ...)" in one is never run that way either.
 # Last in the file: "unexport X" before "X ?= default" would leave X empty.
-unexport PROFILE DATA_DIR MASK_DIR UNTIL IMAGES OUT A B SHOW_CODE TEST_WORKERS
+unexport PROFILE DATA_DIR MASK_DIR UNTIL IMAGES OUT A B PORT SHOW_CODE TEST_WORKERS

@@ -94,3 +94,50 @@ def test_predict_throughput_with_and_without_overlays(benchmark, phantoms, demo_
     )
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     assert len(files) / seconds[True] > 1.0  # images per second with views
+
+
+def test_serve_start_up_time(benchmark, demo_model, tmp_path):
+    """`brainmri serve` from the command to the printed address (model loaded and traced) on a
+    demo-sized model (the demo profile's CNN at 128 px, in a project's reports/demo/): the goal
+    is under 20 s after set-up; the bound only catches a collapse. The process is then stopped
+    with Ctrl-C (SIGINT), as a user would."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    model, _ = demo_model
+    root = tmp_path / "repo"
+    (root / "params").mkdir(parents=True)
+    (root / "params" / "default.yaml").touch()
+    (root / "reports" / "demo").mkdir(parents=True)
+    model.save(root / "reports" / "demo" / "model.keras")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
+    argv = [sys.executable, "-m", "brainmri.cli", "--root", str(root), "serve", "--port", "0"]
+    seconds = []
+
+    def start_and_stop() -> None:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        try:
+            for line in proc.stdout:
+                if re.search(r"at http://127\.0\.0\.1:\d+/", line):
+                    seconds.append(time.perf_counter() - start)
+                    break
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+        assert proc.returncode == 0 and seconds
+
+    benchmark.pedantic(start_and_stop, rounds=2, iterations=1)
+    benchmark.extra_info["seconds_to_ready"] = [round(s, 1) for s in seconds]
+    assert max(seconds) < 60

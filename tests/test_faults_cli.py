@@ -19,7 +19,8 @@ import pytest
 
 from brainmri import cli, pipeline
 
-# Every command that writes or deletes, with the arguments it needs to get that far.
+# Every command that writes or deletes, with the arguments it needs to get that far (and serve,
+# which finds its profile's model in the project the same way).
 WRITING_COMMANDS = [
     ["clean", "--profile", "notes"],
     ["run", "--profile", "notes", "--quiet"],
@@ -28,6 +29,7 @@ WRITING_COMMANDS = [
     ["export", "--profile", "notes"],
     ["predict", "scan.png", "--profile", "notes"],
     ["predict", "scan.png", "--model", "m.keras"],
+    ["serve", "--profile", "notes"],
 ]
 
 
@@ -319,6 +321,7 @@ def _make(project: Path, *args: str) -> subprocess.CompletedProcess:
         ("predict", ['IMAGES=scan "1".png', "OUT=out dir"], "predict", ['scan "1".png']),
         ("predict", ["IMAGES=x", "OUT=out dir"], "predict", ["--out", "out dir"]),
         ("export", ["OUT=my model"], "export", ["--out", "my model"]),
+        ("serve", ["PROFILE=a b", "PORT=8 1"], "serve", ["--profile", "a b", "--port", "8 1"]),
         ("html", ["PROFILE=it's"], "html", ["--profile", "it's"]),
         ("clean", ["PROFILE=a b"], "clean", ["--profile", "a b"]),
         ("compare", ["A=a b", "B=it's"], "compare", ["compare", "a b", "it's"]),

@@ -1,4 +1,5 @@
-"""Command line: choose a profile, run the pipeline, re-render reports, predict, clean, compare."""
+"""Command line: choose a profile, run the pipeline, re-render reports, predict, serve, clean,
+compare."""
 
 # Only the standard library is imported at module level: `make all` calls `choose` with the
 # system Python before the environment exists, so its first output line can name the profile.
@@ -102,7 +103,8 @@ def _project_root(given: str | None) -> Path:
 
 
 def _writes_in_project(args: argparse.Namespace) -> bool:
-    """True when the command writes or deletes in the project (all but choose and compare)."""
+    """True when the command writes or deletes in the project (all but choose and compare);
+    serve, which only reads, finds its project the same way."""
     if args.command == "predict":  # with its own model and output folder it needs no project
         return not (args.model and args.out)
     return args.command not in ("choose", "compare")
@@ -291,6 +293,46 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Use a profile's model in a local web page (127.0.0.1 only): upload scans, see results."""
+    _quiet_tensorflow()
+    from brainmri.config import Paths
+
+    paths = Paths(_root(args), args.profile)
+    if not 0 <= args.port <= 65535:
+        print(f"error: PORT={args.port}: expected 0 to 65535 (0: any free port)", file=sys.stderr)
+        return 2
+    if args.max_upload_mb < 1:
+        print(f"error: --max-upload-mb {args.max_upload_mb}: expected at least 1", file=sys.stderr)
+        return 2
+    if not paths.model.is_file():  # before TensorFlow loads: a missing run fails at once
+        print(
+            f"error: {paths.model} does not exist; train it first with "
+            f"`make all PROFILE={args.profile}`",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"loading {paths.model} ...", flush=True)
+    from brainmri import app, runs  # TensorFlow
+    from brainmri.model import load_model
+
+    try:
+        model = load_model(paths.model)  # Keras safe mode: a model carrying code is refused
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    info = runs.run_info(paths.model, paths.run_dir, crop_to_brain=args.crop_to_brain)
+    for warning in info.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    service = app.Service(model, info, profile=args.profile)
+    return app.serve(
+        service,
+        port=args.port,
+        max_upload_mb=args.max_upload_mb,
+        echo=lambda line: print(line, flush=True),
+    )
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     """Delete one profile's reports (never downloaded data)."""
     from brainmri.config import Paths
@@ -384,6 +426,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="the SavedModel folder (default reports/<profile>/savedmodel)"
     )
     p.set_defaults(func=cmd_export)
+    from brainmri.config.constants import SERVE_MAX_UPLOAD_MB, SERVE_PORT  # no dependencies
+
+    p = sub.add_parser("serve", help=cmd_serve.__doc__)
+    p.add_argument("--profile", default="demo", help="use reports/<profile>/model.keras")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=SERVE_PORT,
+        help=f"the port on 127.0.0.1 (default {SERVE_PORT}; 0, or a busy one: any free port)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=int,
+        default=SERVE_MAX_UPLOAD_MB,
+        help=f"the cap on one upload, all files together (default {SERVE_MAX_UPLOAD_MB})",
+    )
+    p.add_argument(
+        "--crop-to-brain",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cut each scan to the head first (default: as the profile's run did)",
+    )
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("clean", help=cmd_clean.__doc__)
     p.add_argument("--profile", required=True)
     p.set_defaults(func=cmd_clean)

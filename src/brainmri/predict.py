@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -149,19 +151,46 @@ class _RowWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.handle = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
-        # RFC 4180's CRLF line ends: Python's csv quotes a cell holding a bare CR only when CR
-        # is part of the line end, and a file name may hold one
-        self.writer = csv.writer(self.handle, lineterminator="\r\n")
-        self.writer.writerow(COLUMNS)
+        self.writer = _csv_writer(self.handle)
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            self.writer.writerow([_cell(row[c]) for c in COLUMNS])
+            self.writer.writerow(_csv_cells(row))
         self.handle.flush()
         os.fsync(self.handle.fileno())
 
     def close(self) -> None:
         self.handle.close()
+
+
+def _csv_writer(handle: Any) -> Any:
+    """A csv writer of predictions.csv into a text handle, its header written."""
+    # RFC 4180's CRLF line ends: Python's csv quotes a cell holding a bare CR only when CR
+    # is part of the line end, and a file name may hold one
+    writer = csv.writer(handle, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    return writer
+
+
+def _csv_cells(row: dict[str, Any]) -> list[Any]:
+    return [_cell(row[c]) for c in COLUMNS]
+
+
+def predictions_csv(rows: Iterable[dict[str, Any]]) -> str:
+    """The text of predictions.csv for rows, exactly as :func:`predict_scans` writes the file
+    (the COLUMNS, RFC 4180 with CRLF line ends, every text cell spreadsheet-safe).
+
+    Args:
+        rows: prediction rows holding every name of COLUMNS (:class:`Predictor`).
+
+    Returns:
+        The CSV text, header first.
+    """
+    buffer = io.StringIO(newline="")
+    writer = _csv_writer(buffer)
+    for row in rows:
+        writer.writerow(_csv_cells(row))
+    return buffer.getvalue()
 
 
 def _cell(value: Any) -> Any:
@@ -260,11 +289,15 @@ def predict_scans(
         runner = _Model(model, batch, overlays)
         if overlays:
             (out / "views").mkdir()
+
+        def view(row: dict[str, Any], image: np.ndarray, cam: np.ndarray) -> None:
+            _write_view(out / "views" / f"{row['_index']:05d}.png", image, cam)
+
         writer = _RowWriter(out / "predictions.csv")
         bar = _progress(len(files), "predicting" + (" + Grad-CAM" if overlays else ""), progress)
         try:
             for first in range(0, len(files), batch):
-                chunk = _predict_batch(files, first, batch, size, runner, info, out)
+                chunk = _predict_batch(files, first, batch, size, runner, info, view)
                 writer.write(chunk)
                 rows += chunk
                 bar.update(len(chunk))
@@ -297,9 +330,10 @@ def _predict_batch(
     size: int,
     runner: _Model,
     info: RunInfo,
-    out: Path,
+    view: Callable[[dict[str, Any], np.ndarray, np.ndarray], None],
 ) -> list[dict[str, Any]]:
-    """Read, predict and explain files[first : first + batch]: their rows (see COLUMNS)."""
+    """Read, predict and explain files[first : first + batch]: their rows (see COLUMNS); with
+    the runner's maps, ``view(row, model input, Grad-CAM map)`` for each predicted row."""
     from brainmri.evaluation import softmax
 
     chunk, images, kept = [], [], []
@@ -328,21 +362,36 @@ def _predict_batch(
         if info.ood_threshold is not None:
             row["ood_flag"] = bool(scores[j] < info.ood_threshold)
         if maps is not None:
-            _write_view(out / "views" / f"{row['_index']:05d}.png", x[j], maps[j])
+            view(row, x[j], maps[j])
     return chunk
 
 
 def _write_view(path: Path, image: np.ndarray, cam: np.ndarray) -> None:
+    """Write :func:`view_png` of the scan and its map to path."""
+    path.write_bytes(view_png(image, cam))
+
+
+def view_png(image: np.ndarray, cam: np.ndarray) -> bytes:
     """The scan beside its Grad-CAM overlay, one PNG at the model's input size (a few KB to
-    tens of KB; the 1x4 matplotlib figure it replaces took a third of a second per image)."""
+    tens of KB; the 1x4 matplotlib figure it replaces took a third of a second per image).
+
+    Args:
+        image: the model input, (size, size, 3) 0..255.
+        cam: its map, (size, size) in [0, 1].
+
+    Returns:
+        The PNG's bytes.
+    """
     import cv2
 
     from brainmri import explain
 
     original = np.clip(np.round(image), 0, 255).astype(np.uint8)
     both = np.hstack([original, explain.overlay(original, cam)])
-    if not cv2.imwrite(str(path), cv2.cvtColor(both, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write the Grad-CAM view")
+    ok, png = cv2.imencode(".png", cv2.cvtColor(both, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("OpenCV could not encode the Grad-CAM view as PNG")
+    return png.tobytes()
 
 
 def _finish(rows: list[dict[str, Any]], out: Path, info: RunInfo, *, complete: bool):
@@ -408,6 +457,104 @@ def _page(
         complete=complete,
         sections=sections,
     )
+
+
+# --- scans predicted in memory, a few at a time (brainmri serve) ----------------------------
+
+
+@dataclass
+class Predicted:
+    """What :meth:`Predictor.predict` returns for a list of scans."""
+
+    rows: list[dict[str, Any]]
+    """One row per scan, in order: every name of COLUMNS (and whatever else predict's rows
+    hold); ``file`` is the name given for the scan."""
+    images: dict[int, np.ndarray]
+    """Row position -> the model input of each predicted scan, (size, size, 3) uint8."""
+    maps: dict[int, np.ndarray]
+    """Row position -> its Grad-CAM map, (size, size) in [0, 1]."""
+
+
+class Predictor:
+    """:func:`predict_scans`' reading, prediction, OOD check and Grad-CAM, without its output
+    folder: for a process that predicts a few scans at a time for as long as it runs
+    (``brainmri serve``). The model's traced functions are kept between calls, at one batch
+    size, so a call never retraces.
+
+    Args:
+        model: a trained classifier (``model.load_model``).
+        info: its hash, temperature, OOD threshold and crop (:func:`brainmri.runs.run_info`).
+        batch_size: images per forward pass.
+    """
+
+    def __init__(self, model: Any, info: RunInfo, *, batch_size: int = 8) -> None:
+        self.model = model
+        self.info = info
+        self.size = int(model.input_shape[1])
+        self.batch_size = batch_size
+        self._runner = _Model(model, batch_size, views=True)
+
+    def predict(self, files: Sequence[str | Path], *, names: Sequence[str] | None = None):
+        """Read, predict and explain (Grad-CAM) files, exactly as :func:`predict_scans` does.
+
+        Args:
+            files: the scans (a file that cannot be read gets status "skipped" and its reason).
+            names: what each row's ``file`` says instead of its path (an upload's file name).
+
+        Returns:
+            A :class:`Predicted`.
+        """
+        files = list(files)
+        images: dict[int, np.ndarray] = {}
+        maps: dict[int, np.ndarray] = {}
+
+        def keep(row: dict[str, Any], image: np.ndarray, cam: np.ndarray) -> None:
+            images[row["_index"]] = np.clip(np.round(image), 0, 255).astype(np.uint8)
+            maps[row["_index"]] = cam
+
+        rows: list[dict[str, Any]] = []
+        for first in range(0, len(files), self.batch_size):
+            rows += _predict_batch(
+                files, first, self.batch_size, self.size, self._runner, self.info, keep
+            )
+        for row in rows:
+            if names is not None:
+                row["file"] = names[row["_index"]]
+            del row["_index"]
+        return Predicted(rows, images, maps)
+
+    def warm_up(self, methods: Sequence[str] = ("gradcam",)) -> None:
+        """Trace the model and the explanations once (on a black image), so that the first
+        real call is as quick as the later ones.
+
+        Args:
+            methods: the explanations to trace besides the model's own Grad-CAM.
+        """
+        black = np.zeros((1, self.size, self.size, 3), np.float32)
+        self._runner(black)
+        for method in methods:
+            self.explain(black, method)
+
+    def explain(self, images: np.ndarray, method: str) -> np.ndarray:
+        """Maps of images by one of ``brainmri.explain.METHODS``, at the kept batch size.
+
+        Args:
+            images: model inputs (N, size, size, 3), 0..255.
+            method: e.g. "gradcam" (what :meth:`predict` gives) or "gradcampp".
+
+        Returns:
+            float32 maps (N, size, size) in [0, 1].
+        """
+        from brainmri import explain
+
+        out = []
+        for first in range(0, len(images), self.batch_size):
+            part = images[first : first + self.batch_size]
+            padded = np.zeros((self.batch_size, *part.shape[1:]), np.float32)
+            padded[: len(part)] = part  # one shape: the compiled step traces once
+            maps = explain.explain(method, self.model, padded, batch_size=self.batch_size)
+            out.append(maps[: len(part)])
+        return np.concatenate(out) if out else np.zeros((0, self.size, self.size), np.float32)
 
 
 # --- export for serving ---------------------------------------------------------------------

@@ -84,6 +84,7 @@ def test_every_template_renders_and_a_missing_value_is_an_error():
         "model_card.html.j2",
         "model_card.md.j2",
         "predict_page.html.j2",
+        "serve_page.html.j2",
     ]
     with pytest.raises(jinja2.UndefinedError, match="profile"):
         render_template("model_card.html.j2", body="")

@@ -21,6 +21,8 @@ from brainmri.config.constants import (
     IMAGE_EXTENSIONS,
     KAGGLE_DATASET,
     LOGITS_LAYER,
+    SERVE_MAX_UPLOAD_MB,
+    SERVE_PORT,
     SPLITS,
     TUMOUR_CLASSES,
 )
@@ -71,6 +73,8 @@ __all__ = [
     "PRECISIONS",
     "PROFILE_NAME",
     "SCHEMA",
+    "SERVE_MAX_UPLOAD_MB",
+    "SERVE_PORT",
     "SPLITS",
     "STAGES",
     "STRATEGIES",

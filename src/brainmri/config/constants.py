@@ -16,3 +16,8 @@ GUIDANCE_CELLS: tuple[str, ...] = ("area", "centre")
 DISTILLATION_TEMPERATURE = 2.0
 """The softmax temperature of ``train.guidance_distillation`` (brainmri.guidance.distillation):
 Learning without Forgetting's value (Li & Hoiem 2016)."""
+
+SERVE_PORT = 8765
+"""The port `brainmri serve` asks for first (on 127.0.0.1; a busy one is replaced by a free one)."""
+SERVE_MAX_UPLOAD_MB = 64
+"""The default cap of `brainmri serve` on one upload request, all its files together, in MiB."""

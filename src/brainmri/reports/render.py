@@ -16,8 +16,8 @@ from typing import Any
 import jinja2
 
 TEMPLATES = Path(__file__).parent / "templates"
-"""The templates: index.html.j2, model_card.md.j2, model_card.html.j2 and predict_page.html.j2
-(and nbconvert's brainmri_report/, which ``brainmri.reports.notebooks`` uses)."""
+"""The templates: index.html.j2, model_card.md.j2, model_card.html.j2, predict_page.html.j2 and
+serve_page.html.j2 (and nbconvert's brainmri_report/, which ``brainmri.reports.notebooks`` uses)."""
 
 
 @cache
