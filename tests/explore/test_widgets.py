@@ -10,7 +10,7 @@ import pytest
 
 from brainmri.config import CLASS_NAMES
 from brainmri.explore import Explorer
-from brainmri.explore.widgets import LISTED, ExplorerApp
+from brainmri.explore.widgets import ANY, LISTED, PREDICTED, ExplorerApp
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +46,18 @@ def test_filters_change_the_list(app, explorer):
     assert _listed(app) == [int(i) for i in explorer.filter(subset="val").index]
     app.true.value = "glioma"
     assert {explorer.table.loc[i, "label"] for i in _listed(app)} == {"glioma"}
-    app.outcome.value = False  # wrong only
+    app.outcome.value = "wrong"
     wrong = explorer.filter(subset="val", true="glioma", correct=False)
     assert _listed(app) == [int(i) for i in wrong.index]
-    app.outcome.value = None
+    app.outcome.value = "all"
     app.confidence.value = (0.0, 0.0)  # nothing is that unsure
     assert _listed(app) == [] and "<b>0</b> images" in app.count.value
     app.confidence.value = (0.0, 1.0)
-    app.true.value = None
-    app.ood.value = True
+    app.true.value = ANY
+    app.ood.value = "flagged"
     assert _listed(app) == [int(i) for i in explorer.filter(subset="val", ood=True).index]
     assert all(" · OOD" in label for label, _ in app.listing.options)
-    app.ood.value = None
+    app.ood.value = ANY
     app.order.value = True
     confidences = [explorer.table.loc[i, "confidence"] for i in _listed(app)]
     assert confidences == sorted(confidences, reverse=True)
@@ -65,11 +65,11 @@ def test_filters_change_the_list(app, explorer):
 
 
 def test_a_confusion_cell_lists_its_images(app, explorer):
-    app.outcome.value = True
+    app.outcome.value = "right"
     counts = explorer.confusion(subset="test")
     true, predicted = max(counts.stack().items(), key=lambda kv: kv[1])[0]
     app.cells[true, predicted].click()
-    assert (app.true.value, app.predicted.value, app.outcome.value) == (true, predicted, None)
+    assert (app.true.value, app.predicted.value, app.outcome.value) == (true, predicted, "all")
     assert len(_listed(app)) == counts.loc[true, predicted] > 0
     off = next((t, p) for t in CLASS_NAMES for p in CLASS_NAMES if counts.loc[t, p] == 0)
     app.cells[off].click()
@@ -102,13 +102,13 @@ def test_method_class_layer_and_strength_change_the_overlay(app, explorer):
         shown[method] = bytes(app.overlay.value)
         assert app.explanation.method == method
     assert len(set(shown.values())) == 3  # three different pictures
-    assert "top 32 channels" in app.localisation.value
+    assert "Score-CAM (top 32 channels) of" in app.localisation.value
     app.method.value = "gradcam"
     assert bytes(app.overlay.value) == shown["gradcam"]  # kept: the same map again
     other = next(c for c in CLASS_NAMES if c != app.selection.scores["predicted"])
     app.target.value = other
     assert app.explanation.target == other and bytes(app.overlay.value) != shown["gradcam"]
-    app.target.value = None
+    app.target.value = PREDICTED
     app.layer.value = app.layer.options[1]
     assert app.explanation.layer == app.layer.options[1]
     assert bytes(app.overlay.value) != shown["gradcam"]

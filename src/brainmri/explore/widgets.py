@@ -25,7 +25,10 @@ METHOD_NAMES = {
 """The methods the explorer offers (``brainmri.explain.REAL_METHODS``) and their names."""
 LISTED = 300
 """The most images the list shows at once (the rest: narrow the filters)."""
-_ANY = "any"
+PREDICTED = "predicted class"
+"""The explained class's choice that means the predicted one."""
+ANY = "any"
+"""The value of a filter that passes everything (ipywidgets shows a None value as no choice)."""
 
 
 class ExplorerApp:
@@ -41,13 +44,13 @@ class ExplorerApp:
         explanation: its explanation, or None.
     """
 
-    def __init__(self, explorer: Explorer, *, side: int = 288) -> None:
+    def __init__(self, explorer: Explorer, *, side: int = 256) -> None:
         self.explorer = explorer
         self.side = side
         self.selection: Selection | None = None
         self.explanation: Explanation | None = None
         self._quiet = False
-        classes = [(_ANY, None), *((c, c) for c in CLASS_NAMES)]
+        classes = [ANY, *CLASS_NAMES]
         narrow = w.Layout(width="260px")
 
         # the browser's filters
@@ -57,20 +60,18 @@ class ExplorerApp:
             description="images",
             layout=narrow,
         )
-        self.true = w.Dropdown(options=classes, value=None, description="true", layout=narrow)
+        self.true = w.Dropdown(options=classes, value=ANY, description="true", layout=narrow)
         self.predicted = w.Dropdown(
-            options=classes, value=None, description="predicted", layout=narrow
+            options=classes, value=ANY, description="predicted", layout=narrow
         )
-        self.outcome = w.ToggleButtons(
-            options=[("all", None), ("right", True), ("wrong", False)], value=None
-        )
+        self.outcome = w.ToggleButtons(options=["all", "right", "wrong"], value="all")
         self.outcome.style.button_width = "70px"
         self.confidence = w.FloatRangeSlider(
             value=(0.0, 1.0), min=0.0, max=1.0, step=0.01, description="confidence"
         )
         self.ood = w.Dropdown(
-            options=[("any", None), ("flagged", True), ("not flagged", False)],
-            value=None,
+            options=[ANY, "flagged", "not flagged"],
+            value=ANY,
             description="OOD flag",
             layout=narrow,
         )
@@ -81,7 +82,7 @@ class ExplorerApp:
             layout=narrow,
         )
         self.count = w.HTML()
-        self.listing = w.Select(options=[], rows=14, layout=w.Layout(width="420px"))
+        self.listing = w.Select(options=[], rows=14, layout=w.Layout(width="430px"))
         self.cells: dict[tuple[str, str], w.Button] = {}
         self.matrix = self._confusion_grid()
 
@@ -97,9 +98,7 @@ class ExplorerApp:
             description="method",
         )
         self.target = w.Dropdown(
-            options=[("predicted class", None), *((c, c) for c in CLASS_NAMES)],
-            value=None,
-            description="explain",
+            options=[PREDICTED, *CLASS_NAMES], value=PREDICTED, description="explain"
         )
         layers = explorer.layers()
         self.layer = w.Dropdown(options=layers, value=layers[0], description="layer")
@@ -132,18 +131,23 @@ class ExplorerApp:
 
     def _confusion_grid(self) -> w.GridBox:
         """A button per cell of the confusion matrix; a click lists that cell's images."""
-        head = [w.HTML("<b>true \\ predicted</b>")]
-        head += [w.HTML(f"<b>{html.escape(c)}</b>") for c in CLASS_NAMES]
+        # column heads shortened (the full name in the tooltip): five columns fit the list's width
+        head = [w.HTML("<b>true \\ pred.</b>")]
+        head += [
+            w.HTML(f"<b title='predicted {html.escape(c)}'>{html.escape(c[:5])}</b>")
+            for c in CLASS_NAMES
+        ]
         cells: list[w.Widget] = list(head)
         for true in CLASS_NAMES:
             cells.append(w.HTML(f"<b>{html.escape(true)}</b>"))
             for predicted in CLASS_NAMES:
-                button = w.Button(layout=w.Layout(width="80px"))
+                button = w.Button(layout=w.Layout(width="60px"))
                 button.on_click(lambda _, t=true, p=predicted: self.show_cell(t, p))
                 self.cells[true, predicted] = button
                 cells.append(button)
         return w.GridBox(
-            cells, layout=w.Layout(grid_template_columns=f"repeat({len(CLASS_NAMES) + 1}, auto)")
+            cells,
+            layout=w.Layout(grid_template_columns=f"100px repeat({len(CLASS_NAMES)}, 64px)"),
         )
 
     def _layout(self) -> w.Widget:
@@ -156,7 +160,8 @@ class ExplorerApp:
             + f" · model {e.info.model_sha256[:12]}"
         )
         browser = w.VBox(
-            [
+            layout=w.Layout(flex="0 0 450px", margin="0 24px 0 0"),
+            children=[
                 w.HTML("<h3>Images</h3>"),
                 self.subset,
                 self.true,
@@ -169,11 +174,12 @@ class ExplorerApp:
                 self.listing,
                 w.HTML("<h3>Confusion matrix</h3><i>click a cell to list its images</i>"),
                 self.matrix,
-            ]
+            ],
         )
         controls = w.VBox([self.method, self.target, self.layer, self.strength])
         viewer = w.VBox(
-            [
+            layout=w.Layout(width="600px"),  # long lines wrap instead of pushing it below the list
+            children=[
                 w.HTML("<h3>Selected image</h3>"),
                 self.details,
                 w.HBox([self.scan, self.overlay]),
@@ -182,9 +188,10 @@ class ExplorerApp:
                 w.HTML("<h3>A new scan</h3>JPEG, PNG, BMP, TIFF or DICOM"),
                 self.upload,
                 self.message,
-            ]
+            ],
         )
-        return w.VBox([header, w.HBox([browser, viewer])])
+        # side by side where the page is wide enough, the image below the list where it is not
+        return w.VBox([header, w.HBox([browser, viewer], layout=w.Layout(flex_flow="row wrap"))])
 
     # --- what the callbacks call --------------------------------------------------------------
 
@@ -202,11 +209,11 @@ class ExplorerApp:
         """The images the filters pass, in the chosen order (:meth:`Explorer.filter`)."""
         return self.explorer.filter(
             subset=self.subset.value,
-            true=self.true.value,
-            predicted=self.predicted.value,
-            correct=self.outcome.value,
+            true=None if self.true.value == ANY else self.true.value,
+            predicted=None if self.predicted.value == ANY else self.predicted.value,
+            correct={"all": None, "right": True, "wrong": False}[self.outcome.value],
             confidence=tuple(self.confidence.value),
-            ood=self.ood.value,
+            ood={ANY: None, "flagged": True, "not flagged": False}[self.ood.value],
             descending=self.order.value,
         )
 
@@ -240,7 +247,7 @@ class ExplorerApp:
         """List one confusion-matrix cell's images (the other filters reset)."""
         with self.quiet():
             self.true.value, self.predicted.value = true, predicted
-            self.outcome.value, self.ood.value = None, None
+            self.outcome.value, self.ood.value = "all", ANY
             self.confidence.value = (0.0, 1.0)
 
     def show(self, selection: Selection) -> None:
@@ -275,7 +282,7 @@ class ExplorerApp:
         self.explanation = self.explorer.explain(
             self.selection,
             method=self.method.value,
-            target=self.target.value,
+            target=None if self.target.value == PREDICTED else self.target.value,
             layer=self.layer.value,
             strength=self.strength.value,
         )
@@ -285,7 +292,7 @@ class ExplorerApp:
         x = self.explanation
         self.overlay.value = png(x.overlay, side=self.side)
         took = f" · {x.seconds:.2f} s" if x.seconds else ""
-        text = f"{html.escape(x.label)} of <b>{x.target}</b> at {html.escape(x.layer)}{took}<br>"
+        text = f"{METHOD_NAMES[x.method]} of <b>{x.target}</b> at {html.escape(x.layer)}{took}<br>"
         loc = x.localisation
         if loc is None:
             text += "no tumour mask for this image: no localisation numbers"
