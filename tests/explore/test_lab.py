@@ -62,6 +62,10 @@ def _start_kernel(page, timeout: float) -> None:
 @pytest.fixture
 def lab(phantom_run, project_root, tmp_path):
     """A JupyterLab server on the small run's project: (base URL, token, log file)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if "brainmri" not in KernelSpecManager().find_kernel_specs():
+        pytest.skip("no 'brainmri' Jupyter kernel in this environment (make setup installs it)")
     root, _profile = phantom_run
     notebooks = root / "notebooks"
     notebooks.mkdir(exist_ok=True)

@@ -132,6 +132,7 @@ def test_uploading_a_scan_shows_its_prediction(app, explorer):
         },
     )
     assert app.selection.key == "upload:my scan.jpg" and app.selection.label is None
+    assert app.upload.value == ()  # emptied: the same file may be uploaded again
     assert app.listing.value is None  # no listed image is meant any more
     assert "uploaded scan" in app.details.value and "uploaded my scan.jpg" in app.message.value
     assert bytes(app.overlay.value).startswith(b"\x89PNG")

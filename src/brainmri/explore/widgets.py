@@ -332,6 +332,7 @@ class ExplorerApp:
         if not files:
             return
         item = files[-1]
+        self.upload.value = ()  # emptied (this callback returns at once), so a file may come again
         try:
             selection = self.explorer.upload(item["name"], bytes(item["content"]))
         except ScanError as exc:
