@@ -27,7 +27,7 @@ from brainmri.explore.widgets import ExplorerApp
 PROFILE = None
 
 # %% [markdown]
-# The first opening predicts every validation and test image once (about two minutes for the
+# The first opening predicts every validation and test image once (one to two minutes for the
 # `cpu` run's 1,966 images on two cores); the result is cached under the model's hash, so the
 # next opening reads it back in seconds.
 
