@@ -51,6 +51,14 @@ def test_no_finished_run_says_how_to_make_one(tmp_path):
         latest_run(tmp_path)
 
 
+def test_without_a_profile_the_latest_run_opens(phantom_run):
+    root, profile = phantom_run
+    opened = Explorer.open(root=root)  # the notebook's PROFILE = None
+    assert opened.run.paths.profile == profile and opened.run.paths.root == root
+    with pytest.raises(FileNotFoundError, match=r"reports/smoke/data.json: no data record"):
+        Explorer.open("smoke", root=root)  # a profile that never ran
+
+
 # --- the table -------------------------------------------------------------------------------
 
 
