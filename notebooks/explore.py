@@ -39,6 +39,9 @@ print(
 )
 for warning in explorer.info.warnings:
     print("WARNING:", warning)
+# each method explains one image now, so that no click waits for TensorFlow to trace its steps
+traced = explorer.warm_up()
+print("methods ready:", ", ".join(f"{m} {s:.1f} s" for m, s in traced.items()))
 
 # %% [markdown]
 # ## The explorer

@@ -205,6 +205,13 @@ def test_explain_follows_method_class_layer_and_strength(explorer):
             explorer.explain(s, **bad)
 
 
+def test_warm_up_explains_one_image_with_each_method(explorer):
+    traced = explorer.warm_up()
+    assert list(traced) == list(explain.REAL_METHODS)
+    s = explorer.select(int(explorer.table.index[0]))
+    assert explorer.explain(s, method="scorecam").seconds == 0.0  # its map is kept
+
+
 def test_an_image_without_mask_has_no_localisation(explorer):
     s = explorer.select(int(explorer.filter(subset="val", true="notumor").index[0]))
     assert explorer.explain(s).localisation is None

@@ -225,6 +225,21 @@ class Explorer:
         chosen = self.gradcam.get("cam_layer") or found[0]
         return [chosen, *(name for name in found if name != chosen)]
 
+    def warm_up(self) -> dict[str, float]:
+        """Explain one listed image with each method, so that TensorFlow traces the methods'
+        steps now rather than on the reader's first click (Score-CAM's first map took 4.6 s on
+        the `cpu` model, the next ones under 1 s: docs/explore.md).
+
+        Returns:
+            The seconds each method took, by name; empty for a run without images.
+        """
+        from brainmri import explain
+
+        if self.table.empty:
+            return {}
+        selection = self.select(int(self.table.index[0]))
+        return {m: self.explain(selection, method=m).seconds for m in explain.REAL_METHODS}
+
     # --- browsing -----------------------------------------------------------------------------
 
     def filter(
