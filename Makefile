@@ -71,8 +71,8 @@ test: setup ## run the test suite (unit, pipeline end-to-end, real data where pr
 test-fast: setup ## unit tests only, no end-to-end runs or long training: the edit-run loop
 	@$(PY) -m pytest -q -ra -m "not slow" -n $(call arg,TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
-lab: setup ## open JupyterLab on the project kernel in notebooks/
-	@$(PY) -m jupyterlab --notebook-dir=notebooks
+lab: setup ## open JupyterLab in notebooks/, on the explorer of the latest finished run
+	@$(RUN) lab
 
 html: setup ## re-render the HTML reports of PROFILE (default: demo); SHOW_CODE=1 keeps code
 	@$(RUN) html --profile $(call profile_or,demo) $(if $(value SHOW_CODE),--show-code)

@@ -141,3 +141,53 @@ def test_serve_start_up_time(benchmark, demo_model, tmp_path):
     benchmark.pedantic(start_and_stop, rounds=2, iterations=1)
     benchmark.extra_info["seconds_to_ready"] = [round(s, 1) for s in seconds]
     assert max(seconds) < 60
+
+
+def test_explorer_explanation_speed(benchmark):
+    """The explorer (brainmri.explore) on the latest finished run of the project (BRAINMRI_ROOT
+    picks another project): opening it, then one new image selected and explained by each method.
+
+    Goal: an explanation of one image in under 3 s on 2 cores for the `cpu` model, once each
+    method's steps are traced (the first explanation of a method or layer also traces it;
+    BRAINMRI_BENCH_WARM_UP=1 first calls ``Explorer.warm_up`` as the notebook does).
+    Measured on a copy of the `cpu` run (docs/benchmarks.md).
+    """
+    import os
+    import time
+
+    from brainmri import config
+    from brainmri.explore import Explorer, finished_runs
+    from brainmri.explore.widgets import METHOD_NAMES
+
+    root = config.find_root()
+    found = finished_runs(root)
+    if not found:
+        pytest.skip(f"no finished run under {root / 'reports'} (make all PROFILE=demo)")
+    start = time.perf_counter()
+    explorer = Explorer.open(found[0], root=root)
+    seconds: dict[str, float] = {"open": time.perf_counter() - start}
+    if os.environ.get("BRAINMRI_BENCH_WARM_UP") == "1":  # as the notebook does
+        start = time.perf_counter()
+        explorer.warm_up()
+        seconds["warm_up"] = time.perf_counter() - start
+    rows = iter(explorer.filter(subset="test").index)
+
+    def explain_new(method: str) -> float:
+        start = time.perf_counter()
+        explorer.explain(explorer.select(int(next(rows))), method=method)
+        return time.perf_counter() - start
+
+    for method in METHOD_NAMES:
+        seconds[f"{method}_first"] = explain_new(method)  # traces the method's steps
+        seconds[f"{method}_median"] = float(np.median([explain_new(method) for _ in range(5)]))
+    for layer in explorer.layers()[1:]:
+        start = time.perf_counter()
+        explorer.explain(explorer.select(int(next(rows))), layer=layer)
+        seconds[f"gradcam_{layer}_first"] = time.perf_counter() - start
+    benchmark.extra_info.update(
+        {"run": found[0], "images": len(explorer.table), "image_size": explorer.size}
+    )
+    benchmark.extra_info.update({k: round(v, 3) for k, v in seconds.items()})
+    print("\n".join(f"{k}: {v:.2f} s" for k, v in seconds.items()))
+    benchmark.pedantic(lambda: explain_new("gradcam"), rounds=3, iterations=1)
+    assert all(seconds[f"{m}_median"] < 3.0 for m in METHOD_NAMES), seconds

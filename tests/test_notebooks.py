@@ -8,7 +8,10 @@ import nbformat
 import papermill as pm
 import pytest
 
-from brainmri.config import STAGES, load_profile, stage_params
+from brainmri.config import EXPLORER, PIPELINE, STAGES, load_profile, stage_params
+
+NOTEBOOKS = (*STAGES, EXPLORER)
+"""Every committed notebook: the pipeline's stages and the explorer (make lab)."""
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +19,7 @@ def generator(load_script):
     return load_script("tools/make_notebooks.py")
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", NOTEBOOKS)
 def test_committed_notebook_matches_generator(stage, generator, project_root):
     committed = nbformat.read(project_root / "notebooks" / f"{stage}.ipynb", as_version=4)
     built = generator.build(stage)
@@ -40,13 +43,13 @@ def test_one_parameters_cell_holding_the_default_values(stage, project_root):
     assert eval(inspected["profile"]["default"]) == "default"
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", NOTEBOOKS)
 def test_notebooks_are_committed_without_outputs(stage, project_root):
     nb = nbformat.read(project_root / "notebooks" / f"{stage}.ipynb", as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", NOTEBOOKS)
 def test_notebook_sources_narrate_and_call(stage, project_root):
     """Notebooks call the library: a function or class defined in a notebook belongs in src/."""
     tree = ast.parse((project_root / "notebooks" / f"{stage}.py").read_text())
@@ -82,3 +85,14 @@ def test_no_notebook_name_is_shadowed_by_a_parameter(stage, project_root):
     injected = {"STAGE", "profile"}
     clashes = (names & params) - injected
     assert not clashes, f"notebooks/{stage}.py uses parameter names as variables: {clashes}"
+
+
+def test_the_explorer_is_outside_the_pipeline_and_opens_the_latest_run(project_root):
+    """make all never runs the explorer; its one parameter, PROFILE, defaults to None (the most
+    recently finished run, brainmri.explore.latest_run)."""
+    assert EXPLORER not in STAGES and all(s.name != EXPLORER for s in PIPELINE)
+    path = project_root / "notebooks" / f"{EXPLORER}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert len([c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]) == 1
+    inspected = pm.inspect_notebook(str(path))
+    assert set(inspected) == {"PROFILE"} and inspected["PROFILE"]["default"] == "None"

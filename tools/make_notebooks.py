@@ -3,7 +3,8 @@
 Each source is a plain Python file (`# %%` code cells, `# %% [markdown]` prose cells) that ruff
 formats and checks like any other code: the idea of keras-io's tutobooks, kept in one step. This
 script only reads a source, appends the stage's default parameters (from params/default.yaml) to
-its `parameters` cell, and writes the notebook without outputs. Run it (`make notebooks`) after
+its `parameters` cell (the explorer, outside the pipeline, keeps its cell as written), and writes
+the notebook without outputs. Run it (`make notebooks`) after
 editing a source; tests check that the committed notebooks match.
 """
 
@@ -43,7 +44,7 @@ def build(stage: str) -> nbformat.NotebookNode:
     """One notebook from notebooks/<stage>.py.
 
     Args:
-        stage: a stage name, e.g. ``"03_train"``.
+        stage: a stage name, e.g. ``"03_train"``, or ``config.EXPLORER``.
 
     Returns:
         The notebook: the source's cells, its parameters cell completed, no outputs.
@@ -56,7 +57,8 @@ def build(stage: str) -> nbformat.NotebookNode:
             f"{source}: expected exactly one cell marked '# %% tags=[\"parameters\"]', "
             f"found {len(tagged)}"
         )
-    tagged[0].source = parameters_source(stage, tagged[0].source)
+    if stage in _brainmri_config().STAGES:
+        tagged[0].source = parameters_source(stage, tagged[0].source)
     cells = []
     for i, cell in enumerate(nb.cells):
         metadata = {"tags": ["parameters"]} if cell is tagged[0] else {}
@@ -73,8 +75,9 @@ def build(stage: str) -> nbformat.NotebookNode:
 
 
 def main() -> None:
-    """Write every stage's notebook."""
-    for stage in _brainmri_config().STAGES:
+    """Write every stage's notebook and the explorer's."""
+    config = _brainmri_config()
+    for stage in (*config.STAGES, config.EXPLORER):
         nbformat.write(build(stage), NOTEBOOKS / f"{stage}.ipynb")
 
 

@@ -1,5 +1,5 @@
 """Command line: choose a profile, run the pipeline, re-render reports, predict, serve, clean,
-compare."""
+compare, open JupyterLab."""
 
 # Only the standard library is imported at module level: `make all` calls `choose` with the
 # system Python before the environment exists, so its first output line can name the profile.
@@ -369,6 +369,50 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def lab_command(root: Path, *, python: str = sys.executable) -> tuple[list[str], str]:
+    """The JupyterLab command line of `make lab`, and the line it prints first.
+
+    JupyterLab serves notebooks/; with a finished run it opens on the explorer
+    (notebooks/explore.ipynb, :mod:`brainmri.explore`), else on the file browser, and the line
+    says how to make a run.
+
+    Args:
+        root: the project folder.
+        python: the interpreter that runs JupyterLab.
+
+    Returns:
+        ``(argv, line)``.
+    """
+    from brainmri.config import EXPLORER
+    from brainmri.explore.session import finished_runs
+
+    found = finished_runs(root)
+    argv = [python, "-m", "jupyterlab", f"--ServerApp.root_dir={root / 'notebooks'}"]
+    if found:
+        argv.append(f"--LabApp.default_url=/lab/tree/{EXPLORER}.ipynb")
+        others = f" (PROFILE in its parameters cell picks another: {', '.join(found[1:])})"
+        line = (
+            f"explorer: notebooks/{EXPLORER}.ipynb opens the latest finished run, "
+            f"reports/{found[0]}/{others if len(found) > 1 else ''}; the pipeline's notebooks "
+            "are beside it"
+        )
+    else:
+        line = (
+            f"no finished run under {root / 'reports'} for the explorer (notebooks/{EXPLORER}"
+            ".ipynb): make one with `make all PROFILE=demo` (5 to 15 minutes on two CPU cores), "
+            "then `make lab` again; JupyterLab opens on the pipeline's notebooks"
+        )
+    return argv, line
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    """Open JupyterLab in notebooks/, on the explorer when a run has finished."""
+    argv, line = lab_command(_root(args))
+    print(line, flush=True)
+    os.execv(argv[0], argv)  # JupyterLab replaces this process: Ctrl-C reaches it alone
+    return 0  # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m brainmri.cli`."""
     parser = argparse.ArgumentParser(prog="brainmri", description=__doc__)
@@ -452,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("clean", help=cmd_clean.__doc__)
     p.add_argument("--profile", required=True)
     p.set_defaults(func=cmd_clean)
+    p = sub.add_parser("lab", help=cmd_lab.__doc__)
+    p.set_defaults(func=cmd_lab)
     p = sub.add_parser("compare", help=cmd_compare.__doc__)
     p.add_argument("a")
     p.add_argument("b")

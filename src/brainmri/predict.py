@@ -334,8 +334,6 @@ def _predict_batch(
 ) -> list[dict[str, Any]]:
     """Read, predict and explain files[first : first + batch]: their rows (see COLUMNS); with
     the runner's maps, ``view(row, model input, Grad-CAM map)`` for each predicted row."""
-    from brainmri.evaluation import softmax
-
     chunk, images, kept = [], [], []
     for k, path in enumerate(files[first : first + batch], first):
         row: dict[str, Any] = dict.fromkeys(COLUMNS, np.nan)
@@ -351,19 +349,44 @@ def _predict_batch(
         return chunk
     x = np.stack(images).astype(np.float32)
     logits, maps = runner(x)
+    for j, (row, scored) in enumerate(zip(kept, score_logits(logits, info), strict=True)):
+        row.update(scored)
+        if maps is not None:
+            view(row, x[j], maps[j])
+    return chunk
+
+
+def score_logits(logits: np.ndarray, info: RunInfo) -> list[dict[str, Any]]:
+    """What a prediction reports of each image, from its logits: the raw and the calibrated
+    (temperature-scaled) class probabilities, the predicted class, the energy score and the
+    out-of-distribution flag. `predict_scans` and the explorer (:mod:`brainmri.explore`) both
+    score with it, so a scan gets the same numbers in either.
+
+    Args:
+        logits: pre-softmax outputs (N, K), K = len(CLASS_NAMES).
+        info: the run's temperature and OOD threshold (:func:`brainmri.runs.run_info`).
+
+    Returns:
+        One dict per image: ``p_<class>`` and ``p_<class>_calibrated`` for each class,
+        ``predicted`` (the calibrated arg-max), ``ood_score`` and ``ood_flag`` (False where the
+        run has no threshold).
+    """
+    from brainmri.evaluation import softmax
+
+    logits = np.asarray(logits)
     raw, calibrated = softmax(logits), softmax(logits, info.temperature)
     scores = energy_score(logits)
-    for j, row in enumerate(kept):
+    out = []
+    for j in range(len(logits)):
+        row: dict[str, Any] = {}
         for c, name in enumerate(CLASS_NAMES):
             row[f"p_{name}"] = float(raw[j, c])
             row[f"p_{name}_calibrated"] = float(calibrated[j, c])
         row["predicted"] = CLASS_NAMES[int(calibrated[j].argmax())]
         row["ood_score"] = float(scores[j])
-        if info.ood_threshold is not None:
-            row["ood_flag"] = bool(scores[j] < info.ood_threshold)
-        if maps is not None:
-            view(row, x[j], maps[j])
-    return chunk
+        row["ood_flag"] = info.ood_threshold is not None and bool(scores[j] < info.ood_threshold)
+        out.append(row)
+    return out
 
 
 def _write_view(path: Path, image: np.ndarray, cam: np.ndarray) -> None:

@@ -56,9 +56,17 @@ from brainmri.config.schema import (
     check_profile_name,
     validate,
 )
-from brainmri.config.stages import PIPELINE, STAGES, WORKER_STAGES, Stage, get_stage
+from brainmri.config.stages import (
+    EXPLORER,
+    PIPELINE,
+    STAGES,
+    WORKER_STAGES,
+    Stage,
+    get_stage,
+)
 
 __all__ = [
+    "EXPLORER",
     "ALL_KEYS",
     "BACKBONES",
     "CAM_METHODS",

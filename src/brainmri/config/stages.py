@@ -47,6 +47,10 @@ PIPELINE: tuple[Stage, ...] = (
 STAGES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
 """The stage names in the order they run."""
 
+EXPLORER: str = "explore"
+"""The notebook outside the pipeline (notebooks/explore.py): it opens a finished run for
+browsing (:mod:`brainmri.explore`); `make lab` opens it, `make all` never runs it."""
+
 WORKER_STAGES: tuple[str, ...] = ("01_download", "03_train")
 """What a cluster's other workers run (train.distribute: multi_worker): the data and the training
 they take part in; the chief alone evaluates, explains and publishes."""
