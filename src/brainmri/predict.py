@@ -1,5 +1,6 @@
 """Predict new scans (read by `brainmri.data.scans`): calibrated probabilities, the
-out-of-distribution flag (`brainmri.ood`), Grad-CAM views and a light HTML page linking them; and
+out-of-distribution flag (`brainmri.ood`: the input gate, then the feature distance or the energy
+score), Grad-CAM views and a light HTML page linking them; and
 the SavedModel export.
 
 `predict_scans` is the API (JupyterLab); `brainmri predict` / `make predict` call it. Every input
@@ -27,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from brainmri.config import CLASS_NAMES
-from brainmri.data.scans import ScanError, read_scan
+from brainmri.data.images import fit_image
+from brainmri.data.scans import ScanError, read_pixels
 from brainmri.io import atomic_write, spreadsheet_safe, write_json
 from brainmri.ood import energy_score
 from brainmri.runs import RunInfo
@@ -39,10 +41,26 @@ COLUMNS = [
     *[f"p_{c}{suffix}" for c in CLASS_NAMES for suffix in ("", "_calibrated")],
     "predicted",
     "ood_score",
+    "ood_distance",
     "ood_flag",
+    "ood_layer",
+    "ood_reason",
     "model_sha256",
 ]
-"""The columns of predictions.csv, in order."""
+"""The columns of predictions.csv, in order. ``ood_score`` is the energy score (higher = more
+like the training data), ``ood_distance`` the feature distance (higher = less like it; empty
+without ood.npz), ``ood_flag`` whether the guard flags the scan, ``ood_layer`` which layer did
+(``gate``, ``features`` or ``energy``; empty when not flagged) and ``ood_reason`` why, in one
+short phrase."""
+
+OOD_NOTE = (
+    "The out-of-distribution flag catches inputs plainly unlike the training slices (colour "
+    "pictures, blank or noise images, no head on a dark background, features far from every "
+    "training slice); it cannot vouch that an unflagged scan is a brain MRI of the kind the "
+    "model knows, nor catch an MRI that differs only subtly (another scanner, sequence or "
+    "plane)."
+)
+"""What the flag can and cannot catch: one sentence on the page and in predictions.json."""
 
 INCOMPLETE = ".incomplete"
 """In an output folder while its run has not finished: a rerun into the folder may replace it."""
@@ -178,31 +196,33 @@ class _Model:
     def __init__(self, model: Any, batch_size: int, views: bool) -> None:
         import tensorflow as tf
 
-        from brainmri.model import logits_model
+        from brainmri.ood.features import feature_model
 
         self.model = model
         self.batch_size = batch_size
         self.views = views
         size = tuple(int(d) for d in model.input_shape[1:])
-        logits = logits_model(model)
+        both = feature_model(model)  # penultimate features (the OOD guard) and logits
         spec = tf.TensorSpec((batch_size, *size), tf.float32)
-        self.logits = tf.function(
-            lambda x: tf.cast(logits(x, training=False), tf.float32), input_signature=[spec]
+        self.forward = tf.function(
+            lambda x: [tf.cast(t, tf.float32) for t in both(x, training=False)],
+            input_signature=[spec],
         )
 
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Logits (N, K) and, with views, the Grad-CAM maps (N, H, W) of up to batch_size
-        images; a short batch is padded with black images, whose results are dropped."""
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Logits (N, K), penultimate features (N, D) and, with views, the Grad-CAM maps
+        (N, H, W) of up to batch_size images; a short batch is padded with black images, whose
+        results are dropped."""
         from brainmri import explain
 
         n = len(images)
         padded = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
         padded[:n] = images
-        logits = self.logits(padded).numpy()[:n]
+        features, logits = (t.numpy()[:n] for t in self.forward(padded))
         maps = None
         if self.views:  # the same padded shape: explain's compiled step traces once too
             maps = explain.gradcam(self.model, padded, batch_size=self.batch_size)[:n]
-        return logits, maps
+        return logits, features, maps
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -233,7 +253,7 @@ def predict_scans(
     Args:
         files: the scans (see :func:`find_scans`).
         model: a trained classifier (``model.load_model``).
-        info: its hash, temperature and OOD threshold (:func:`run_info`).
+        info: its hash, temperature and OOD guard (:func:`brainmri.runs.run_info`).
         out_dir: a new or empty folder (e.g. :func:`new_output_folder`), or one an interrupted
             run left; a finished run or other files are never overwritten.
         overlays: also write each image's Grad-CAM view (the scan beside its Grad-CAM overlay)
@@ -244,7 +264,8 @@ def predict_scans(
 
     Returns:
         One row per file: file, status ("ok" or "skipped"), reason, predicted, the four raw
-        and the four temperature-scaled probabilities, ood_score, ood_flag, model_sha256.
+        and the four temperature-scaled probabilities, the OOD columns (:data:`COLUMNS`),
+        model_sha256.
 
     Raises:
         FileExistsError: out_dir holds a finished run or other files, or another run uses it.
@@ -306,9 +327,14 @@ def _predict_batch(
     for k, path in enumerate(files[first : first + batch], first):
         row: dict[str, Any] = dict.fromkeys(COLUMNS, np.nan)
         row.update(file=str(path), status="ok", reason="", predicted="", _index=k)
-        row.update(ood_flag=False, model_sha256=info.model_sha256)
+        row.update(ood_flag=False, ood_layer="", ood_reason="", model_sha256=info.model_sha256)
         try:
-            images.append(read_scan(Path(path), size, crop=info.crop_to_brain))
+            pixels = read_pixels(Path(path))
+            # the gate looks at the scan as it is; the model at the prepared square
+            refused = info.gate.reason(pixels) if info.gate is not None else None
+            if refused:
+                row.update(ood_flag=True, ood_layer="gate", ood_reason=refused)
+            images.append(fit_image(pixels, size, crop=info.crop_to_brain))
             kept.append(row)
         except ScanError as exc:
             row.update(status="skipped", reason=str(exc))
@@ -316,20 +342,42 @@ def _predict_batch(
     if not images:
         return chunk
     x = np.stack(images).astype(np.float32)
-    logits, maps = runner(x)
+    logits, features, maps = runner(x)
     raw, calibrated = softmax(logits), softmax(logits, info.temperature)
     scores = energy_score(logits)
+    distances = info.guard.scorer.score(features) if info.guard is not None else None
     for j, row in enumerate(kept):
         for c, name in enumerate(CLASS_NAMES):
             row[f"p_{name}"] = float(raw[j, c])
             row[f"p_{name}_calibrated"] = float(calibrated[j, c])
         row["predicted"] = CLASS_NAMES[int(calibrated[j].argmax())]
         row["ood_score"] = float(scores[j])
-        if info.ood_threshold is not None:
-            row["ood_flag"] = bool(scores[j] < info.ood_threshold)
+        if distances is not None:
+            row["ood_distance"] = float(distances[j])
+        if not row["ood_flag"]:
+            _flag_by_score(row, info)
         if maps is not None:
             _write_view(out / "views" / f"{row['_index']:05d}.png", x[j], maps[j])
     return chunk
+
+
+def _flag_by_score(row: dict[str, Any], info: RunInfo) -> None:
+    """Flag a row the gate let through by the feature distance (with ood.npz) or else by the
+    energy score: one layer, so the share of validation kept is the one measured."""
+    guard = info.guard
+    if guard is not None:
+        if row["ood_distance"] > guard.threshold:
+            row.update(
+                ood_flag=True,
+                ood_layer="features",
+                ood_reason=f"feature distance {row['ood_distance']:.1f} above {guard.threshold:.1f}",
+            )
+    elif info.ood_threshold is not None and row["ood_score"] < info.ood_threshold:
+        row.update(
+            ood_flag=True,
+            ood_layer="energy",
+            ood_reason=f"energy score {row['ood_score']:.2f} below {info.ood_threshold:.2f}",
+        )
 
 
 def _write_view(path: Path, image: np.ndarray, cam: np.ndarray) -> None:
@@ -356,6 +404,8 @@ def _finish(rows: list[dict[str, Any]], out: Path, info: RunInfo, *, complete: b
             "model_sha256": info.model_sha256,
             "temperature": info.temperature,
             "ood_threshold": info.ood_threshold,
+            "ood_guard": _guard_summary(info),
+            "ood_note": OOD_NOTE,
             "crop_to_brain": info.crop_to_brain,
             "warnings": list(info.warnings),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -393,21 +443,34 @@ def _page(
                     "view": view.relative_to(out).as_posix() if view.is_file() else None,
                     "probabilities": probs,
                     "out_of_distribution": bool(row["ood_flag"]),
+                    "ood_layer": row["ood_layer"],
+                    "ood_reason": row["ood_reason"],
                     "reason": row["reason"],
                 }
             )
         sections.append({"title": f"predicted {name}" if name else "skipped", "rows": rows})
-    threshold = info.ood_threshold
     return render_template(
         "predict_page.html.j2",
         model_path=str(info.model_path),
         model_sha256=info.model_sha256[:16],
         temperature=f"{info.temperature:.3f}",
-        ood_threshold="none" if threshold is None else f"{threshold:.3f}",
+        ood_guard=_guard_summary(info),
+        ood_note=OOD_NOTE,
         warnings=info.warnings,
         complete=complete,
         sections=sections,
     )
+
+
+def _guard_summary(info: RunInfo) -> str:
+    """The OOD layers in force, in one line (the page and predictions.json)."""
+    layers = ["input gate"] if info.gate is not None else []
+    if info.guard is not None:
+        method = info.guard.scorer.method
+        layers.append(f"feature distance ({method}) above {info.guard.threshold:.3f}")
+    elif info.ood_threshold is not None:
+        layers.append(f"energy score below {info.ood_threshold:.3f}")
+    return ", then ".join(layers) if layers else "none (no OOD record for this model)"
 
 
 # --- export for serving ---------------------------------------------------------------------
