@@ -41,7 +41,7 @@ paths, record, model, crop = run.paths, run.record, run.model, run.crop
 # %%
 val_rows = run.rows("val")
 val_files = run.files(val_rows)
-# the penultimate features too: the out-of-distribution guard below is fitted on them
+# the pooled backbone features too: the out-of-distribution guard below is fitted on them
 val_features, val_logits = ood.extract_files(model, val_files, crop=crop)
 temperature = evaluation.fit_temperature(val_logits, val_rows["label_index"].to_numpy())
 print(f"temperature fitted on validation: T = {temperature:.3f}")
@@ -187,9 +187,9 @@ else:
 # `brainmri predict` flags a scan in layers. First an **input gate** looks at the scan's own
 # pixels: a colour picture, a blank image, or one without a head of plausible size and shape on
 # a dark background is refused, each with its reason; the plausible ranges are the training
-# images' 0.1st to 99.9th percentiles. Then the **feature distance**: the Mahalanobis distance of
-# the model's penultimate features to the nearest class mean under one shared covariance (Lee
-# et al. 2018), fitted on the training subset. Its threshold is chosen on **validation** so that
+# images' 0.1st to 99.9th percentiles. Then the **feature distance**: the distance of the
+# model's pooled backbone features (L2-normalised) to their 10th nearest neighbour among the
+# training subset's (Sun et al. 2022). Its threshold is chosen on **validation** so that
 # the two layers together keep 95% of it; the fitted statistics go to `ood.npz` beside the model,
 # which predict reads. The energy score of the logits (Liu et al. 2020) is kept as the fallback
 # for a model without `ood.npz`.
@@ -236,6 +236,7 @@ guard_record, guard_parts = ood.measure_guard(
 guard_record["file"] = {"name": paths.ood.name, "sha256": ood_sha256}
 ood_record = ood.energy_record(val_logits, {"headline test": results["headline"][1]}, keep=0.95)
 ood_record["guard"] = guard_record
+evaluation.validate_ood_record(ood_record)  # the schema of evaluate.ood (docs/metrics.md)
 shown = {"validation": guard_parts["validation"], "headline test": guard_parts["headline test"]}
 shown.update({k: v for k, v in guard_parts.items() if k not in shown})
 fig = eplot.plot_guard_scores(shown, guard.threshold)

@@ -202,7 +202,7 @@ class _Model:
         self.batch_size = batch_size
         self.views = views
         size = tuple(int(d) for d in model.input_shape[1:])
-        both = feature_model(model)  # penultimate features (the OOD guard) and logits
+        both = feature_model(model)  # the OOD guard's features and the logits
         spec = tf.TensorSpec((batch_size, *size), tf.float32)
         self.forward = tf.function(
             lambda x: [tf.cast(t, tf.float32) for t in both(x, training=False)],
@@ -210,7 +210,7 @@ class _Model:
         )
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Logits (N, K), penultimate features (N, D) and, with views, the Grad-CAM maps
+        """Logits (N, K), the OOD guard's features (N, D) and, with views, the Grad-CAM maps
         (N, H, W) of up to batch_size images; a short batch is padded with black images, whose
         results are dropped."""
         from brainmri import explain

@@ -39,13 +39,14 @@ def test_mahalanobis_is_zero_at_each_class_mean_and_matches_its_definition():
 def test_knn_is_the_distance_to_the_kth_normalised_training_feature():
     x, y = _clusters(1)
     scorer = features.fit_knn(x, k=1)
-    assert np.allclose(scorer.score(x), 0.0, atol=1e-3)  # each training point is its own 1-NN
+    # each training point is its own nearest neighbour (up to the float16 bank's rounding)
+    assert np.all(scorer.score(x) < 0.05)
     scorer5 = features.fit_knn(x, k=5)
     z = x / np.linalg.norm(x, axis=1, keepdims=True)
     probe = np.random.default_rng(2).normal(0, 1, (3, 8))
     pz = probe / np.linalg.norm(probe, axis=1, keepdims=True)
     direct = np.sort(np.linalg.norm(pz[:, None] - z[None], axis=2), axis=1)[:, 4]
-    assert np.allclose(scorer5.score(probe), direct, atol=1e-5)
+    assert np.allclose(scorer5.score(probe), direct, atol=5e-3)
     with pytest.raises(ValueError, match="k: expected"):
         features.fit_knn(x, k=0)
     with pytest.raises(ValueError, match="method"):
@@ -104,8 +105,8 @@ def test_the_auroc_counts_gate_refusals_as_the_highest_scores():
 def test_phantoms_pass_the_guard_and_foreign_images_are_flagged(trained_phantom):
     """On the phantom model: a gate fitted on training phantoms lets held-out phantoms through
     and refuses the photograph, noise and blank images (deterministic, not training luck); the
-    Mahalanobis score is fitted on training features and its threshold keeps 95% of held-out
-    phantoms; every class mean of the training features scores 0."""
+    feature score is fitted on training features and its threshold keeps 95% of held-out
+    phantoms; with Mahalanobis, every class mean of the training features scores 0."""
     model, root, size, _ = trained_phantom
     from brainmri.config import CLASS_NAMES
 
@@ -115,7 +116,7 @@ def test_phantoms_pass_the_guard_and_foreign_images_are_flagged(trained_phantom)
     val_x, val_logits = features.extract_files(model, val)
     bounds, guard, reasons = report.fit_guard(
         model, train_files=train, train_labels=labels, val_files=val, val_features=val_x,
-        crop=False, model_sha256="0" * 64, quantile=0.0,
+        crop=False, model_sha256="0" * 64, quantile=0.0, method="mahalanobis",
     )  # fmt: skip
     assert reasons.count(None) >= 0.9 * len(val)
     train_x, _ = features.extract_files(model, train)
@@ -131,6 +132,10 @@ def test_phantoms_pass_the_guard_and_foreign_images_are_flagged(trained_phantom)
         val={"reasons": reasons, "features": val_x, "logits": val_logits}, test=None,
         probes=probe_set, energy_threshold=0.0, crop=False,
     )  # fmt: skip
+    from brainmri.evaluation import validate_ood_record
+
+    energy = {"score": "energy", "keep": 0.95, "threshold": 0.0, "flagged": {}}
+    validate_ood_record({**energy, "guard": record})
     assert record["validation"]["kept"] == pytest.approx(0.95, abs=1 / len(val))
     for kind in ("photograph", "noise", "blank"):
         assert record["kinds"][kind]["gate"] == 1.0 and record["kinds"][kind]["flagged"] == 1.0

@@ -2,9 +2,9 @@
 
 1. ``gate``: cheap checks of a scan's own pixels (grey, not blank, one head of plausible size
    and shape on a dark background), bounds from the training images.
-2. ``features``: the distance of the model's penultimate features from the training subset's
-   (Mahalanobis, Lee et al. 2018; or kNN, Sun et al. 2022), threshold on validation, saved as
-   ``ood.npz`` beside the model.
+2. ``features``: the distance of the model's pooled backbone features from the training
+   subset's (kNN, Sun et al. 2022; or Mahalanobis, Lee et al. 2018), threshold on validation,
+   saved as ``ood.npz`` beside the model.
 3. ``energy``: the energy score of the logits (Liu et al. 2020), the fallback without ood.npz.
 
 ``probes`` builds the foreign images it is measured on; ``report`` fits and measures it.

@@ -22,7 +22,7 @@ import numpy as np
 
 from brainmri.data.images import head_region
 
-MEASURES = ("colour", "contrast", "head_side", "head_fill", "head_aspect", "border")
+MEASURES = ("colour", "contrast", "head_side", "head_fill", "border")
 """What :func:`measure` returns for a scan, in the order the checks refuse."""
 
 REASONS = {
@@ -30,7 +30,6 @@ REASONS = {
     "contrast": "blank or near-constant image",
     "head_side": "no head region of plausible size",
     "head_fill": "head region of implausible shape",
-    "head_aspect": "head region of implausible shape",
     "border": "bright border, not a slice on dark background",
 }
 """The one-phrase reason of each check's refusal."""
@@ -40,12 +39,15 @@ SIDES = {
     "contrast": ("low",),
     "head_side": ("low", "high"),
     "head_fill": ("low", "high"),
-    "head_aspect": ("low",),
     "border": ("high",),
 }
 """Which ends of each measure's training range refuse: more colour than any training slice,
-less contrast, a head smaller or larger, filling its box less or more, narrower; a brighter
-border. (A head as wide as tall has aspect 1, the largest possible.)"""
+less contrast, a head smaller or larger, filling its box less or more; a brighter border.
+
+The head's aspect ratio is not checked: on the `cpu` run a held-out copy group of 46 narrow
+notumor slices (width/height 0.50-0.55) lay below the training images' 0.1st percentile (0.565),
+so a bound there refused 8% of validation; copy groups go whole to one subset, and the training
+range understates the slices' variety."""
 
 _BORDER = 0.04
 """The border strip's width, as a share of the image's shorter side."""
@@ -62,8 +64,7 @@ def measure(rgb: np.ndarray) -> dict[str, float]:
         (0 for a grey image); ``contrast``: the standard deviation of the grey levels;
         ``head_side``: the head's longer side over the image's longer side (0 without a head);
         ``head_fill``: the head's area over its bounding box's (an ellipse fills 0.79);
-        ``head_aspect``: the box's shorter side over its longer; ``border``: the mean grey
-        level of the image's outer strip (4% of the shorter side).
+        ``border``: the mean grey level of the image's outer strip (4% of the shorter side).
     """
     rgb = np.asarray(rgb)
     if rgb.ndim == 3:
@@ -81,17 +82,12 @@ def measure(rgb: np.ndarray) -> dict[str, float]:
         "contrast": float(grey.std()),
         "head_side": 0.0,
         "head_fill": 0.0,
-        "head_aspect": 0.0,
         "border": float(grey[ring].mean()),
     }
     region = head_region(grey)
     if region is not None:
         (_, _, w, h), area = region
-        values.update(
-            head_side=max(w, h) / max(height, width),
-            head_fill=area / max(w * h, 1),
-            head_aspect=min(w, h) / max(w, h, 1),
-        )
+        values.update(head_side=max(w, h) / max(height, width), head_fill=area / max(w * h, 1))
     return values
 
 
