@@ -370,7 +370,7 @@ def _flag_by_score(row: dict[str, Any], info: RunInfo) -> None:
             row.update(
                 ood_flag=True,
                 ood_layer="features",
-                ood_reason=f"feature distance {row['ood_distance']:.1f} above {guard.threshold:.1f}",
+                ood_reason=f"feature distance {row['ood_distance']:.3f} above {guard.threshold:.3f}",
             )
     elif info.ood_threshold is not None and row["ood_score"] < info.ood_threshold:
         row.update(
