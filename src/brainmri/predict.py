@@ -57,8 +57,8 @@ OOD_NOTE = (
     "The out-of-distribution flag catches inputs plainly unlike the training slices (colour "
     "pictures, blank or noise images, no head on a dark background, features far from every "
     "training slice); it cannot vouch that an unflagged scan is a brain MRI of the kind the "
-    "model knows, nor catch an MRI that differs only subtly (another scanner, sequence or "
-    "plane)."
+    "model knows, nor catch an MRI that differs only subtly (another scanner, contrast or "
+    "orientation)."
 )
 """What the flag can and cannot catch: one sentence on the page and in predictions.json."""
 
