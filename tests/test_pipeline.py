@@ -153,6 +153,14 @@ def test_metrics_validate_and_compare(copy, first_run, make):
     for split in ("headline", "unguided"):  # smoke: protocol grouped, a guided phase
         validate_metrics_block(metrics["evaluate"][split])
     assert "official" not in metrics["evaluate"]
+    from brainmri.evaluation import validate_ood_record
+    from brainmri.io import file_sha256
+
+    ood = metrics["evaluate"]["ood"]
+    validate_ood_record(ood)  # the guard: fitted on train, thresholded on validation, written
+    ood_file = copy / "reports" / "smoke" / ood["guard"]["file"]["name"]
+    assert file_sha256(ood_file) == ood["guard"]["file"]["sha256"]
+    assert ood["guard"]["validation"]["kept"] >= 0.9 and ood["guard"]["kinds"]
     shutil.copytree(copy / "reports" / "smoke", copy / "reports" / "smoke-copy")
     result = make(copy, "compare", "A=smoke", "B=smoke-copy")
     assert result.returncode == 0, result.stderr
