@@ -136,7 +136,8 @@ def test_phantoms_pass_the_guard_and_foreign_images_are_flagged(trained_phantom)
 
     energy = {"score": "energy", "keep": 0.95, "threshold": 0.0, "flagged": {}}
     validate_ood_record({**energy, "guard": record})
-    assert record["validation"]["kept"] == pytest.approx(0.95, abs=1 / len(val))
+    # at least 95% kept, and no more than one image over (the threshold is a validation score)
+    assert 0.95 <= record["validation"]["kept"] <= 0.95 + 1 / len(val) + 1e-9
     for kind in ("photograph", "noise", "blank"):
         assert record["kinds"][kind]["gate"] == 1.0 and record["kinds"][kind]["flagged"] == 1.0
     assert bounds.reason(probes.photographs()[0]) == gate.REASONS["colour"]
