@@ -176,6 +176,23 @@ def test_metrics_validate_and_compare(copy, first_run, make):
     shutil.rmtree(copy / "reports" / "smoke-copy")
 
 
+def test_ood_study_scores_each_layer_and_score_on_the_run(copy, first_run, load_script, tmp_path):
+    """tools/ood_study.py on the smoke run: every layer and score, every probe kind, thresholds
+    keeping 95% of validation; it reads no test image and writes nothing into the run."""
+    study = load_script("tools/ood_study.py")
+    run = copy / "reports" / "smoke"
+    before = sorted(p.name for p in run.iterdir())
+    out = tmp_path / "study.json"
+    assert study.main(["--run", str(run), "--out", str(out), "--probe-slices", "4"]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["methods"]) == len(study.LAYERS) * len(study.METHODS)
+    for rec in result["methods"].values():
+        assert rec["validation_kept"] >= min(0.95, 1 - rec["validation_refused_by_gate"]) - 1e-9
+        assert rec["kinds"]["photograph"]["gate"] == 1.0
+        assert set(rec["groups"]) == {"far", "near", "stress"}
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
 def test_second_run_does_nothing(copy, first_run, make):
     run = copy / "reports" / "smoke"
     before = stage_mtimes(run)

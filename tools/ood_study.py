@@ -54,8 +54,15 @@ def run_model(net, batches) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float64) for k, v in named.items()}
 
 
-def main() -> None:
-    """Run the study; print a table per method and write the JSON."""
+def main(argv: list[str] | None = None) -> int:
+    """Run the study; print a table per layer and score, and write the JSON.
+
+    Args:
+        argv: the command line's arguments (None: sys.argv's).
+
+    Returns:
+        0.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a run folder (reports/<profile>)")
     parser.add_argument("--out", type=Path, required=True, help="the JSON written")
@@ -64,7 +71,7 @@ def main() -> None:
         "--probe-slices", type=int, default=60, help="validation slices made foreign"
     )
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     started = time.perf_counter()
     record = read_json(args.run / "data.json")
@@ -118,7 +125,8 @@ def main() -> None:
     results = {}
     for layer in LAYERS:
         for method, k in METHODS:
-            scorer = features.fit_scorer(method, data["train"][layer], labels, k=max(k, 1))
+            k_used = min(max(k, 1), len(labels))  # a small run has fewer images than k
+            scorer = features.fit_scorer(method, data["train"][layer], labels, k=k_used)
             val_scores = scorer.score(data["val"][layer])
             threshold = features.choose_threshold(val_scores, passed, keep=0.95)
             val_parts = {
@@ -166,7 +174,8 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(payload, indent=1, default=float))
     print(f"\nwritten {args.out} in {payload['seconds']:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
