@@ -405,8 +405,9 @@ def chromium():
 
 
 def _trained_run(root: Path, trained) -> Path:
-    """reports/demo/ of a project at root holding the trained phantom model, its record and an
-    OOD threshold chosen on its training images, as a finished run leaves them."""
+    """reports/demo/ of a project at root holding the trained phantom model, its record, an
+    OOD threshold chosen on its training images and the input gate fitted on them, as a
+    finished run leaves them."""
     model, data_root, _, _ = trained
     run = _project(root)
     model.save(run / "model.keras")
@@ -418,7 +419,15 @@ def _trained_run(root: Path, trained) -> Path:
     files = sorted((data_root / "Training").glob("*/*.jpg"))[::5]
     logits, _ = mdl.predict_files(model, files)
     threshold = ood.ood_threshold(logits, keep=0.95)
-    evaluate = {"temperature": 1.5, "ood": {"threshold": threshold, "score": "energy"}}
+    from brainmri.data.scans import read_pixels
+    from brainmri.ood import gate
+
+    bounds = gate.fit_gate(gate.measure(read_pixels(f)) for f in files)
+    guard = {"gate": bounds.to_json()}
+    evaluate = {
+        "temperature": 1.5,
+        "ood": {"threshold": threshold, "score": "energy", "guard": guard},
+    }
     (run / "metrics.json").write_text(json.dumps({"evaluate": evaluate}))
     return run
 
@@ -486,7 +495,7 @@ def test_the_served_page_in_chromium_shows_what_predict_scans_gives(
             assert shown[scan.name]["predicted"] == by_name[scan.name]["predicted"]
             flagged = shown[photo.name]["ood"] == "true"
             assert flagged == app.ood_verdict(dict(by_name[photo.name]))["flagged"]
-            # once predict's input gate flags colour photographs: assert flagged
+            assert flagged  # a colour photograph: predict's input gate refuses it
             decoded = page.eval_on_selector_all(
                 "img", "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)"
             )

@@ -232,16 +232,16 @@ def test_ctrl_c_keeps_the_finished_rows_and_the_folder_can_be_reused(
 ):
     images = _scans(tmp_path / "in", [f"s{i}.png" for i in range(7)])
     files = scans.find_scans(images)
-    real_read = predict.read_scan
+    real_read = predict.read_pixels
     calls = {"n": 0}
 
-    def interrupt_on_the_fifth(path, size, crop):
+    def interrupt_on_the_fifth(path, **kwargs):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
-        return real_read(path, size, crop=crop)
+        return real_read(path, **kwargs)
 
-    monkeypatch.setattr(predict, "read_scan", interrupt_on_the_fifth)
+    monkeypatch.setattr(predict, "read_pixels", interrupt_on_the_fifth)
     out = tmp_path / "out"
     info = runs.run_info(tiny_model, None)
     with pytest.raises(predict.Interrupted) as raised:
@@ -265,7 +265,7 @@ def test_ctrl_c_keeps_the_finished_rows_and_the_folder_can_be_reused(
         f"{out / 'predictions.csv'}; the same --out {out} may be used again (its partial "
         "results are then replaced)"
     ]
-    monkeypatch.setattr(predict, "read_scan", real_read)
+    monkeypatch.setattr(predict, "read_pixels", real_read)
     assert _predict(project, images, "--out", str(out)) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "index.html", "predictions.csv", "predictions.json", "views"
@@ -300,7 +300,7 @@ def test_every_batch_runs_one_traced_function(tiny_model, tmp_path):
         )  # fmt: skip
     finally:
         predict._Model = real
-    assert traced[0].logits.experimental_get_tracing_count() == 1  # batches 2, 2 and 1
+    assert traced[0].forward.experimental_get_tracing_count() == 1  # batches 2, 2 and 1
     assert cam_functions(model, None).gradients.experimental_get_tracing_count() == 1
 
 

@@ -153,6 +153,14 @@ def test_metrics_validate_and_compare(copy, first_run, make):
     for split in ("headline", "unguided"):  # smoke: protocol grouped, a guided phase
         validate_metrics_block(metrics["evaluate"][split])
     assert "official" not in metrics["evaluate"]
+    from brainmri.evaluation import validate_ood_record
+    from brainmri.io import file_sha256
+
+    ood = metrics["evaluate"]["ood"]
+    validate_ood_record(ood)  # the guard: fitted on train, thresholded on validation, written
+    ood_file = copy / "reports" / "smoke" / ood["guard"]["file"]["name"]
+    assert file_sha256(ood_file) == ood["guard"]["file"]["sha256"]
+    assert ood["guard"]["validation"]["kept"] >= 0.9 and ood["guard"]["kinds"]
     shutil.copytree(copy / "reports" / "smoke", copy / "reports" / "smoke-copy")
     result = make(copy, "compare", "A=smoke", "B=smoke-copy")
     assert result.returncode == 0, result.stderr
@@ -166,6 +174,23 @@ def test_metrics_validate_and_compare(copy, first_run, make):
     missing = make(copy, "compare", "A=smoke", "B=absent")
     assert missing.returncode != 0 and "make all PROFILE=absent" in missing.stdout + missing.stderr
     shutil.rmtree(copy / "reports" / "smoke-copy")
+
+
+def test_ood_study_scores_each_layer_and_score_on_the_run(copy, first_run, load_script, tmp_path):
+    """tools/ood_study.py on the smoke run: every layer and score, every probe kind, thresholds
+    keeping 95% of validation; it reads no test image and writes nothing into the run."""
+    study = load_script("tools/ood_study.py")
+    run = copy / "reports" / "smoke"
+    before = sorted(p.name for p in run.iterdir())
+    out = tmp_path / "study.json"
+    assert study.main(["--run", str(run), "--out", str(out), "--probe-slices", "4"]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["methods"]) == len(study.LAYERS) * len(study.METHODS)
+    for rec in result["methods"].values():
+        assert rec["validation_kept"] >= min(0.95, 1 - rec["validation_refused_by_gate"]) - 1e-9
+        assert rec["kinds"]["photograph"]["gate"] == 1.0
+        assert set(rec["groups"]) == {"far", "near", "stress"}
+    assert sorted(p.name for p in run.iterdir()) == before
 
 
 def test_second_run_does_nothing(copy, first_run, make):

@@ -182,7 +182,8 @@ def test_a_folder_is_predicted_like_the_pipeline_and_reported_offline(
     expected = np.exp(logits / 2.0) / np.exp(logits / 2.0).sum(axis=1, keepdims=True)
     assert np.allclose(calibrated, expected, atol=1e-5)
     assert np.allclose(table["ood_score"], logsumexp(logits, axis=1), atol=1e-4)
-    assert (table["ood_flag"] == (table["ood_score"] < 0.0)).all()
+    assert (table["ood_flag"] == (table["ood_score"] < 0.0)).all()  # no gate, no ood.npz
+    assert set(table["ood_layer"][table["ood_flag"]]) <= {"energy"}
     saved = json.loads((out / "predictions.json").read_text())
     assert saved["temperature"] == 2.0 and len(saved["predictions"]) == len(files)
     views = sorted((out / "views").glob("*.png"))
@@ -204,9 +205,6 @@ def test_the_ood_threshold_keeps_the_validation_share():
     logits = np.random.default_rng(0).normal(0, 3, (1000, 4))
     threshold = ood.ood_threshold(logits, keep=0.95)
     assert (ood.energy_score(logits) >= threshold).mean() == pytest.approx(0.95, abs=0.002)
-    foreign = ood.foreign_images(np.full((2, 32, 32, 3), 100.0, np.float32))
-    assert set(foreign) == {"rotated 90 degrees", "inverted contrast", "photograph"}
-    assert foreign["photograph"].shape[1:] == (32, 32, 3)
 
 
 def test_a_model_carrying_code_is_refused(tmp_path):
@@ -275,17 +273,12 @@ def test_the_cli_export_crops_as_the_run_trained(tmp_path, tiny_model, capsys):
     assert tuple(boxes[0]) == data.brain_box(scan[0]) and tuple(boxes[1]) == (0, -15, 90)
 
 
-def test_ood_summary_keeps_the_validation_share_and_scores_every_group(tiny_model):
-    model = mdl.load_model(tiny_model)
-    val = np.random.default_rng(2).uniform(0, 255, (20, 32, 32, 3)).astype(np.float32)
-    val_logits, _ = mdl.predict(model, val)
-    record, scores = ood.ood_summary(model, val_logits, val[:4], {"other": val_logits[:5]})
-    assert list(scores) == [
-        "validation", "other", "rotated 90 degrees", "inverted contrast", "photograph"
-    ]  # fmt: skip
+def test_the_energy_record_keeps_the_validation_share_and_scores_every_group():
+    val_logits = np.random.default_rng(2).normal(0, 3, (20, 4))
+    record = ood.energy_record(val_logits, {"other": val_logits[:5]})
+    assert list(record["flagged"]) == ["validation", "other"] and record["score"] == "energy"
     assert record["threshold"] == ood.ood_threshold(val_logits, keep=0.95)
     assert record["flagged"]["validation"] == pytest.approx(0.05)
-    assert set(record["flagged"]) == set(scores) and record["score"] == "energy"
 
 
 def test_scans_are_cropped_as_the_run_trained(tmp_path, tiny_model):
@@ -316,3 +309,69 @@ def test_scans_are_cropped_as_the_run_trained(tmp_path, tiny_model):
     got = table[[f"p_{c}" for c in config.CLASS_NAMES]].to_numpy(dtype=float)
     assert np.allclose(got, probs, atol=1e-5) and not np.allclose(got, uncropped, atol=1e-3)
     assert json.loads((tmp_path / "out" / "predictions.json").read_text())["crop_to_brain"]
+
+
+def test_each_flag_names_its_layer_and_reason(tmp_path, tiny_model, phantom_set):
+    """With the run's gate and ood.npz: a photograph and a blank image are refused by the gate
+    with their reasons, a training phantom passes it; every row says which layer flagged it,
+    and the page and predictions.json say what the flag can and cannot catch."""
+    from brainmri.ood import features, gate, probes, report
+
+    model = mdl.load_model(tiny_model)
+    train = sorted((phantom_set / "Training").glob("*/*.jpg"))
+    labels = np.array([config.CLASS_NAMES.index(p.parent.name) for p in train])
+    bounds = report.fit_gate_on(train, quantile=0.0)
+    train_x, _ = features.extract_files(model, train)
+    scorer = features.fit_mahalanobis(train_x, labels)
+    threshold = float(np.quantile(scorer.score(train_x), 0.95))
+    guard = features.FeatureGuard(scorer, threshold, 0.95, "0" * 64)
+    cv2.imwrite(
+        str(tmp_path / "photo.png"), cv2.cvtColor(probes.photographs()[0], cv2.COLOR_RGB2BGR)
+    )
+    cv2.imwrite(str(tmp_path / "blank.png"), np.zeros((64, 64), np.uint8))
+    files = [train[0], tmp_path / "photo.png", tmp_path / "blank.png"]
+    info = runs.RunInfo(tiny_model, "0" * 64, ood_threshold=1e9, gate=bounds, guard=guard)
+    out = tmp_path / "run"
+    table = predict.predict_scans(files, model, info, out, echo=lambda _: None, overlays=False)
+    by_name = table.set_index(table["file"].map(lambda f: Path(f).name))
+    assert by_name.loc["photo.png", ["ood_flag", "ood_layer", "ood_reason"]].tolist() == [
+        True, "gate", gate.REASONS["colour"]
+    ]  # fmt: skip
+    assert by_name.loc["blank.png", "ood_reason"] == gate.REASONS["contrast"]
+    scan = by_name.loc[train[0].name]
+    # past the gate, the feature distance decides (never the energy score, threshold 1e9)
+    assert scan["ood_distance"] == pytest.approx(scorer.score(train_x[:1])[0], rel=1e-4)
+    assert scan["ood_layer"] == ("features" if scan["ood_distance"] > threshold else "")
+    written = (out / "predictions.csv").read_text().splitlines()[0].split(",")
+    assert {"ood_flag", "ood_layer", "ood_reason", "ood_distance", "ood_score"} <= set(written)
+    page = (out / "index.html").read_text()
+    assert predict.OOD_NOTE in page and f"gate: {gate.REASONS['colour']}" in page
+    saved = json.loads((out / "predictions.json").read_text())
+    assert saved["ood_note"] == predict.OOD_NOTE and "input gate" in saved["ood_guard"]
+
+
+def test_a_missing_or_stale_ood_file_is_one_line_and_predict_keeps_the_gate(tmp_path, tiny_model):
+    from brainmri.ood import features, gate
+
+    run = tmp_path / "run"
+    run.mkdir()
+    bounds = gate.fit_gate([gate.measure(np.full((8, 8, 3), v, np.uint8)) for v in (50, 90)])
+    metrics = {"evaluate": {"ood": {"threshold": 1.5, "guard": {"gate": bounds.to_json()}}}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "run.json").write_text("{}")
+    info = runs.run_info(tiny_model, run)
+    lines = [w for w in info.warnings if "ood.npz" in w]
+    assert len(lines) == 1 and "no feature statistics" in lines[0] and "\n" not in lines[0]
+    assert lines[0].endswith(
+        "out-of-distribution flags use the input gate and the energy score only"
+    )
+    assert info.guard is None and info.gate == bounds and info.ood_threshold == 1.5
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    stale = features.FeatureGuard(features.fit_knn(x, k=2), 1.0, 0.95, "f" * 64)
+    features.save_guard(run / "ood.npz", stale)
+    lines = [w for w in runs.run_info(tiny_model, run).warnings if "ood.npz" in w]
+    assert len(lines) == 1 and "stale" in lines[0]
+    fresh = features.FeatureGuard(stale.scorer, 1.0, 0.95, runs.file_sha256(tiny_model))
+    features.save_guard(run / "ood.npz", fresh)
+    info = runs.run_info(tiny_model, run)
+    assert info.guard is not None and not [w for w in info.warnings if "ood.npz" in w]

@@ -1,5 +1,6 @@
 """Predict new scans (read by `brainmri.data.scans`): calibrated probabilities, the
-out-of-distribution flag (`brainmri.ood`), Grad-CAM views and a light HTML page linking them; and
+out-of-distribution flag (`brainmri.ood`: the input gate, then the feature distance or the energy
+score), Grad-CAM views and a light HTML page linking them; and
 the SavedModel export.
 
 `predict_scans` is the API (JupyterLab); `brainmri predict` / `make predict` call it. Every input
@@ -29,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from brainmri.config import CLASS_NAMES
-from brainmri.data.scans import ScanError, read_scan
+from brainmri.data.images import fit_image
+from brainmri.data.scans import ScanError, read_pixels
 from brainmri.io import atomic_write, spreadsheet_safe, write_json
 from brainmri.ood import energy_score
 from brainmri.runs import RunInfo
@@ -41,10 +43,26 @@ COLUMNS = [
     *[f"p_{c}{suffix}" for c in CLASS_NAMES for suffix in ("", "_calibrated")],
     "predicted",
     "ood_score",
+    "ood_distance",
     "ood_flag",
+    "ood_layer",
+    "ood_reason",
     "model_sha256",
 ]
-"""The columns of predictions.csv, in order."""
+"""The columns of predictions.csv, in order. ``ood_score`` is the energy score (higher = more
+like the training data), ``ood_distance`` the feature distance (higher = less like it; empty
+without ood.npz), ``ood_flag`` whether the guard flags the scan, ``ood_layer`` which layer did
+(``gate``, ``features`` or ``energy``; empty when not flagged) and ``ood_reason`` why, in one
+short phrase."""
+
+OOD_NOTE = (
+    "The out-of-distribution flag catches inputs plainly unlike the training slices (colour "
+    "pictures, blank or noise images, no head on a dark background, features far from every "
+    "training slice); it cannot vouch that an unflagged scan is a brain MRI of the kind the "
+    "model knows, nor catch an MRI that differs only subtly (another scanner, contrast or "
+    "orientation)."
+)
+"""What the flag can and cannot catch: one sentence on the page and in predictions.json."""
 
 INCOMPLETE = ".incomplete"
 """In an output folder while its run has not finished: a rerun into the folder may replace it."""
@@ -207,31 +225,33 @@ class _Model:
     def __init__(self, model: Any, batch_size: int, views: bool) -> None:
         import tensorflow as tf
 
-        from brainmri.model import logits_model
+        from brainmri.ood.features import feature_model
 
         self.model = model
         self.batch_size = batch_size
         self.views = views
         size = tuple(int(d) for d in model.input_shape[1:])
-        logits = logits_model(model)
+        both = feature_model(model)  # the OOD guard's features and the logits
         spec = tf.TensorSpec((batch_size, *size), tf.float32)
-        self.logits = tf.function(
-            lambda x: tf.cast(logits(x, training=False), tf.float32), input_signature=[spec]
+        self.forward = tf.function(
+            lambda x: [tf.cast(t, tf.float32) for t in both(x, training=False)],
+            input_signature=[spec],
         )
 
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Logits (N, K) and, with views, the Grad-CAM maps (N, H, W) of up to batch_size
-        images; a short batch is padded with black images, whose results are dropped."""
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Logits (N, K), the OOD guard's features (N, D) and, with views, the Grad-CAM maps
+        (N, H, W) of up to batch_size images; a short batch is padded with black images, whose
+        results are dropped."""
         from brainmri import explain
 
         n = len(images)
         padded = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
         padded[:n] = images
-        logits = self.logits(padded).numpy()[:n]
+        features, logits = (t.numpy()[:n] for t in self.forward(padded))
         maps = None
         if self.views:  # the same padded shape: explain's compiled step traces once too
             maps = explain.gradcam(self.model, padded, batch_size=self.batch_size)[:n]
-        return logits, maps
+        return logits, features, maps
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -262,7 +282,7 @@ def predict_scans(
     Args:
         files: the scans (see :func:`find_scans`).
         model: a trained classifier (``model.load_model``).
-        info: its hash, temperature and OOD threshold (:func:`run_info`).
+        info: its hash, temperature and OOD guard (:func:`brainmri.runs.run_info`).
         out_dir: a new or empty folder (e.g. :func:`new_output_folder`), or one an interrupted
             run left; a finished run or other files are never overwritten.
         overlays: also write each image's Grad-CAM view (the scan beside its Grad-CAM overlay)
@@ -273,7 +293,8 @@ def predict_scans(
 
     Returns:
         One row per file: file, status ("ok" or "skipped"), reason, predicted, the four raw
-        and the four temperature-scaled probabilities, ood_score, ood_flag, model_sha256.
+        and the four temperature-scaled probabilities, the OOD columns (:data:`COLUMNS`),
+        model_sha256.
 
     Raises:
         FileExistsError: out_dir holds a finished run or other files, or another run uses it.
@@ -338,9 +359,14 @@ def _predict_batch(
     for k, path in enumerate(files[first : first + batch], first):
         row: dict[str, Any] = dict.fromkeys(COLUMNS, np.nan)
         row.update(file=str(path), status="ok", reason="", predicted="", _index=k)
-        row.update(ood_flag=False, model_sha256=info.model_sha256)
+        row.update(ood_flag=False, ood_layer="", ood_reason="", model_sha256=info.model_sha256)
         try:
-            images.append(read_scan(Path(path), size, crop=info.crop_to_brain))
+            pixels = read_pixels(Path(path))
+            # the gate looks at the scan as it is; the model at the prepared square
+            refused = info.gate.reason(pixels) if info.gate is not None else None
+            if refused:
+                row.update(ood_flag=True, ood_layer="gate", ood_reason=refused)
+            images.append(fit_image(pixels, size, crop=info.crop_to_brain))
             kept.append(row)
         except ScanError as exc:
             row.update(status="skipped", reason=str(exc))
@@ -348,34 +374,48 @@ def _predict_batch(
     if not images:
         return chunk
     x = np.stack(images).astype(np.float32)
-    logits, maps = runner(x)
-    for j, (row, scored) in enumerate(zip(kept, score_logits(logits, info), strict=True)):
+    logits, features, maps = runner(x)
+    distances = info.guard.scorer.score(features) if info.guard is not None else None
+    scored_rows = score_logits(logits, info, distances=distances)
+    for j, (row, scored) in enumerate(zip(kept, scored_rows, strict=True)):
+        gate = ("ood_flag", "ood_layer", "ood_reason")
+        gated = {k: row[k] for k in gate} if row["ood_flag"] else {}
         row.update(scored)
+        row.update(gated)  # the gate's verdict stands: it saw the scan before the model did
         if maps is not None:
             view(row, x[j], maps[j])
     return chunk
 
 
-def score_logits(logits: np.ndarray, info: RunInfo) -> list[dict[str, Any]]:
-    """What a prediction reports of each image, from its logits: the raw and the calibrated
-    (temperature-scaled) class probabilities, the predicted class, the energy score and the
-    out-of-distribution flag. `predict_scans` and the explorer (:mod:`brainmri.explore`) both
-    score with it, so a scan gets the same numbers in either.
+def score_logits(
+    logits: np.ndarray, info: RunInfo, *, distances: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """What a prediction reports of each image, from its logits (and feature distances):
+    the raw and the calibrated (temperature-scaled) class probabilities, the predicted class,
+    the energy score, the feature distance and the out-of-distribution flag by score.
+    `predict_scans`, `brainmri serve` and the explorer (:mod:`brainmri.explore`) all score with
+    it, so a scan gets the same numbers in each. The input gate, which looks at the scan's own
+    pixels, is applied by the reader (:func:`_predict_batch`), not here.
 
     Args:
         logits: pre-softmax outputs (N, K), K = len(CLASS_NAMES).
-        info: the run's temperature and OOD threshold (:func:`brainmri.runs.run_info`).
+        info: the run's temperature and OOD guard (:func:`brainmri.runs.run_info`).
+        distances: the OOD guard's feature distances (N,) (``info.guard.scorer.score`` of
+            :func:`brainmri.ood.extract`'s features), needed when the run has a feature guard
+            (``ood.npz``); without them rows are flagged by the energy score, and
+            ``ood_layer`` says so.
 
     Returns:
         One dict per image: ``p_<class>`` and ``p_<class>_calibrated`` for each class,
-        ``predicted`` (the calibrated arg-max), ``ood_score`` and ``ood_flag`` (False where the
-        run has no threshold).
+        ``predicted`` (the calibrated arg-max), ``ood_score``, ``ood_distance`` (NaN without
+        distances), ``ood_flag``, ``ood_layer`` and ``ood_reason``.
     """
     from brainmri.evaluation import softmax
 
     logits = np.asarray(logits)
     raw, calibrated = softmax(logits), softmax(logits, info.temperature)
     scores = energy_score(logits)
+    guarded = info.guard is not None and distances is not None
     out = []
     for j in range(len(logits)):
         row: dict[str, Any] = {}
@@ -384,9 +424,30 @@ def score_logits(logits: np.ndarray, info: RunInfo) -> list[dict[str, Any]]:
             row[f"p_{name}_calibrated"] = float(calibrated[j, c])
         row["predicted"] = CLASS_NAMES[int(calibrated[j].argmax())]
         row["ood_score"] = float(scores[j])
-        row["ood_flag"] = info.ood_threshold is not None and bool(scores[j] < info.ood_threshold)
+        row.update(ood_distance=float(distances[j]) if guarded else np.nan)
+        row.update(ood_flag=False, ood_layer="", ood_reason="")
+        _flag_by_score(row, info, guarded=guarded)
         out.append(row)
     return out
+
+
+def _flag_by_score(row: dict[str, Any], info: RunInfo, *, guarded: bool) -> None:
+    """Flag a row by the feature distance (with ood.npz and features) or else by the energy
+    score: one layer, so the share of validation kept is the one measured."""
+    guard = info.guard
+    if guarded:
+        if row["ood_distance"] > guard.threshold:
+            row.update(
+                ood_flag=True,
+                ood_layer="features",
+                ood_reason=f"feature distance {row['ood_distance']:.3f} above {guard.threshold:.3f}",
+            )
+    elif info.ood_threshold is not None and row["ood_score"] < info.ood_threshold:
+        row.update(
+            ood_flag=True,
+            ood_layer="energy",
+            ood_reason=f"energy score {row['ood_score']:.2f} below {info.ood_threshold:.2f}",
+        )
 
 
 def _write_view(path: Path, image: np.ndarray, cam: np.ndarray) -> None:
@@ -428,6 +489,8 @@ def _finish(rows: list[dict[str, Any]], out: Path, info: RunInfo, *, complete: b
             "model_sha256": info.model_sha256,
             "temperature": info.temperature,
             "ood_threshold": info.ood_threshold,
+            "ood_guard": _guard_summary(info),
+            "ood_note": OOD_NOTE,
             "crop_to_brain": info.crop_to_brain,
             "warnings": list(info.warnings),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -465,21 +528,34 @@ def _page(
                     "view": view.relative_to(out).as_posix() if view.is_file() else None,
                     "probabilities": probs,
                     "out_of_distribution": bool(row["ood_flag"]),
+                    "ood_layer": row["ood_layer"],
+                    "ood_reason": row["ood_reason"],
                     "reason": row["reason"],
                 }
             )
         sections.append({"title": f"predicted {name}" if name else "skipped", "rows": rows})
-    threshold = info.ood_threshold
     return render_template(
         "predict_page.html.j2",
         model_path=str(info.model_path),
         model_sha256=info.model_sha256[:16],
         temperature=f"{info.temperature:.3f}",
-        ood_threshold="none" if threshold is None else f"{threshold:.3f}",
+        ood_guard=_guard_summary(info),
+        ood_note=OOD_NOTE,
         warnings=info.warnings,
         complete=complete,
         sections=sections,
     )
+
+
+def _guard_summary(info: RunInfo) -> str:
+    """The OOD layers in force, in one line (the page and predictions.json)."""
+    layers = ["input gate"] if info.gate is not None else []
+    if info.guard is not None:
+        method = info.guard.scorer.method
+        layers.append(f"feature distance ({method}) above {info.guard.threshold:.3f}")
+    elif info.ood_threshold is not None:
+        layers.append(f"energy score below {info.ood_threshold:.3f}")
+    return ", then ".join(layers) if layers else "none (no OOD record for this model)"
 
 
 # --- scans predicted in memory, a few at a time (brainmri serve) ----------------------------

@@ -4,7 +4,8 @@
 record and manifest (01_download), the data root, and, once 03_train has run, the trained model
 and how its images were prepared (cut to the head or not, from run.json). ``run.images(rows)``
 then decodes manifest rows the way training did. ``run_info`` is what a prediction needs of the
-run that trained a model: its hash, temperature, OOD threshold and crop.
+run that trained a model: its hash, temperature, OOD guard (gate bounds, energy threshold, the
+feature statistics of ood.npz) and crop.
 """
 
 from __future__ import annotations
@@ -164,25 +165,34 @@ class RunInfo:
     model_sha256: str
     temperature: float = 1.0
     ood_threshold: float | None = None
+    """The energy score's threshold (flags below it where there is no feature guard)."""
     crop_to_brain: bool = False
     warnings: tuple[str, ...] = ()
+    gate: Any = None
+    """The OOD input gate (``ood.gate.GateBounds``), or None: the run recorded none."""
+    guard: Any = None
+    """The OOD feature guard (``ood.features.FeatureGuard`` from ood.npz), or None."""
 
 
 def run_info(
     model_path: Path, run_dir: Path | None, *, crop_to_brain: bool | None = None
 ) -> RunInfo:
-    """The model's hash, and the temperature, OOD threshold and preprocessing (whether images
-    are cropped to the head) of the run that trained it.
+    """The model's hash, and the temperature, OOD guard and preprocessing (whether images are
+    cropped to the head) of the run that trained it.
 
     A model whose hash differs from the one its run recorded gets a warning: the calibration
-    and threshold then belong to another model.
+    and threshold then belong to another model. A missing or stale ood.npz gets one warning
+    line, and predictions are flagged by the gate and the energy score alone.
 
     Args:
         model_path: the model file.
-        run_dir: the run's report folder (run.json, metrics.json), or None for a model without.
+        run_dir: the run's report folder (run.json, metrics.json, ood.npz), or None for a model
+            without.
         crop_to_brain: crop scans to the head; None = as the run recorded (``model.crop_to_brain``
             in run.json), False without a run record.
     """
+    from brainmri.ood import features, gate
+
     digest = file_sha256(model_path)
     info = RunInfo(Path(model_path), digest, crop_to_brain=bool(crop_to_brain))
     if run_dir is None:
@@ -203,9 +213,18 @@ def run_info(
             f"{model_path}: SHA-256 {digest[:12]}... differs from the {recorded[:12]}... that "
             f"{run_json} recorded: the calibration and OOD threshold may not fit this model"
         )
+    ood: dict[str, Any] = {}
     if metrics.is_file():
         evaluate = read_json(metrics).get("evaluate", {})
         info.temperature = float(evaluate.get("temperature") or 1.0)
-        info.ood_threshold = (evaluate.get("ood") or {}).get("threshold")
+        ood = evaluate.get("ood") or {}
+        info.ood_threshold = ood.get("threshold")
+    if (ood.get("guard") or {}).get("gate"):
+        info.gate = gate.GateBounds.from_json(ood["guard"]["gate"])
+    try:
+        info.guard = features.load_guard(Path(run_dir) / "ood.npz", model_sha256=digest)
+    except features.GuardUnavailable as exc:
+        layers = "the input gate and the energy score" if info.gate else "the energy score"
+        warnings.append(f"{exc}; out-of-distribution flags use {layers} only")
     info.warnings = tuple(warnings)
     return info

@@ -50,3 +50,32 @@ def test_interval_schema_accepts_new_keys_and_old_blocks(tiny_class_case, evalua
     bad["ci"]["accuracy"]["width"] = 0.1  # still closed to unknown keys
     with pytest.raises(ValueError, match="at /ci/accuracy"):
         ev.validate_metrics_block(bad)
+
+
+def test_the_ood_record_schema_takes_old_records_and_the_guard():
+    energy = {"score": "energy", "keep": 0.95, "threshold": 1.78, "flagged": {"validation": 0.05}}
+    ev.validate_ood_record(energy)  # a run before the guard
+    kind = {
+        "group": "far", "n": 12, "flagged": 1.0, "auroc": 0.99, "gate": 1.0,
+        "feature_auroc": 0.9, "energy_flagged": 1.0, "energy_auroc": 0.75,
+    }  # fmt: skip
+    guard = {
+        "method": "knn", "k": 10, "threshold": 0.3, "keep": 0.95,
+        "gate": {"low": {"contrast": 22.7}, "high": {"colour": 3.7}, "quantile": 0.001,
+                 "n_images": 4798},
+        "validation": {"n": 562, "kept": 0.95, "refused_by_gate": 0.0},
+        "kinds": {"photograph": kind},
+        "groups": {"far": {"n": 12, "flagged": 1.0, "auroc": 0.99},
+                   "near": {"n": 0, "flagged": None, "auroc": None}},
+        "headline_test": {"n": 1404, "flagged": 0.06},
+        "file": {"name": "ood.npz", "sha256": "0" * 64},
+    }  # fmt: skip
+    ev.validate_ood_record({**energy, "guard": guard})
+    bad = copy.deepcopy(guard)
+    bad["kinds"]["photograph"]["group"] = "outer space"
+    with pytest.raises(ValueError, match=re.escape("at /guard/kinds/photograph/group")):
+        ev.validate_ood_record({**energy, "guard": bad})
+    bad = copy.deepcopy(guard)
+    bad["kinds"]["photograph"]["auroc"] = float("nan")
+    with pytest.raises(ValueError, match="ood record does not match OOD_SCHEMA"):
+        ev.validate_ood_record({**energy, "guard": bad})

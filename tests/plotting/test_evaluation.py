@@ -48,3 +48,19 @@ def test_plots_return_figures_with_expected_axes():
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(ci)
     with pytest.raises(ValueError, match="do not match 3 class names"):
         plots.plot_confusion_matrices(summary, CLASS_NAMES[:3])
+
+
+def test_the_guard_figure_has_one_row_per_group_with_its_shares():
+    parts = {
+        "validation": {"combined": np.array([1.0, 2.0, 3.0, np.inf])},
+        "noise": {"combined": np.array([np.inf, np.inf])},
+        "rotated 90°": {"combined": np.array([1.5, 40.0])},
+    }
+    fig = plots.plot_guard_scores(parts, threshold=2.5)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(parts)
+    notes = [t.get_text() for t in ax.texts]
+    assert notes == [
+        "gate 25%, flagged 50% (n=4)", "gate 100%, flagged 100% (n=2)", "gate 0%, flagged 50% (n=2)"
+    ]  # fmt: skip
+    plt.close(fig)

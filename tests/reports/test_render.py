@@ -47,6 +47,7 @@ def test_the_prediction_page_escapes_file_names_reasons_and_warnings(tmp_path):
     for name in config.CLASS_NAMES:
         table[f"p_{name}_calibrated"] = [0.25, float("nan")]
     table["ood_flag"] = [True, False]
+    table["ood_layer"], table["ood_reason"] = ["gate", ""], [HOSTILE, ""]
     (tmp_path / "views").mkdir()
     (tmp_path / "views" / "00000.png").write_bytes(b"png")
     views = [tmp_path / "views" / f"{k:05d}.png" for k in range(2)]
@@ -61,6 +62,7 @@ def test_the_prediction_page_escapes_file_names_reasons_and_warnings(tmp_path):
         f'<p class="flag">{ESCAPED}</p>' in page and f"Model /models/{ESCAPED_NAME}.keras" in page
     )
     assert '<b class="flag">out of distribution</b>' in page  # the template's own markup stays
+    assert f"(gate: {ESCAPED})" in page  # the flag's layer and reason, escaped
     assert "<h2>predicted glioma (1)</h2>" in page and "<h2>skipped (1)</h2>" in page
 
 

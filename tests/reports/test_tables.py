@@ -100,3 +100,19 @@ def test_compare_runs_shows_differences_and_missing_values():
     for name in CLASS_NAMES:
         assert f"sensitivity {name}" in table
     assert "MCC" in table and "Cohen kappa" in table and "ECE" in table
+
+
+def test_the_ood_table_has_a_row_per_kind_then_per_group():
+    kind = {
+        "group": "far", "n": 12, "flagged": 1.0, "auroc": 0.99, "gate": 0.5,
+        "feature_auroc": 0.9, "energy_flagged": 0.5, "energy_auroc": 0.75,
+    }  # fmt: skip
+    guard = {
+        "kinds": {"photograph": kind, "rotated 90°": {**kind, "group": "near", "flagged": 0.2}},
+        "groups": {"far": {"n": 12, "flagged": 1.0, "auroc": 0.99},
+                   "near": {"n": 12, "flagged": 0.2, "auroc": 0.7}},
+    }  # fmt: skip
+    table = tables.ood_table(guard)
+    assert table.index.tolist() == ["photograph", "rotated 90°", "all far", "all near"]
+    assert table.loc["rotated 90°", "flagged"] == 0.2 and table.loc["all far", "AUROC"] == 0.99
+    assert table.loc["photograph", "gate"] == 0.5 and np.isnan(table.loc["all near", "gate"])

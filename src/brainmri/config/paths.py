@@ -88,6 +88,11 @@ class Paths:
         return self.run_dir / "model_unguided.keras"
 
     @property
+    def ood(self) -> Path:
+        """The OOD guard's feature statistics, fitted by 04_evaluate for model.keras."""
+        return self.run_dir / "ood.npz"
+
+    @property
     def history(self) -> Path:
         return self.run_dir / "history.csv"
 

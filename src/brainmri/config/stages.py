@@ -38,7 +38,7 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("01_download", "Data: source, validation, manifest and splits",  ("run", "data"),              (),                           ("manifest", "data_json", "copy_pairs"), "data", None),
     Stage("02_eda",      "Exploratory data analysis and duplicate audit",  ("run", "eda"),               ("01_download",),             (),                                "eda",       "eda_"),
     Stage("03_train",    "Training",                                       ("run", "model", "train"),    ("01_download",),             ("model", "history", "run_json"),  "train",     "train_"),
-    Stage("04_evaluate", "Evaluation",                                     ("run", "evaluate"),          ("01_download", "03_train"),  (),                                "evaluate",  "eval_"),
+    Stage("04_evaluate", "Evaluation",                                     ("run", "evaluate"),          ("01_download", "03_train"),  ("ood",),                          "evaluate",  "eval_"),
     Stage("05_gradcam",  "Explainability: Grad-CAM",                       ("run", "gradcam"),           ("01_download", "03_train"),  (),                                "gradcam",   "cam_"),
 )
 # fmt: on

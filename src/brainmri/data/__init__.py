@@ -31,7 +31,14 @@ from brainmri.data.audit import (
     copy_pairs,
     threshold_pairs,
 )
-from brainmri.data.images import brain_box, crop_like_image, crop_square, load_image, read_grey
+from brainmri.data.images import (
+    brain_box,
+    crop_like_image,
+    crop_square,
+    head_region,
+    load_image,
+    read_grey,
+)
 from brainmri.data.kaggle import (
     DataSourceError,
     KaggleCredentials,
@@ -81,6 +88,7 @@ __all__ = [
     "brain_box",
     "crop_like_image",
     "crop_square",
+    "head_region",
     "load_image",
     "read_grey",
     "manifest_hash",

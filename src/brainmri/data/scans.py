@@ -188,22 +188,37 @@ def read_scan(
     Raises:
         ScanError: the file is not a supported, readable image (the message says why).
     """
+    return fit_image(read_pixels(path, max_pixels=max_pixels), size, crop=crop)
+
+
+def read_pixels(path: Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Any supported scan at its own size, as uint8 RGB (before :func:`fit_image`): what the
+    out-of-distribution gate (``brainmri.ood.gate``) looks at.
+
+    Args:
+        path: an image or DICOM file.
+        max_pixels: the most pixels the file's header may declare.
+
+    Returns:
+        The (H, W, 3) uint8 pixels.
+
+    Raises:
+        ScanError: the file is not a supported, readable image (the message says why).
+    """
     path = Path(path)
     data = _read_file(path)
     if _is_dicom(path, data[:132]):
         del data  # pydicom reads the file itself
-        rgb = read_dicom(path, max_pixels)
-    elif path.suffix.lower() in IMAGE_EXTENSIONS:
+        return read_dicom(path, max_pixels)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
         try:
-            rgb = to_rgb8(decode_image_bytes(data, max_pixels, path.suffix)[0])
+            return to_rgb8(decode_image_bytes(data, max_pixels, path.suffix)[0])
         except DecodeError as exc:
             raise ScanError(str(exc)) from None
-    else:
-        raise ScanError(
-            f"unsupported file type {path.suffix or '(none)'!r}: expected an image "
-            f"({', '.join(IMAGE_EXTENSIONS)}) or DICOM ({', '.join(DICOM_EXTENSIONS)})"
-        )
-    return fit_image(rgb, size, crop=crop)
+    raise ScanError(
+        f"unsupported file type {path.suffix or '(none)'!r}: expected an image "
+        f"({', '.join(IMAGE_EXTENSIONS)}) or DICOM ({', '.join(DICOM_EXTENSIONS)})"
+    )
 
 
 def _walk(folder: Path) -> list[Path]:

@@ -9,7 +9,8 @@ Submodules, in the order an evaluation uses them:
 - `intervals`: the percentile bootstrap (bootstrap_ci; a cluster bootstrap with near-copy
   groups), Wilson and Clopper-Pearson intervals, and the choice of the exact interval where the
   bootstrap degenerates or counts are small.
-- `schema`: the JSON Schema of an evaluation block (METRICS_SCHEMA) and validate_metrics_block.
+- `schema`: the JSON Schemas of an evaluation block (METRICS_SCHEMA) and of the OOD record
+  (OOD_SCHEMA), validate_metrics_block and validate_ood_record.
 - `split`: evaluate_split, one split's block from the modules above, checked against the schema.
 - `paired`: two models on the same images, McNemar's exact test (mcnemar_test,
   paired_comparison).
@@ -38,11 +39,17 @@ from brainmri.evaluation.intervals import (
     wilson_interval,
 )
 from brainmri.evaluation.paired import mcnemar_test, paired_comparison
-from brainmri.evaluation.schema import METRICS_SCHEMA, validate_metrics_block
+from brainmri.evaluation.schema import (
+    METRICS_SCHEMA,
+    OOD_SCHEMA,
+    validate_metrics_block,
+    validate_ood_record,
+)
 from brainmri.evaluation.split import evaluate_split
 
 __all__ = [
     "METRICS_SCHEMA",
+    "OOD_SCHEMA",
     "bootstrap_ci",
     "brier_score",
     "classification_summary",
@@ -58,5 +65,6 @@ __all__ = [
     "roc_pr_curves",
     "softmax",
     "validate_metrics_block",
+    "validate_ood_record",
     "wilson_interval",
 ]

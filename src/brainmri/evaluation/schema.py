@@ -1,4 +1,5 @@
-"""The JSON Schema of an evaluation block (metrics.json's per-split entries) and its check."""
+"""The JSON Schemas of an evaluation block (metrics.json's per-split entries) and of the
+out-of-distribution record (``evaluate.ood``), and their checks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import jsonschema
 
-__all__ = ["METRICS_SCHEMA", "validate_metrics_block"]
+__all__ = ["METRICS_SCHEMA", "OOD_SCHEMA", "validate_metrics_block", "validate_ood_record"]
 
 _NUM = {"type": "number"}
 _NUM_OR_NULL = {"type": ["number", "null"]}
@@ -148,6 +149,71 @@ METRICS_SCHEMA: dict[str, Any] = {
 """JSON Schema (draft 2020-12) of the block evaluate_split returns; nulls mark undefined values."""
 
 
+_GATE_BOUND = {"type": "object", "additionalProperties": _NUM}
+_OOD_KIND = _obj(
+    {
+        "group": {"enum": ["far", "near", "stress"]},
+        "n": _COUNT,
+        "flagged": _UNIT,
+        "auroc": _UNIT,
+        "gate": _UNIT,
+        "feature_auroc": _UNIT,
+        "energy_flagged": _UNIT,
+        "energy_auroc": _UNIT,
+    }
+)
+_OOD_GROUP = _obj({"n": _COUNT, "flagged": _UNIT_OR_NULL, "auroc": _UNIT_OR_NULL})
+
+OOD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://brainmri.local/schemas/ood-record.json",
+    "title": "The out-of-distribution record of 04_evaluate (metrics.json: evaluate.ood)",
+    **_obj(
+        {
+            "score": {"const": "energy"},
+            "keep": _UNIT,
+            "threshold": _NUM,
+            "flagged": {"type": "object", "additionalProperties": _UNIT},
+        },
+        {
+            # absent in runs before the guard (issue 35): the energy layer alone
+            "guard": _obj(
+                {
+                    "method": {"enum": ["mahalanobis", "knn"]},
+                    "k": _COUNT,
+                    "threshold": _NUM,
+                    "keep": _UNIT,
+                    "gate": _obj(
+                        {
+                            "low": _GATE_BOUND,
+                            "high": _GATE_BOUND,
+                            "quantile": _UNIT,
+                            "n_images": _COUNT,
+                        }
+                    ),
+                    "validation": _obj({"n": _COUNT, "kept": _UNIT, "refused_by_gate": _UNIT}),
+                    "kinds": {"type": "object", "additionalProperties": _OOD_KIND},
+                    "groups": {"type": "object", "additionalProperties": _OOD_GROUP},
+                },
+                {
+                    "headline_test": _obj({"n": _COUNT, "flagged": _UNIT}),
+                    "file": _obj(
+                        {
+                            "name": {"type": "string"},
+                            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        }
+                    ),
+                },
+            )
+        },
+    ),
+}
+"""JSON Schema (draft 2020-12) of ``evaluate.ood``: the energy layer's threshold and flagged
+shares, and the guard (``brainmri.ood.measure_guard``): its method, feature threshold, gate
+bounds, validation kept, headline test flagged, and per probe kind and group the share flagged
+and the AUROC against validation."""
+
+
 def _non_finite_paths(obj: Any, where: str = "") -> list[tuple[str, float]]:
     """Paths of NaN/inf floats, which JSON Schema counts as numbers but JSON cannot hold."""
     if isinstance(obj, Mapping):
@@ -161,7 +227,16 @@ def _non_finite_paths(obj: Any, where: str = "") -> list[tuple[str, float]]:
 
 def validate_metrics_block(block: Mapping[str, Any]) -> None:
     """Raise ValueError naming the failing path if block does not match METRICS_SCHEMA."""
-    validator = jsonschema.Draft202012Validator(METRICS_SCHEMA)
+    _validate(block, METRICS_SCHEMA, "METRICS_SCHEMA", "metrics block")
+
+
+def validate_ood_record(record: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the failing path if record does not match OOD_SCHEMA."""
+    _validate(record, OOD_SCHEMA, "OOD_SCHEMA", "ood record")
+
+
+def _validate(block: Mapping[str, Any], schema: Mapping[str, Any], name: str, what: str) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(block), key=lambda e: list(map(str, e.absolute_path)))
     lines = [
         f"at {where}: non-finite number {value} (undefined values must be null)"
@@ -173,6 +248,4 @@ def validate_metrics_block(block: Mapping[str, Any]) -> None:
         return
     shown = "\n  ".join(lines[:5])
     more = f"\n  ... and {len(lines) - 5} more" if len(lines) > 5 else ""
-    raise ValueError(
-        f"metrics block does not match METRICS_SCHEMA ({len(lines)} problem(s)):\n  {shown}{more}"
-    )
+    raise ValueError(f"{what} does not match {name} ({len(lines)} problem(s)):\n  {shown}{more}")

@@ -97,8 +97,9 @@ class Selection:
         name: the file name shown.
         image: the model's input, float32 (size, size, 3) of 0..255 pixels, prepared as the
             run prepared its images (decoded, cut to the head where it did, resized).
-        scores: ``p_<class>``, ``p_<class>_calibrated``, ``predicted``, ``ood_score``,
-            ``ood_flag`` (:func:`brainmri.predict.score_logits`).
+        scores: ``p_<class>``, ``p_<class>_calibrated``, ``predicted`` and the OOD columns
+            ``ood_score``, ``ood_distance``, ``ood_flag``, ``ood_layer``, ``ood_reason``
+            (:func:`brainmri.predict.score_logits`; an upload also passes predict's input gate).
         label: the true class, or None for an uploaded scan.
         subset: "test" or "val", or None for an uploaded scan.
         mask: the tumour mask (size, size) bool, or None where the image has none.
@@ -175,6 +176,7 @@ class Explorer:
     gradcam: dict[str, Any]
     _maps: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _uploads: dict[str, Selection] = field(default_factory=dict, repr=False)
+    _predictor: Any = field(default=None, repr=False)
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -204,8 +206,8 @@ class Explorer:
         except (FileNotFoundError, ValueError):  # a run whose params file is gone: the defaults
             gradcam = config.load_profile("default", root=root)["gradcam"]
         rows = run.manifest[run.manifest["subset"].isin(SUBSETS)].reset_index(drop=True)
-        logits = _table_logits(run, info, rows, cache=cache)
-        return cls(run, info, _table(run, info, rows, logits), dict(gradcam))
+        logits, distances = _table_logits(run, info, rows, cache=cache)
+        return cls(run, info, _table(run, info, rows, logits, distances), dict(gradcam))
 
     @property
     def size(self) -> int:
@@ -437,25 +439,27 @@ class Explorer:
         Raises:
             brainmri.data.scans.ScanError: not a readable scan (the message names the file).
         """
-        from brainmri.data.scans import ScanError, read_scan
-        from brainmri.predict import score_logits
+        from brainmri.data.scans import ScanError
+        from brainmri.predict import Predictor
 
         base = Path(str(name).replace("\\", "/")).name or "scan"
+        if self._predictor is None:  # traced once, on the first upload
+            self._predictor = Predictor(self.run.model, self.info, batch_size=1)
         with tempfile.TemporaryDirectory(prefix="brainmri-upload-") as folder:
-            # read_scan reads files (pydicom needs one); the suffix is kept, the name is not
+            # predict reads files (pydicom needs one); the suffix is kept, the name is not
             # trusted as a path
             path = Path(folder) / f"upload{Path(base).suffix.lower()}"
             path.write_bytes(bytes(content))
-            try:
-                image = read_scan(path, self.size, crop=self.info.crop_to_brain)
-            except ScanError as exc:
-                raise ScanError(f"{base}: {exc}") from None
-        logits = _logits(self.run.model, image[None].astype(np.float32))
+            # predict's own reading, input gate, prediction and feature guard
+            predicted = self._predictor.predict([path], names=[base])
+        (row,) = predicted.rows
+        if row["status"] != "ok":
+            raise ScanError(f"{base}: {row['reason']}")
         selection = Selection(
             key=f"upload:{base}",
             name=base,
-            image=image.astype(np.float32),
-            scores=score_logits(logits, self.info)[0],
+            image=predicted.images[0].astype(np.float32),
+            scores={k: row[k] for k in _SCORE_COLUMNS},
         )
         self._uploads[selection.key] = selection
         return selection
@@ -467,53 +471,64 @@ _SCORE_COLUMNS = (
     *(f"p_{c}{suffix}" for c in CLASS_NAMES for suffix in ("", "_calibrated")),
     "predicted",
     "ood_score",
+    "ood_distance",
     "ood_flag",
+    "ood_layer",
+    "ood_reason",
 )
-
-
-def _logits(model: Any, x: np.ndarray) -> np.ndarray:
-    """The pre-softmax outputs of a small batch, through the cached CAM model's forward step
-    (no Keras predict loop, no model built per call)."""
-    import tensorflow as tf
-
-    from brainmri import explain
-
-    return explain.cam_functions(model, None).forward(tf.constant(x))[1].numpy()
 
 
 def _table_logits(
     run: runs.Run, info: runs.RunInfo, rows: pd.DataFrame, *, cache: bool
-) -> np.ndarray:
-    """The logits of the rows: from the run's cache when it holds them for this model and
-    these files, else predicted (and cached where the run's folder is writable)."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The logits of the rows and, where the run has a feature guard (``ood.npz``), their
+    feature distances: from the run's cache when it holds them for this model and these files,
+    else predicted (and cached where the run's folder is writable)."""
     from brainmri import model as mdl
+    from brainmri import ood
 
     path = run.paths.cache_dir / f"{CACHE_PREFIX}{info.model_sha256[:16]}.csv"
     columns = [f"logit_{c}" for c in CLASS_NAMES]
+    guarded = info.guard is not None
     if cache and path.is_file():
         try:
             kept = pd.read_csv(path, dtype={"path": str})
             if kept["path"].tolist() == rows["path"].tolist():
-                return kept[columns].to_numpy(np.float64)
+                distances = kept["ood_distance"].to_numpy(np.float64) if guarded else None
+                return kept[columns].to_numpy(np.float64), distances
         except (ValueError, KeyError, pd.errors.ParserError):
-            pass  # a damaged cache is predicted again and replaced
-    logits, _ = mdl.predict_files(run.model, run.files(rows), crop=run.crop)
+            pass  # a damaged (or guard-less) cache is predicted again and replaced
+    if guarded:  # one pass for both, as 04_evaluate and predict compute them
+        features, logits = ood.extract_files(run.model, run.files(rows), crop=run.crop)
+        distances = info.guard.scorer.score(features)
+    else:
+        (logits, _), distances = mdl.predict_files(run.model, run.files(rows), crop=run.crop), None
     if cache:
         frame = pd.DataFrame(np.asarray(logits, np.float64), columns=columns)
         frame.insert(0, "path", rows["path"].to_numpy())
+        if distances is not None:
+            frame["ood_distance"] = distances
         # a read-only run: the explorer works, it only predicts again next time
         with contextlib.suppress(OSError):
             write_csv(path, frame)
-    return np.asarray(logits)
+    return np.asarray(logits), distances
 
 
 def _table(
-    run: runs.Run, info: runs.RunInfo, rows: pd.DataFrame, logits: np.ndarray
+    run: runs.Run,
+    info: runs.RunInfo,
+    rows: pd.DataFrame,
+    logits: np.ndarray,
+    distances: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The explorer's table (see :class:`Explorer`) of manifest rows and their logits."""
     from brainmri.predict import score_logits
 
-    scored = pd.DataFrame(score_logits(logits, info), columns=list(_SCORE_COLUMNS))
+    # the images' own pixels are not gated here: they are the run's data set (the gate refused
+    # none of the cpu run's validation images); the scores are predict's
+    scored = pd.DataFrame(
+        score_logits(logits, info, distances=distances), columns=list(_SCORE_COLUMNS)
+    )
     table = pd.DataFrame(
         {
             "path": rows["path"].to_numpy(),

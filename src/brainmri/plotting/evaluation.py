@@ -212,27 +212,38 @@ def plot_ci_forest(ci: Mapping[str, Mapping[str, float | None]]) -> Figure:
     return fig
 
 
-def plot_ood_scores(scores: Mapping[str, np.ndarray], threshold: float) -> Figure:
-    """Histograms of the energy score of each group of images, with the flagging threshold.
+def plot_guard_scores(parts: Mapping[str, Mapping[str, np.ndarray]], threshold: float) -> Figure:
+    """Where each group of images falls on the OOD guard's feature distance.
 
     Args:
-        scores: group name (e.g. "validation", "rotated 90 degrees") mapped to its scores.
-        threshold: the score below which an image is flagged out of distribution.
+        parts: group name (validation, headline test, a probe kind) mapped to its ``combined``
+            scores (``brainmri.ood.report.combined``: +inf where the input gate refused it).
+        threshold: the feature distance above which an image is flagged.
 
     Returns:
-        A figure of overlaid histograms and the threshold as a dashed line, with each group's
-        flagged share in the legend.
+        One row per group: its finite distances as dots on a log axis, the threshold as a
+        dashed line, and beside each row the share the gate refused and the share flagged.
     """
-    fig, ax = plt.subplots(figsize=(9, 4), constrained_layout=True)
-    values = np.concatenate([np.asarray(v, dtype=float) for v in scores.values()])
-    bins = np.linspace(values.min(), values.max(), 40)
-    for name, group in scores.items():
-        group = np.asarray(group, dtype=float)
-        flagged = float((group < threshold).mean()) if group.size else float("nan")
-        ax.hist(group, bins=bins, alpha=0.5, label=f"{name} ({flagged:.0%} flagged)", density=True)
-    ax.axvline(threshold, color="black", linestyle="--", label="threshold (95% of validation kept)")
-    ax.set_xlabel("energy score (higher: more like the training data)")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    ax.set_title("Out-of-distribution flag: where foreign images fall")
+    names = list(parts)
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(names) + 1.2), constrained_layout=True)
+    finite = np.concatenate([np.asarray(p["combined"], float) for p in parts.values()])
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    low = max(finite.min() if finite.size else threshold / 10, threshold / 1e3)
+    rng = np.random.default_rng(0)
+    for row, name in enumerate(names):
+        values = np.asarray(parts[name]["combined"], float)
+        shown = values[np.isfinite(values)]
+        jitter = row + rng.uniform(-0.25, 0.25, len(shown))
+        ax.scatter(np.maximum(shown, low), jitter, s=6, alpha=0.5, color="C0")
+        refused = float(np.isinf(values).mean()) if values.size else float("nan")
+        flagged = float((np.isinf(values) | (values > threshold)).mean()) if values.size else 0
+        ax.text(1.01, row, f"gate {refused:.0%}, flagged {flagged:.0%} (n={values.size})",
+                transform=ax.get_yaxis_transform(), va="center", fontsize=8)  # fmt: skip
+    ax.axvline(threshold, color="black", linestyle="--", label="threshold (validation)")
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("feature distance (higher: less like the training slices)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Out-of-distribution guard: where each kind of image falls")
     return fig

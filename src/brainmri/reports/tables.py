@@ -269,3 +269,36 @@ def compare_table(
                 }
             )
     return pd.DataFrame.from_records(records)
+
+
+def ood_table(guard: Mapping[str, Any]) -> pd.DataFrame:
+    """The OOD guard's results per probe kind, then per group (``evaluate.ood.guard``).
+
+    Args:
+        guard: the record of ``brainmri.ood.measure_guard``.
+
+    Returns:
+        One row per kind and per pooled group: group, images, the share flagged, the AUROC
+        against validation, the share the gate refused, the feature distance's AUROC alone, and
+        the share the fallback (gate and energy score) would flag.
+    """
+    rows = {
+        kind: {
+            "group": r["group"],
+            "n": r["n"],
+            "flagged": r["flagged"],
+            "AUROC": r["auroc"],
+            "gate": r["gate"],
+            "feature AUROC": r["feature_auroc"],
+            "energy flagged": r["energy_flagged"],
+        }
+        for kind, r in guard["kinds"].items()
+    }
+    for group, r in guard["groups"].items():
+        rows[f"all {group}"] = {
+            "group": group,
+            "n": r["n"],
+            "flagged": r["flagged"],
+            "AUROC": r["auroc"],
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")

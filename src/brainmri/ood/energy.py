@@ -1,0 +1,49 @@
+"""The energy layer of the OOD guard: the energy score of the logits (Liu et al. 2020) and its
+threshold chosen on validation; what predict flags by where a run has no ood.npz."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Energy-based in-distribution score, T * logsumexp(logits / T) (Liu et al. 2020).
+
+    Higher means more like the training data; images unlike it get lower scores than a plain
+    maximum softmax probability would show. Returns one score per row.
+    """
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    top = z.max(axis=1, keepdims=True)
+    return temperature * (top[:, 0] + np.log(np.exp(z - top).sum(axis=1)))
+
+
+def ood_threshold(val_logits: np.ndarray, *, keep: float = 0.95) -> float:
+    """The energy score below which an image is flagged: keeps `keep` of the validation images.
+
+    Chosen on validation, never on Testing; stored in the run's metrics ("ood").
+    """
+    if not 0 < keep < 1:
+        raise ValueError(f"keep: expected a fraction in (0, 1), got {keep!r}")
+    return float(np.quantile(energy_score(val_logits), 1.0 - keep))
+
+
+def energy_record(
+    val_logits: np.ndarray, known: dict[str, np.ndarray], *, keep: float = 0.95
+) -> dict[str, Any]:
+    """The energy layer's record for metrics.json (``evaluate.ood``): its threshold chosen on
+    validation, and the share it flags in each group of logits.
+
+    Args:
+        val_logits: logits of the validation images (the threshold keeps ``keep`` of them).
+        known: further groups of logits to score, e.g. {"headline test": logits}.
+        keep: the share of validation images kept.
+
+    Returns:
+        ``{"score": "energy", "keep", "threshold", "flagged": {group: share}}``, validation first.
+    """
+    threshold = ood_threshold(val_logits, keep=keep)
+    groups = {"validation": val_logits, **known}
+    flagged = {name: float((energy_score(g) < threshold).mean()) for name, g in groups.items()}
+    return {"score": "energy", "keep": keep, "threshold": threshold, "flagged": flagged}
