@@ -104,14 +104,14 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path, tiny_m
 def test_default_folders_are_unique_even_in_the_same_second(project, tmp_path, monkeypatch):
     images = _scans(tmp_path / "in", ["a.png", "b.png"])
     names = iter(["aaaaaa", "aaaaaa", "bbbbbb"])  # the second run's first name collides
-    monkeypatch.setattr(predict.secrets, "token_hex", lambda _: next(names))
+    monkeypatch.setattr(predict.outputs.secrets, "token_hex", lambda _: next(names))
 
-    class SameSecond(predict.datetime):
+    class SameSecond(predict.outputs.datetime):
         @classmethod
         def now(cls, tz=None):
-            return predict.datetime(2026, 1, 2, 3, 4, 5, tzinfo=tz)
+            return predict.outputs.datetime(2026, 1, 2, 3, 4, 5, tzinfo=tz)
 
-    monkeypatch.setattr(predict, "datetime", SameSecond)
+    monkeypatch.setattr(predict.outputs, "datetime", SameSecond)
     assert _predict(project, images, "--no-overlays") == 0
     assert _predict(project, images, "--no-overlays") == 0
     folders = sorted((project / "predictions").iterdir())
@@ -232,7 +232,7 @@ def test_ctrl_c_keeps_the_finished_rows_and_the_folder_can_be_reused(
 ):
     images = _scans(tmp_path / "in", [f"s{i}.png" for i in range(7)])
     files = scans.find_scans(images)
-    real_read = predict.read_pixels
+    real_read = predict.batches.read_pixels
     calls = {"n": 0}
 
     def interrupt_on_the_fifth(path, **kwargs):
@@ -241,7 +241,7 @@ def test_ctrl_c_keeps_the_finished_rows_and_the_folder_can_be_reused(
             raise KeyboardInterrupt
         return real_read(path, **kwargs)
 
-    monkeypatch.setattr(predict, "read_pixels", interrupt_on_the_fifth)
+    monkeypatch.setattr(predict.batches, "read_pixels", interrupt_on_the_fifth)
     out = tmp_path / "out"
     info = runs.run_info(tiny_model, None)
     with pytest.raises(predict.Interrupted) as raised:
@@ -265,7 +265,7 @@ def test_ctrl_c_keeps_the_finished_rows_and_the_folder_can_be_reused(
         f"{out / 'predictions.csv'}; the same --out {out} may be used again (its partial "
         "results are then replaced)"
     ]
-    monkeypatch.setattr(predict, "read_pixels", real_read)
+    monkeypatch.setattr(predict.batches, "read_pixels", real_read)
     assert _predict(project, images, "--out", str(out)) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "index.html", "predictions.csv", "predictions.json", "views"
@@ -285,21 +285,21 @@ def test_every_batch_runs_one_traced_function(tiny_model, tmp_path):
     files = scans.find_scans(_scans(tmp_path / "in", [f"s{i}.png" for i in range(5)]))
     info = runs.run_info(tiny_model, None)
     traced = []
-    real = predict._Model
+    real = predict.batches._Model
 
     class Spy(real):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             traced.append(self)
 
-    predict._Model = Spy
+    predict.batches._Model = Spy
     try:
         predict.predict_scans(
             files, model, info, tmp_path / "out", batch_size=2, progress=False,
             echo=lambda _: None,
         )  # fmt: skip
     finally:
-        predict._Model = real
+        predict.batches._Model = real
     assert traced[0].forward.experimental_get_tracing_count() == 1  # batches 2, 2 and 1
     assert cam_functions(model, None).gradients.experimental_get_tracing_count() == 1
 

@@ -52,7 +52,7 @@ def test_the_prediction_page_escapes_file_names_reasons_and_warnings(tmp_path):
     (tmp_path / "views" / "00000.png").write_bytes(b"png")
     views = [tmp_path / "views" / f"{k:05d}.png" for k in range(2)]
     info = runs.RunInfo(Path(f"/models/{NAME}.keras"), "0" * 64, warnings=(HOSTILE,))
-    page = predict._page(table, views, tmp_path, info)
+    page = predict.outputs._page(table, views, tmp_path, info)
     assert "<script" not in page
     assert f"<td>/scans/{ESCAPED_NAME}.png</td>" in page
     assert f'alt="{ESCAPED_NAME}.png and its Grad-CAM"' in page
