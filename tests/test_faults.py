@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pytest
 
-from brainmri import cli, config, data, pipeline, sources
+from brainmri import choice, cli, config, data, pipeline, sources
 from brainmri.config import CLASS_NAMES, SPLITS, ParamError, Paths
 from brainmri.lock import ProfileBusy, profile_lock
 
@@ -182,9 +182,9 @@ def test_cross_field_rules_are_part_of_validation():
 
 def test_a_data_dir_without_the_data_set_is_refused(tmp_path):
     with pytest.raises(ParamError, match=r"DATA_DIR=.*no Training/ folder"):
-        cli.choose_profile(tmp_path, None, str(tmp_path / "typo"), env={"HOME": str(tmp_path)})
+        choice.choose_profile(tmp_path, None, str(tmp_path / "typo"), env={"HOME": str(tmp_path)})
     with pytest.raises(ParamError, match="no Training/ folder"):
-        cli.choose_profile(tmp_path, "cpu", str(tmp_path), env={"HOME": str(tmp_path)})
+        choice.choose_profile(tmp_path, "cpu", str(tmp_path), env={"HOME": str(tmp_path)})
 
 
 def test_a_data_dir_the_profile_would_ignore_is_refused(tmp_path, project_root):

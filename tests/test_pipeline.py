@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from brainmri import data
-from brainmri.cli import choose_profile
+from brainmri.choice import choose_profile
 from brainmri.config import PIPELINE, STAGES, TUMOUR_CLASSES
 from brainmri.reports import embedded_images
 

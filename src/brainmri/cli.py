@@ -11,63 +11,12 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from brainmri.choice import choice_line, choose_profile
 from brainmri.errors import os_error_line
-
-REAL_DATA_PROFILE = "default"
-OFFLINE_PROFILE = "demo"
-
-
-def kaggle_credentials_present(root: Path, env: dict[str, str] | None = None) -> bool:
-    """True when Kaggle credentials exist (env vars or a kaggle.json); never reads the key."""
-    env = dict(os.environ) if env is None else env
-    if env.get("KAGGLE_USERNAME") and env.get("KAGGLE_KEY"):
-        return True
-    home = Path(env.get("HOME", Path.home()))
-    config_dir = (
-        Path(env["KAGGLE_CONFIG_DIR"]) if env.get("KAGGLE_CONFIG_DIR") else home / ".kaggle"
-    )
-    return (config_dir / "kaggle.json").is_file() or (root / "kaggle.json").is_file()
-
-
-def choose_profile(
-    root: Path, profile: str | None, data_dir: str | None, env: dict[str, str] | None = None
-) -> tuple[str, str]:
-    """Return (profile, reason): the given one, else default with real data available, else demo.
-
-    Raises:
-        ParamError: the profile name is not a plain name, or DATA_DIR is given but does not
-            hold the data set (a mistyped DATA_DIR must not quietly run the phantom demo).
-    """
-    from brainmri.config import ParamError, check_profile_name  # standard library only
-
-    if data_dir and not (
-        (Path(data_dir) / "Training").is_dir() or any(Path(data_dir).glob("*/Training"))
-    ):
-        raise ParamError(
-            f"DATA_DIR={data_dir}: no Training/ folder there or one level down (expected the "
-            "Kaggle layout: Training/<class>/ and Testing/<class>/)"
-        )
-    if profile:
-        return check_profile_name(profile), "chosen with PROFILE"
-    if data_dir:
-        return REAL_DATA_PROFILE, f"DATA_DIR={data_dir} holds the dataset"
-    if (root / "data" / "brain-tumor-mri-dataset").is_dir():
-        return REAL_DATA_PROFILE, "the Kaggle dataset was downloaded before (data/)"
-    if kaggle_credentials_present(root, env):
-        return REAL_DATA_PROFILE, "Kaggle credentials are present"
-    return OFFLINE_PROFILE, "no DATA_DIR, no downloaded dataset and no Kaggle credentials"
-
-
-def _choice_line(profile: str, reason: str) -> str:
-    other = (
-        f"make all PROFILE={OFFLINE_PROFILE}"
-        if profile != OFFLINE_PROFILE
-        else f"make all DATA_DIR=/path/to/brain-tumor-mri-dataset (or PROFILE={REAL_DATA_PROFILE} "
-        "with Kaggle credentials)"
-    )
-    return f"profile: {profile} ({reason}); for another: {other}"
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -124,7 +73,7 @@ def _check_new_folder(path: Path) -> None:
 def cmd_choose(args: argparse.Namespace) -> int:
     """Print the profile `make all` will run and why."""
     profile, reason = choose_profile(_root(args), args.profile, args.data_dir)
-    print(_choice_line(profile, reason))
+    print(choice_line(profile, reason))
     return 0
 
 
@@ -172,16 +121,26 @@ def _check_data_dir_is_used(root: Path, profile: str, data_dir: str) -> None:
         )
 
 
-def cmd_html(args: argparse.Namespace) -> int:
-    """Re-render the HTML reports and index of a profile's executed notebooks."""
-    from brainmri import reports
+def _existing_run(args: argparse.Namespace, needed: Callable[[Any], Path]) -> Any:
+    """The run's paths when what the command needs exists and its folder may be written (never
+    through a link); else None, the reason printed in one line."""
     from brainmri.config import Paths
     from brainmri.lock import writable_run_dir
 
     paths = Paths(_root(args), args.profile)
-    writable_run_dir(paths)  # the pages are written there: never through a link
-    if not paths.run_dir.is_dir():
-        print(f"error: {paths.run_dir} does not exist; run `make all PROFILE={args.profile}`")
+    writable_run_dir(paths)
+    if not needed(paths).exists():
+        print(f"error: {needed(paths)} does not exist; run `make all PROFILE={args.profile}`")
+        return None
+    return paths
+
+
+def cmd_html(args: argparse.Namespace) -> int:
+    """Re-render the HTML reports and index of a profile's executed notebooks."""
+    from brainmri import reports
+
+    paths = _existing_run(args, lambda p: p.run_dir)  # the pages are written there
+    if paths is None:
         return 1
     written = reports.export_html(paths, hide_code=not args.show_code)
     reports.write_model_card(paths)
@@ -192,14 +151,10 @@ def cmd_html(args: argparse.Namespace) -> int:
 
 def cmd_screenshots(args: argparse.Namespace) -> int:
     """Check a profile's HTML reports in headless Chromium (offline) and save screenshots."""
-    from brainmri.config import Paths
-    from brainmri.lock import writable_run_dir
     from brainmri.reports import browser
 
-    paths = Paths(_root(args), args.profile)
-    writable_run_dir(paths)  # the screenshots are written there: never through a link
-    if not paths.index_html.is_file():
-        print(f"error: {paths.index_html} does not exist; run `make all PROFILE={args.profile}`")
+    paths = _existing_run(args, lambda p: p.index_html)  # the screenshots are written there
+    if paths is None:
         return 1
     try:
         checks = browser.check_reports(paths)
@@ -369,44 +324,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def lab_command(root: Path, *, python: str = sys.executable) -> tuple[list[str], str]:
-    """The JupyterLab command line of `make lab`, and the line it prints first.
-
-    JupyterLab serves notebooks/; with a finished run it opens on the explorer
-    (notebooks/explore.ipynb, :mod:`brainmri.explore`), else on the file browser, and the line
-    says how to make a run.
-
-    Args:
-        root: the project folder.
-        python: the interpreter that runs JupyterLab.
-
-    Returns:
-        ``(argv, line)``.
-    """
-    from brainmri.config import EXPLORER
-    from brainmri.explore.session import finished_runs
-
-    found = finished_runs(root)
-    argv = [python, "-m", "jupyterlab", f"--ServerApp.root_dir={root / 'notebooks'}"]
-    if found:
-        argv.append(f"--LabApp.default_url=/lab/tree/{EXPLORER}.ipynb")
-        others = f" (PROFILE in its parameters cell picks another: {', '.join(found[1:])})"
-        line = (
-            f"explorer: notebooks/{EXPLORER}.ipynb opens the latest finished run, "
-            f"reports/{found[0]}/{others if len(found) > 1 else ''}; the pipeline's notebooks "
-            "are beside it"
-        )
-    else:
-        line = (
-            f"no finished run under {root / 'reports'} for the explorer (notebooks/{EXPLORER}"
-            ".ipynb): make one with `make all PROFILE=demo` (5 to 15 minutes on two CPU cores), "
-            "then `make lab` again; JupyterLab opens on the pipeline's notebooks"
-        )
-    return argv, line
-
-
 def cmd_lab(args: argparse.Namespace) -> int:
     """Open JupyterLab in notebooks/, on the explorer when a run has finished."""
+    from brainmri.explore.lab import lab_command
+
     argv, line = lab_command(_root(args))
     print(line, flush=True)
     os.execv(argv[0], argv)  # JupyterLab replaces this process: Ctrl-C reaches it alone
