@@ -15,7 +15,8 @@ from brainmri import model as mdl
 from brainmri.config import CLASS_NAMES
 from brainmri.data.scans import ScanError
 from brainmri.explore import Explorer, finished_runs, latest_run
-from brainmri.explore.session import CACHE_PREFIX, png
+from brainmri.explore.session import png
+from brainmri.explore.table import CACHE_PREFIX
 from brainmri.io import write_json
 
 

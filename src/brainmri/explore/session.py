@@ -8,16 +8,11 @@ same steps as ``brainmri predict`` (:func:`brainmri.data.scans.read_scan` reads 
 :func:`brainmri.predict.score_logits` gives its probabilities and OOD flag). The widgets
 (:mod:`brainmri.explore.widgets`) only call these.
 
-04_evaluate does not keep per-image predictions (only its galleries' images), so the table is
-computed once from the run's model, as 04 computes them (:func:`brainmri.model.predict_files`),
-and its logits are kept in the run's ``.cache/`` under the model's hash: the next opening of
-the same model reads them back instead of predicting again.
+The table of predictions is :mod:`brainmri.explore.table`'s (computed once, then cached).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
 import time
 from collections import OrderedDict
@@ -28,9 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainmri import config, runs, sources
+from brainmri import config, runs
 from brainmri.config import CLASS_NAMES
-from brainmri.io import read_json, write_csv
+from brainmri.explore.table import SCORE_COLUMNS, build_table, table_logits
+from brainmri.io import read_json
 
 SUBSETS = ("test", "val")
 """The manifest subsets the explorer lists (training images are not held-out evidence)."""
@@ -38,8 +34,6 @@ SCORECAM_CHANNELS = 32
 """Score-CAM's channel cap in the explorer: every channel of EfficientNet-Lite1's last map
 (1,280 forward passes) takes minutes on a CPU; the cap is named wherever the map is shown
 (:func:`brainmri.explain.method_label`)."""
-CACHE_PREFIX = "explore-logits-"
-"""The name of the cached logits in a run's ``.cache/``, followed by the model's hash."""
 _MAPS_KEPT = 64  # explanations kept in memory: changing the overlay strength recomputes nothing
 
 
@@ -206,8 +200,8 @@ class Explorer:
         except (FileNotFoundError, ValueError):  # a run whose params file is gone: the defaults
             gradcam = config.load_profile("default", root=root)["gradcam"]
         rows = run.manifest[run.manifest["subset"].isin(SUBSETS)].reset_index(drop=True)
-        logits, distances = _table_logits(run, info, rows, cache=cache)
-        return cls(run, info, _table(run, info, rows, logits, distances), dict(gradcam))
+        logits, distances = table_logits(run, info, rows, cache=cache)
+        return cls(run, info, build_table(run, info, rows, logits, distances), dict(gradcam))
 
     @property
     def size(self) -> int:
@@ -336,7 +330,7 @@ class Explorer:
                 mask_root=self.run.record.get("mask_root"),
                 crop=self.run.crop,
             )
-        scores = {k: row[k] for k in _SCORE_COLUMNS}
+        scores = {k: row[k] for k in SCORE_COLUMNS}
         return Selection(
             key=row["path"],
             name=row["name"],
@@ -459,91 +453,10 @@ class Explorer:
             key=f"upload:{base}",
             name=base,
             image=predicted.images[0].astype(np.float32),
-            scores={k: row[k] for k in _SCORE_COLUMNS},
+            scores={k: row[k] for k in SCORE_COLUMNS},
         )
         self._uploads[selection.key] = selection
         return selection
-
-
-# --- the table ------------------------------------------------------------------------------
-
-_SCORE_COLUMNS = (
-    *(f"p_{c}{suffix}" for c in CLASS_NAMES for suffix in ("", "_calibrated")),
-    "predicted",
-    "ood_score",
-    "ood_distance",
-    "ood_flag",
-    "ood_layer",
-    "ood_reason",
-)
-
-
-def _table_logits(
-    run: runs.Run, info: runs.RunInfo, rows: pd.DataFrame, *, cache: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The logits of the rows and, where the run has a feature guard (``ood.npz``), their
-    feature distances: from the run's cache when it holds them for this model and these files,
-    else predicted (and cached where the run's folder is writable)."""
-    from brainmri import model as mdl
-    from brainmri import ood
-
-    path = run.paths.cache_dir / f"{CACHE_PREFIX}{info.model_sha256[:16]}.csv"
-    columns = [f"logit_{c}" for c in CLASS_NAMES]
-    guarded = info.guard is not None
-    if cache and path.is_file():
-        try:
-            kept = pd.read_csv(path, dtype={"path": str})
-            if kept["path"].tolist() == rows["path"].tolist():
-                distances = kept["ood_distance"].to_numpy(np.float64) if guarded else None
-                return kept[columns].to_numpy(np.float64), distances
-        except (ValueError, KeyError, pd.errors.ParserError):
-            pass  # a damaged (or guard-less) cache is predicted again and replaced
-    if guarded:  # one pass for both, as 04_evaluate and predict compute them
-        features, logits = ood.extract_files(run.model, run.files(rows), crop=run.crop)
-        distances = info.guard.scorer.score(features)
-    else:
-        (logits, _), distances = mdl.predict_files(run.model, run.files(rows), crop=run.crop), None
-    if cache:
-        frame = pd.DataFrame(np.asarray(logits, np.float64), columns=columns)
-        frame.insert(0, "path", rows["path"].to_numpy())
-        if distances is not None:
-            frame["ood_distance"] = distances
-        # a read-only run: the explorer works, it only predicts again next time
-        with contextlib.suppress(OSError):
-            write_csv(path, frame)
-    return np.asarray(logits), distances
-
-
-def _table(
-    run: runs.Run,
-    info: runs.RunInfo,
-    rows: pd.DataFrame,
-    logits: np.ndarray,
-    distances: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """The explorer's table (see :class:`Explorer`) of manifest rows and their logits."""
-    from brainmri.predict import score_logits
-
-    # the images' own pixels are not gated here: they are the run's data set (the gate refused
-    # none of the cpu run's validation images); the scores are predict's
-    scored = pd.DataFrame(
-        score_logits(logits, info, distances=distances), columns=list(_SCORE_COLUMNS)
-    )
-    table = pd.DataFrame(
-        {
-            "path": rows["path"].to_numpy(),
-            "name": [os.path.basename(p) for p in rows["path"]],
-            "subset": rows["subset"].to_numpy(),
-            "headline": rows["headline_test"].astype(bool).to_numpy(),
-            "label": rows["label"].to_numpy(),
-        }
-    )
-    table = pd.concat([table, scored], axis=1)
-    # the predicted class is the calibrated arg-max, so its probability is the row's maximum
-    table["confidence"] = scored[[f"p_{c}_calibrated" for c in CLASS_NAMES]].max(axis=1)
-    table["correct"] = table["label"] == table["predicted"]
-    table["mask"] = sources.mask_files(rows, run.data_root, run.record.get("mask_root"))
-    return table
 
 
 def outline(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 0)) -> np.ndarray:
