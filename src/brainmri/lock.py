@@ -9,6 +9,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from brainmri.config import Paths
 
@@ -51,6 +52,26 @@ def writable_run_dir(paths: Paths) -> Path:
     return run_dir
 
 
+def try_lock(handle: Any) -> str | None:
+    """Take an exclusive advisory lock on an open file without waiting.
+
+    Args:
+        handle: the lock file, opened ``"a+"`` (it holds the holder's PID).
+
+    Returns:
+        None when the lock is taken; else what the file says of the process holding it (its
+        PID, or "unknown").
+    """
+    import fcntl
+
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        return handle.read().strip() or "unknown"
+    return None
+
+
 @contextlib.contextmanager
 def profile_lock(paths: Paths) -> Iterator[None]:
     """Hold reports/<profile>/.lock for the duration: one run (or clean) of a profile at a time.
@@ -69,11 +90,8 @@ def profile_lock(paths: Paths) -> Iterator[None]:
     run_dir.mkdir(parents=True, exist_ok=True)
     lock_file = run_dir / ".lock"
     with open(lock_file, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+        holder = try_lock(handle)
+        if holder is not None:
             raise ProfileBusy(
                 f"profile '{paths.profile}' is in use by process {holder} "
                 f"({lock_file.relative_to(paths.root)}): wait for it to finish, or stop it"

@@ -18,20 +18,13 @@ import pandas as pd
 from brainmri import runs, sources
 from brainmri.config import CLASS_NAMES
 from brainmri.io import write_csv
+from brainmri.predict.outputs import COLUMNS
 
 CACHE_PREFIX = "explore-logits-"
 """The name of the cached logits in a run's ``.cache/``, followed by the model's hash."""
 
 
-SCORE_COLUMNS = (
-    *(f"p_{c}{suffix}" for c in CLASS_NAMES for suffix in ("", "_calibrated")),
-    "predicted",
-    "ood_score",
-    "ood_distance",
-    "ood_flag",
-    "ood_layer",
-    "ood_reason",
-)
+SCORE_COLUMNS = tuple(c for c in COLUMNS if c.startswith(("p_", "ood_")) or c == "predicted")
 """The scores each listed image carries: predict's (:func:`brainmri.predict.score_logits`)."""
 
 

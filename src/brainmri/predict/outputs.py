@@ -20,6 +20,7 @@ import pandas as pd
 
 from brainmri.config import CLASS_NAMES
 from brainmri.io import atomic_write, spreadsheet_safe, write_json
+from brainmri.lock import try_lock
 from brainmri.runs import RunInfo
 
 COLUMNS = [
@@ -98,7 +99,6 @@ def _claim(out: Path) -> Iterator[None]:
     so two runs never write into one folder; ``.incomplete`` marks it until the run finishes, so
     a rerun after Ctrl-C or a crash may take the folder again instead of being refused.
     """
-    import fcntl
 
     def refuse() -> None:
         raise FileExistsError(
@@ -116,11 +116,8 @@ def _claim(out: Path) -> Iterator[None]:
             refuse()  # before the lock file: nothing is added to a folder that is not ours
     handle = open(out / LOCK, "a+")  # noqa: SIM115 - held for the whole run
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+        holder = try_lock(handle)
+        if holder is not None:
             raise FileExistsError(
                 f"{out}: in use by another predict run (process {holder}); wait for it or "
                 "choose another --out"
