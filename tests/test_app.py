@@ -304,6 +304,8 @@ def test_the_page_is_local_only_and_fetches_nothing_from_elsewhere(served):
     assert "default-src 'none'" in headers["Content-Security-Policy"]
     assert not re.search(rb"""(src|href|action)=["'](https?:)?//""", page)
     assert b"<script" not in page and b"not a medical device" in page
+    # what the OOD flag can and cannot catch, in predict's words, and the layers in force
+    assert predict.OOD_NOTE.encode() in page and b"out-of-distribution guard: " in page
     # a page served under another name (DNS rebinding) gets nothing; an upload needs the token
     assert Client(base, host="attacker.example").request("/")[0] == 403
     status, _, _, _ = Client(base).request("/predict", b"x", {"Content-Type": "text/plain"})

@@ -19,6 +19,7 @@ import tornado.web
 from brainmri.app.service import MAX_FILES, METHOD_LABELS, METHODS, Batch, Service, row_view
 from brainmri.config import CLASS_NAMES, IMAGE_EXTENSIONS, SERVE_MAX_UPLOAD_MB, SERVE_PORT
 from brainmri.data.scans import DICOM_EXTENSIONS
+from brainmri.predict import OOD_NOTE, guard_summary
 
 HOST = "127.0.0.1"
 """The only address served: the page is for the machine it runs on."""
@@ -70,8 +71,11 @@ class _Handler(tornado.web.RequestHandler):
                 model_path=str(info.model_path),
                 model_sha256=info.model_sha256[:16],
                 temperature=f"{info.temperature:.3f}",
-                ood_threshold="none" if threshold is None else f"{threshold:.3f}",
-                ood_checked=threshold is not None,
+                ood_guard=guard_summary(info),
+                ood_note=OOD_NOTE,
+                ood_checked=threshold is not None
+                or info.gate is not None
+                or info.guard is not None,
                 warnings=list(info.warnings),
                 accept=_ACCEPT,
                 methods=[(m, METHOD_LABELS[m]) for m in METHODS],

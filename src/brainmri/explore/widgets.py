@@ -152,12 +152,12 @@ class ExplorerApp:
 
     def _layout(self) -> w.Widget:
         e = self.explorer
-        threshold = e.info.ood_threshold
+        from brainmri.predict import guard_summary
+
         header = w.HTML(
             f"<b>run</b> {html.escape(e.run.paths.profile)} · {len(e.table)} validation and test "
-            f"images · temperature {e.info.temperature:.3f} · OOD threshold "
-            + ("none" if threshold is None else f"{threshold:.3f}")
-            + f" · model {e.info.model_sha256[:12]}"
+            f"images · temperature {e.info.temperature:.3f} · OOD guard "
+            f"{html.escape(guard_summary(e.info))} · model {e.info.model_sha256[:12]}"
         )
         browser = w.VBox(
             layout=w.Layout(flex="0 0 450px", margin="0 24px 0 0"),

@@ -240,7 +240,7 @@ def _finish(rows: list[dict[str, Any]], out: Path, info: RunInfo, *, complete: b
             "model_sha256": info.model_sha256,
             "temperature": info.temperature,
             "ood_threshold": info.ood_threshold,
-            "ood_guard": _guard_summary(info),
+            "ood_guard": guard_summary(info),
             "ood_note": OOD_NOTE,
             "crop_to_brain": info.crop_to_brain,
             "warnings": list(info.warnings),
@@ -290,7 +290,7 @@ def _page(
         model_path=str(info.model_path),
         model_sha256=info.model_sha256[:16],
         temperature=f"{info.temperature:.3f}",
-        ood_guard=_guard_summary(info),
+        ood_guard=guard_summary(info),
         ood_note=OOD_NOTE,
         warnings=info.warnings,
         complete=complete,
@@ -298,8 +298,16 @@ def _page(
     )
 
 
-def _guard_summary(info: RunInfo) -> str:
-    """The OOD layers in force, in one line (the page and predictions.json)."""
+def guard_summary(info: RunInfo) -> str:
+    """The OOD layers in force for a model, in one line (predict's page and predictions.json,
+    the served page, the explorer).
+
+    Args:
+        info: the run's OOD record (:func:`brainmri.runs.run_info`).
+
+    Returns:
+        E.g. "input gate, then feature distance (knn) above 0.750", or "none (...)".
+    """
     layers = ["input gate"] if info.gate is not None else []
     if info.guard is not None:
         method = info.guard.scorer.method
