@@ -292,3 +292,28 @@ def small_disk(tmp_path):
     for target in reversed(mounted):
         if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(target)], capture_output=True)  # detach it
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """The smoke profile's tiny CNN, untrained, saved as a model.keras file (predict, serve)."""
+    from brainmri import config
+    from brainmri import model as mdl
+
+    params = config.flat_params(config.load_profile("smoke"))
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    mdl.build_model({**params, "image_size": 32}).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """The Chromium binary for the browser tests; they skip where none (or no Playwright) is."""
+    from brainmri.reports import browser
+
+    try:
+        import playwright  # noqa: F401
+
+        return browser.find_chromium()
+    except (ImportError, browser.BrowserMissing) as exc:
+        pytest.skip(f"no browser here: {exc}")

@@ -126,15 +126,6 @@ def read_csv(text: str) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """The smoke profile's tiny CNN, untrained, saved as a model.keras file."""
-    params = config.flat_params(config.load_profile("smoke"))
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    mdl.build_model({**params, "image_size": 32}).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def served(tiny_model):
     """The app on a free 127.0.0.1 port, in a thread: (base URL, service, model, info)."""
     model = mdl.load_model(tiny_model)
@@ -392,18 +383,6 @@ def test_the_cli_names_a_missing_run_and_refuses_a_tampered_model_as_predict_doe
 
 
 # --- end to end: the real server in headless Chromium -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    from brainmri.reports import browser
-
-    try:
-        import playwright  # noqa: F401
-
-        return browser.find_chromium()
-    except (ImportError, browser.BrowserMissing) as exc:
-        pytest.skip(f"no browser here: {exc}")
 
 
 def _trained_run(root: Path, trained) -> Path:

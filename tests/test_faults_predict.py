@@ -20,18 +20,9 @@ import cv2
 import numpy as np
 import pytest
 
-from brainmri import cli, config, predict, runs
+from brainmri import cli, predict, runs
 from brainmri import model as mdl
 from brainmri.data import scans
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """The smoke profile's tiny CNN, untrained, saved as a model.keras file."""
-    params = config.flat_params(config.load_profile("smoke"))
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    mdl.build_model({**params, "image_size": 32}).save(path)
-    return path
 
 
 @pytest.fixture

@@ -46,16 +46,6 @@ def _dicom(path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", 
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """The smoke profile's tiny CNN, untrained, saved as a model.keras file."""
-    params = config.flat_params(config.load_profile("smoke"))
-    model = mdl.build_model({**params, "image_size": 32})
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    model.save(path)
-    return path
-
-
 def test_dicom_luts_window_and_monochrome1(tmp_path):
     ramp = np.tile(np.arange(0, 4000, 62.5, dtype=np.uint16), (64, 1))  # 0..3937 across
     plain = scans.read_dicom(_dicom(tmp_path / "a.dcm", ramp))

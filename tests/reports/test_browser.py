@@ -12,16 +12,6 @@ from brainmri.config import Paths
 from brainmri.reports import browser
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    try:
-        import playwright  # noqa: F401
-
-        return browser.find_chromium()
-    except (ImportError, browser.BrowserMissing) as exc:
-        pytest.skip(f"no browser here: {exc}")
-
-
 def _png_uri() -> str:
     image = np.full((10, 16, 3), 200, np.uint8)
     return "data:image/png;base64," + base64.b64encode(cv2.imencode(".png", image)[1]).decode()
