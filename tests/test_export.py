@@ -170,6 +170,7 @@ def _testing_sample(real_data: Path, step: int) -> list[Path]:
     return sorted((real_data / "Testing").glob("*/*.jpg"))[::step]
 
 
+@pytest.mark.slow  # all 1,311 Testing scans: 25 s, too long for the edit loop
 @pytest.mark.realdata
 def test_the_tf_box_is_brain_box_on_real_scans(real_data, tf_box):
     files = _testing_sample(real_data, 10)  # 132 of the 1,311 Testing scans
@@ -183,6 +184,7 @@ def test_the_tf_box_is_brain_box_on_real_scans(real_data, tf_box):
     assert np.mean(ious) > 0.999 and np.mean(near) >= 0.99, (np.mean(ious), np.mean(near))
 
 
+@pytest.mark.slow  # a SavedModel export and 66 real scans: 15 s
 @pytest.mark.realdata
 def test_the_savedmodel_serves_real_scans_as_predict_scans(real_data, tmp_path):
     files = _testing_sample(real_data, 20)  # 66 scans, mostly 512x512, some other sizes
