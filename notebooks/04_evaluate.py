@@ -216,30 +216,23 @@ gate_bounds, guard, val_reasons = ood.fit_guard(
     provenance={"manifest_sha256": record.get("manifest_sha256", "")},
 )
 ood_sha256 = ood.save_guard(paths.ood, guard)  # beside model.keras; the pipeline records its hash
-# near-OOD probes are made from 60 validation slices, picked with the run's seed
-probe_pick = sorted(np.random.default_rng(cfg["seed"]).permutation(len(val_files))[:60])
-probes = ood.probe_set(ood.report.read_raw([val_files[i] for i in probe_pick]), seed=cfg["seed"])
-headline_files = run.files(results["headline"][0])
+# the energy fallback's record; its threshold is also the one the probes' energy column uses
+ood_record = ood.energy_record(val_logits, {"headline test": results["headline"][1]}, keep=0.95)
 guard_record, guard_parts = ood.measure_guard(
     model,
     gate_bounds,
     guard,
     val={"reasons": val_reasons, "features": val_features, "logits": val_logits},
-    test={
-        "reasons": ood.report.refusals(gate_bounds, ood.report.read_raw(headline_files)),
-        "features": test_features[keep["headline"]],
-    },
-    probes=probes,
-    energy_threshold=ood.ood_threshold(val_logits, keep=0.95),
+    test={"files": run.files(results["headline"][0]), "features": test_features[keep["headline"]]},
+    # near-OOD probes are made from 60 validation slices, picked with the run's seed
+    probes=ood.report.validation_probes(val_files, n=60, seed=cfg["seed"]),
+    energy_threshold=ood_record["threshold"],
     crop=crop,
 )
 guard_record["file"] = {"name": paths.ood.name, "sha256": ood_sha256}
-ood_record = ood.energy_record(val_logits, {"headline test": results["headline"][1]}, keep=0.95)
 ood_record["guard"] = guard_record
 evaluation.validate_ood_record(ood_record)  # the schema of evaluate.ood (docs/metrics.md)
-shown = {"validation": guard_parts["validation"], "headline test": guard_parts["headline test"]}
-shown.update({k: v for k, v in guard_parts.items() if k not in shown})
-fig = eplot.plot_guard_scores(shown, guard.threshold)
+fig = eplot.plot_guard_scores(guard_parts, guard.threshold)
 save_figure(fig, paths.figures_dir, "eval_ood")
 print(
     f"validation kept {guard_record['validation']['kept']:.3f} "

@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     raw_val = report.read_raw(files["val"])
     val_reasons = report.refusals(bounds, raw_val)
     print(f"gate fitted and applied: {time.perf_counter() - t:.0f} s", flush=True)
-    pick = np.random.default_rng(args.seed).choice(len(raw_val), args.probe_slices, replace=False)
-    probe_set = probes.probe_set([raw_val[i] for i in sorted(pick)], seed=args.seed)
+    probe_set = report.validation_probes(files["val"], n=args.probe_slices, seed=args.seed)
     size = int(model.input_shape[1])
     probe_data = {
         kind: run_model(

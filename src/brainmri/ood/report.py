@@ -13,6 +13,7 @@ import numpy as np
 from brainmri.ood import features as feats
 from brainmri.ood import gate as gates
 from brainmri.ood.energy import energy_score
+from brainmri.ood.probes import probe_set
 
 
 def read_raw(files: Sequence[str | Path]) -> list[np.ndarray]:
@@ -145,7 +146,8 @@ def measure_guard(
         bounds: the gate.
         guard: the fitted feature layer.
         val: the validation images' ``reasons``, ``features`` and ``logits``.
-        test: the headline test images' (reported only; chosen nothing), or None.
+        test: the headline test images' ``files`` and ``features`` (reported only; they choose
+            nothing), or None.
         probes: :func:`brainmri.ood.probes.probe_set`.
         energy_threshold: the energy layer's threshold (validation, same keep).
         crop: prepare probe images cut to the head, as the model was trained.
@@ -165,6 +167,10 @@ def measure_guard(
         "flagged": val_flagged,
     }
     parts: dict[str, dict[str, np.ndarray]] = {"validation": val_parts}
+    if test is not None:  # second in the figure, beside validation
+        test_scores = guard.scorer.score(test["features"])
+        test_reasons = refusals(bounds, read_raw(test["files"]))
+        parts["headline test"] = {"combined": combined(test_reasons, test_scores)}
     kinds = {}
     for kind, (group, images) in probes.items():
         reasons = refusals(bounds, images)
@@ -195,14 +201,30 @@ def measure_guard(
         "groups": {g: pooled(kinds, parts, g) for g in ("far", "near", "stress")},
     }
     if test is not None:
-        test_scores = guard.scorer.score(test["features"])
-        test_combined = combined(test["reasons"], test_scores)
-        parts["headline test"] = {"combined": test_combined}
+        test_combined = parts["headline test"]["combined"]
         record["headline_test"] = {
             "n": int(len(test_scores)),
             "flagged": float((np.isinf(test_combined) | (test_scores > guard.threshold)).mean()),
         }
     return record, parts
+
+
+def validation_probes(
+    val_files: Sequence[str | Path], *, n: int = 60, seed: int = 0
+) -> dict[str, tuple[str, list[np.ndarray]]]:
+    """The probe set (:func:`brainmri.ood.probes.probe_set`), its near kinds made from ``n``
+    validation slices picked with the seed.
+
+    Args:
+        val_files: the validation images.
+        n: how many of them to make foreign (rotated, inverted, re-contrasted).
+        seed: the seed of the pick and of every probe.
+
+    Returns:
+        ``{kind: (group, images)}``.
+    """
+    pick = sorted(np.random.default_rng(seed).permutation(len(val_files))[:n])
+    return probe_set(read_raw([val_files[i] for i in pick]), seed=seed)
 
 
 METHOD = "knn"
