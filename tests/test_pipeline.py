@@ -245,6 +245,8 @@ def test_guidance_study_fine_tunes_the_run_under_each_variant(
         if "mix" not in r["variant"]:  # a trained epoch: the guided phase's penalty was logged
             assert 0.0 <= r["lesion_outside"] <= 1.0
     assert "centre prior" in printed
+    # smoke is a guided run: every variant starts where its guided phase started
+    assert f"start model: {run / 'model_unguided.keras'}" in printed
     assert ("chosen on validation:" in printed) != ("no variant's kept epoch" in printed)
     assert {p: p.stat().st_mtime for p in run.rglob("*") if p.is_file()} == before
 

@@ -1,19 +1,21 @@
 """Fine-tune a trained run with lesion guidance under several settings, scored on validation.
 
 Lesion guidance (``train.lesion_guidance``, :mod:`brainmri.guidance`) moves Grad-CAM onto the
-tumour, but on the real data the recipe first tried (weight 3, learning rate 5e-5, 2 epochs)
-also cost about a point of accuracy. Each run of the pipeline trains 25 minutes before its guided
-phase starts; this tool starts where that phase starts, from a run's kept (unguided) model, and
-runs the pipeline's guided phase (:func:`brainmri.training.guided_phase`) under each
-``--variant`` of the train parameters (``lesion_guidance``,
-``guidance_learning_rate``, ``guidance_epochs``, ``guidance_margin``, ``guidance_cells``,
-``guidance_distillation``, ``seed``; the distillation's teacher is the start model, as in the
-pipeline). After every epoch it records the validation accuracy and Grad-CAM's localisation on
-the **validation** images that have a tumour mask (the metrics of 05_gradcam and of issue 18's
-goals), and for each variant the epoch the pipeline would keep (the best validation accuracy).
-No Testing image is read: a recipe chosen here is chosen on validation. E.g. after
-``make all PROFILE=cpu DATA_DIR=../shared/data/brain-tumor-mri-dataset`` (no masks, so the kept
-model is the unguided one):
+tumour, but on the real data the recipe first tried (weight 3, learning rate 5e-5, 2 epochs) also
+cost about a point of accuracy. Each run of the pipeline trains about an hour before its guided
+phase starts; this tool starts where that phase starts, from a run's unguided model
+(``model_unguided.keras`` of a guided run, else ``model.keras``), and runs the pipeline's guided
+phase (:func:`brainmri.training.guided_phase`) under each ``--variant`` of the train parameters
+(``lesion_guidance``, ``guidance_learning_rate``, ``guidance_epochs``, ``guidance_margin``,
+``guidance_cells``, ``guidance_distillation``, ``seed``; the distillation's teacher is the start
+model, as in the pipeline). After every epoch it records the validation accuracy and Grad-CAM's
+localisation on the **validation** images that have a tumour mask (the metrics of 05_gradcam and of
+issue 18's goals), and for each variant the epoch the pipeline would keep (the best validation
+accuracy). No test image is read: a recipe chosen here is chosen on validation. E.g. after
+
+    make all PROFILE=cpu DATA_DIR=../shared/data/brain-tumor-mri-dataset UNTIL=03_train
+
+(with or without ``MASK_DIR``):
 
     .venv/bin/python tools/guidance_study.py --profile cpu \\
         --mask-dir ../shared/data/brain-tumor-masks \\
@@ -26,13 +28,13 @@ the classes, and a point on the line between the two may keep most of the maps' 
 the accuracy's loss. Both ends share their batch-norm statistics (frozen in the `cpu` profile).
 
 It prints one JSON line per epoch and mix (also appended to ``--out``), then a table. On 2 cores
-about 7-10 minutes per variant of 2 epochs for the `cpu` model, scored on 60 lesions per class
-(10 on all of them, with two mixes; about 15 with distillation, whose teacher adds a forward
-pass); run one study at a time. The guided
-phase here starts from a fresh shuffle and augmentation stream, where the pipeline's continues
-the fine-tuning's (the same recipe, another draw), and runs with this tool's scoring instead of
-the pipeline's callbacks: no learning-rate reduction or early stopping (with the `cpu` profile's patience of 2 and 4 they cannot act
-within two epochs; longer variants differ there).
+about 7-10 minutes per variant of 2 epochs for the `cpu` model, scored on 60 lesions per class (10
+on all of them, with two mixes; about 15 with distillation, whose teacher adds a forward pass); run
+one study at a time. The guided phase here starts from a fresh shuffle and augmentation stream,
+where the pipeline's continues the fine-tuning's (the same recipe, another draw), and runs with this
+tool's scoring instead of the pipeline's callbacks: no learning-rate reduction or early stopping
+(with the `cpu` profile's patience of 2 and 4 they cannot act within two epochs; longer variants
+differ there).
 """
 
 from __future__ import annotations
@@ -206,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--variant {variant}: lesion_guidance and guidance_epochs must be > 0")
     try:
         run = runs.open_run(args.profile, root=args.root)  # records, model, crop as trained
-    except FileNotFoundError as exc:
+        unguided = run.unguided_model()  # None unless the run had a guided phase
+    except (FileNotFoundError, RuntimeError) as exc:
         parser.error(f"{exc} (make all PROFILE={args.profile})")
     paths, record, data_root, crop = run.paths, run.record, run.data_root, run.crop
     if args.mask_dir:
@@ -218,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     if not any(guide_masks):
         parser.error("no training image has a tumour mask: pass --mask-dir")
 
-    start_model, size = run.model, run.image_size
+    # a guided run's model.keras is already guided: its phase started from model_unguided.keras
+    start_model = run.model if unguided is None else unguided
+    start_path = paths.model if unguided is None else paths.unguided_model
+    size = run.image_size
+    print(f"start model: {start_path}", flush=True)
     layer = explain.find_target_layer(start_model)
     scored, masks = run.lesions(
         val_rows, per_class=args.per_class, mask_root=record.get("mask_root")
@@ -255,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant, p in zip(args.variant, params, strict=True):
         cfg = {**p["run"], **p["model"], **p["train"]}
         training.seed_everything(cfg["seed"], cfg["deterministic"])
-        model = mdl.load_model(paths.model)
+        model = mdl.load_model(start_path)
         mdl.set_trainable(model, cfg["trainable"], cfg["finetune_top_n"])
         train_ds = inputs.make_dataset(
             train_files,
