@@ -41,3 +41,15 @@ def test_the_stress_kinds_take_away_what_the_gate_looks_at():
     ellipse = probes.in_head_ellipse(probes.photographs()[0])
     assert ellipse[0, 0].max() == 0 and ellipse[-1, -1].max() == 0  # dark corners, like air
     assert probes.sagittal_mri().shape == (256, 256, 3)
+
+
+def test_probe_files_are_read_as_predict_reads_a_file(tmp_path):
+    """The bundled pictures with transparency (a logo, a product photograph) become what
+    ``brainmri predict`` would be shown: alpha composited on black, not on a viewer's white."""
+    from brainmri.data.scans import read_pixels
+
+    name = "Minduka_Present_Blue_Pack.png"
+    file = tmp_path / name
+    file.write_bytes(probes._sample(name))
+    assert np.array_equal(probes.photographs()[1], read_pixels(file))
+    assert probes.photographs()[1][0, 0].max() == 0  # a transparent corner is black

@@ -456,6 +456,9 @@ class Explorer:
             scores={k: row[k] for k in SCORE_COLUMNS},
         )
         self._uploads[selection.key] = selection
+        # another file uploaded under an earlier one's name replaces it: its maps go too
+        for stale in [k for k in self._maps if k[0] == selection.key]:
+            del self._maps[stale]
         return selection
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from brainmri.data.images import decode_image_bytes, to_rgb8
+
 GROUPS = ("far", "near", "stress")
 """The probe groups, in reporting order."""
 
@@ -34,14 +36,9 @@ def _sample(name: str) -> bytes:
 
 
 def _decode(data: bytes) -> np.ndarray:
-    """Encoded image bytes to uint8 RGB, alpha composited on white (as a viewer shows it)."""
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if raw.ndim == 3 and raw.shape[2] == 4:
-        alpha = raw[..., 3:].astype(np.float32) / 255
-        raw = (raw[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
-    if raw.ndim == 2:
-        return _rgb(raw)
-    return np.ascontiguousarray(cv2.cvtColor(raw, cv2.COLOR_BGR2RGB))
+    """Encoded image bytes to uint8 RGB exactly as ``brainmri predict`` reads a file (alpha
+    composited on black): a probe must be what the guard would be shown."""
+    return to_rgb8(decode_image_bytes(data)[0])
 
 
 def photographs() -> list[np.ndarray]:
@@ -203,7 +200,7 @@ def terrain_maps() -> list[np.ndarray]:
     for name, key in (("topobathy.npz", "topo"), ("jacksboro_fault_dem.npz", "elevation")):
         with np.load(io.BytesIO(_sample(name))) as npz:
             grid = np.asarray(npz[key], np.float64)
-        out.append(_rgb(cv2.normalize(grid, None, 0, 255, cv2.NORM_MINMAX)))
+        out.append(to_rgb8(grid))  # stretched min..max, as predict reads float images
     return out
 
 
@@ -211,7 +208,7 @@ def sagittal_mri() -> np.ndarray:
     """matplotlib's s1045.ima: a 256 x 256 sagittal head MRI (16-bit), scaled by its maximum
     as the data's one normalisation scales 16-bit images."""
     grid = np.frombuffer(gzip.decompress(_sample("s1045.ima.gz")), np.uint16).reshape(256, 256)
-    return _rgb(grid.astype(np.float64) * 255.0 / max(int(grid.max()), 1))
+    return to_rgb8(grid)
 
 
 def in_head_ellipse(image: np.ndarray) -> np.ndarray:
