@@ -25,6 +25,7 @@ import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import keras
@@ -184,7 +185,7 @@ def test_an_upload_shows_and_downloads_what_predict_scans_gives(tmp_path, served
     for _, row in table.iterrows():
         shown = rows[Path(row["file"]).name]
         assert shown["status"] == "ok" and shown["predicted"] == row["predicted"]
-        assert shown["ood"] == str(app.ood_verdict(dict(row))["flagged"]).lower()
+        assert shown["ood"] == str(bool(row["ood_flag"])).lower()
         for c in config.CLASS_NAMES:  # the calibrated probabilities, as predict's page rounds
             assert f"<td>{c}</td>" in page.decode()
             assert f"{row[f'p_{c}_calibrated']:.3f}" in page.decode()
@@ -322,13 +323,33 @@ def test_only_the_last_batches_are_kept(served, phantom_set, monkeypatch):
 # --- pieces -----------------------------------------------------------------------------------
 
 
-def test_the_ood_verdict_reads_whatever_ood_fields_a_row_holds():
-    now = app.ood_verdict({"ood_flag": False, "ood_score": 2.5, "predicted": "glioma"})
-    assert now == {"flagged": False, "reasons": [], "scores": [("ood_score", 2.5)]}
-    gated = {"ood": True, "ood_reason": "a colour photograph", "ood_score": float("nan")}
-    assert app.ood_verdict(gated) == {
+def test_the_ood_verdict_is_predicts_own_with_the_threshold_of_the_layer_in_force():
+    """The page repeats the row's verdict (flag, layer, reason) and gives each score with the
+    threshold of the layer that uses it: the energy score's only when no feature guard is in
+    force (where the guard is, the energy score flags nothing)."""
+    path = Path("/models/m.keras")
+    energy_only = runs.RunInfo(path, "0" * 64, ood_threshold=1.5)
+    row = {"ood_flag": False, "ood_layer": "", "ood_reason": "", "ood_score": 2.5,
+           "ood_distance": float("nan")}  # fmt: skip
+    assert app.ood_verdict(row, energy_only) == {
+        "flagged": False,
+        "reason": "",
+        "scores": ["energy score 2.500 (flagged below 1.500)"],
+    }
+    guard = SimpleNamespace(threshold=0.75, scorer=SimpleNamespace(method="knn"))
+    guarded = runs.RunInfo(path, "0" * 64, ood_threshold=1.5, guard=guard)
+    flagged = {"ood_flag": True, "ood_layer": "features", "ood_score": 0.4, "ood_distance": 0.91,
+               "ood_reason": "feature distance 0.910 above 0.750"}  # fmt: skip
+    assert app.ood_verdict(flagged, guarded) == {
         "flagged": True,
-        "reasons": ["a colour photograph"],
+        "reason": "features: feature distance 0.910 above 0.750",
+        "scores": ["feature distance 0.910 (flagged above 0.750)", "energy score 0.400"],
+    }
+    gated = {**flagged, "ood_layer": "gate", "ood_reason": "a colour photograph",
+             "ood_distance": float("nan"), "ood_score": float("nan")}  # fmt: skip
+    assert app.ood_verdict(gated, guarded) == {
+        "flagged": True,
+        "reason": "gate: a colour photograph",
         "scores": [],
     }
 
@@ -475,7 +496,7 @@ def test_the_served_page_in_chromium_shows_what_predict_scans_gives(
             shown = {row["file"]: row for row in shown}
             assert shown[scan.name]["predicted"] == by_name[scan.name]["predicted"]
             flagged = shown[photo.name]["ood"] == "true"
-            assert flagged == app.ood_verdict(dict(by_name[photo.name]))["flagged"]
+            assert flagged == bool(by_name[photo.name]["ood_flag"])
             assert flagged  # a colour photograph: predict's input gate refuses it
             decoded = page.eval_on_selector_all(
                 "img", "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)"

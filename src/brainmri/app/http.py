@@ -57,9 +57,8 @@ class _Handler(tornado.web.RequestHandler):
         from brainmri.reports.render import render_template
 
         info = self.service.info
-        threshold = info.ood_threshold
         rows = (
-            [row_view(row, k, batch, method, threshold) for k, row in enumerate(batch.rows)]
+            [row_view(row, k, batch, method, info) for k, row in enumerate(batch.rows)]
             if batch
             else []
         )
@@ -73,9 +72,9 @@ class _Handler(tornado.web.RequestHandler):
                 temperature=f"{info.temperature:.3f}",
                 ood_guard=guard_summary(info),
                 ood_note=OOD_NOTE,
-                ood_checked=threshold is not None
-                or info.gate is not None
-                or info.guard is not None,
+                ood_checked=any(
+                    layer is not None for layer in (info.ood_threshold, info.gate, info.guard)
+                ),
                 warnings=list(info.warnings),
                 accept=_ACCEPT,
                 methods=[(m, METHOD_LABELS[m]) for m in METHODS],

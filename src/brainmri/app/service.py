@@ -156,43 +156,40 @@ def clean_name(name: str) -> str:
     return base[:255] or "(unnamed)"
 
 
-def ood_verdict(row: dict[str, Any]) -> dict[str, Any]:
-    """The out-of-distribution verdict of a prediction row, read from whatever OOD fields it
-    holds: any true boolean ``ood*`` field flags it, text ``ood*`` fields are its reasons and
-    numbers its scores (``ood_flag`` and ``ood_score`` now; an input gate may add more).
+def ood_verdict(row: dict[str, Any], info: RunInfo) -> dict[str, Any]:
+    """The out-of-distribution verdict of a prediction row as the page shows it: predict's own
+    ``ood_flag``, ``ood_layer`` and ``ood_reason`` (nothing is judged again here), and the
+    scores with the threshold of the layer that uses them.
+
+    Args:
+        row: a row of predict's table (``brainmri.predict.COLUMNS``).
+        info: the model's run record, whose guard layers set the thresholds.
 
     Returns:
-        {"flagged": bool, "reasons": [str], "scores": [(name, value)]}
+        {"flagged": bool, "reason": "layer: why" or "", "scores": [one line each]}
     """
-    flagged, reasons, scores = False, [], []
-    for key, value in row.items():
-        if not key.startswith("ood"):
-            continue
-        if isinstance(value, (bool, np.bool_)):
-            flagged = flagged or bool(value)
-        elif isinstance(value, str):
-            if value:
-                reasons.append(value)
-        elif isinstance(value, (int, float, np.number)) and np.isfinite(value):
-            scores.append((key, float(value)))
-    return {"flagged": flagged, "reasons": reasons, "scores": scores}
+    reason = f"{row['ood_layer']}: {row['ood_reason']}" if row.get("ood_reason") else ""
+    scores = []
+    distance, energy = row.get("ood_distance"), row.get("ood_score")
+    if info.guard is not None and _finite(distance):
+        scores.append(f"feature distance {distance:.3f} (flagged above {info.guard.threshold:.3f})")
+    if _finite(energy):
+        energy_used = info.guard is None and info.ood_threshold is not None
+        cut = f" (flagged below {info.ood_threshold:.3f})" if energy_used else ""
+        scores.append(f"energy score {energy:.3f}{cut}")
+    return {"flagged": bool(row.get("ood_flag", False)), "reason": reason, "scores": scores}
 
 
-def _score_line(name: str, value: float, threshold: float | None) -> str:
-    """One OOD score as shown: predict's energy score with the run's threshold, others as named."""
-    if name == "ood_score":
-        cut = "" if threshold is None else f" (flagged below {threshold:.3f})"
-        return f"energy score {value:.3f}{cut}"
-    return f"{name} {value:.3f}"
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and bool(np.isfinite(value))
 
 
 def row_view(
-    row: dict[str, Any], k: int, batch: Batch, method: str, threshold: float | None
+    row: dict[str, Any], k: int, batch: Batch, method: str, info: RunInfo
 ) -> dict[str, Any]:
     """One prediction row as the page shows it (its class, probabilities, OOD verdict and the
     address of its view by the method chosen)."""
     ok = row["status"] == "ok"
-    verdict = ood_verdict(row)
     return {
         "file": row["file"],
         "status": row["status"],
@@ -201,7 +198,6 @@ def row_view(
         "probabilities": [
             {"name": c, "value": float(row[f"p_{c}_calibrated"])} for c in CLASS_NAMES if ok
         ],
-        "ood": verdict,
-        "scores": [_score_line(name, value, threshold) for name, value in verdict["scores"]],
+        "ood": ood_verdict(row, info),
         "view": f"/batch/{batch.token}/views/{method}/{k}.png" if ok else None,
     }
