@@ -205,34 +205,25 @@ else:
 
 # %%
 train_rows = run.rows("train")
-gate_bounds, guard, val_reasons = ood.fit_guard(
+headline_rows, headline_logits = results["headline"][:2]
+ood_record, guard_parts = ood.evaluate_guard(
     model,
+    path=paths.ood,  # beside model.keras; the pipeline records its hash
     train_files=run.files(train_rows),
     train_labels=train_rows["label_index"].to_numpy(),
-    val_files=val_files,
-    val_features=val_features,
+    val={"files": val_files, "features": val_features, "logits": val_logits},
+    test={
+        "files": run.files(headline_rows),
+        "features": test_features[keep["headline"]],
+        "logits": headline_logits,
+    },
     crop=crop,
     model_sha256=file_sha256(paths.model),
+    seed=cfg["seed"],
     provenance={"manifest_sha256": record.get("manifest_sha256", "")},
 )
-ood_sha256 = ood.save_guard(paths.ood, guard)  # beside model.keras; the pipeline records its hash
-# the energy fallback's record; its threshold is also the one the probes' energy column uses
-ood_record = ood.energy_record(val_logits, {"headline test": results["headline"][1]}, keep=0.95)
-guard_record, guard_parts = ood.measure_guard(
-    model,
-    gate_bounds,
-    guard,
-    val={"reasons": val_reasons, "features": val_features, "logits": val_logits},
-    test={"files": run.files(results["headline"][0]), "features": test_features[keep["headline"]]},
-    # near-OOD probes are made from 60 validation slices, picked with the run's seed
-    probes=ood.report.validation_probes(val_files, n=60, seed=cfg["seed"]),
-    energy_threshold=ood_record["threshold"],
-    crop=crop,
-)
-guard_record["file"] = {"name": paths.ood.name, "sha256": ood_sha256}
-ood_record["guard"] = guard_record
-evaluation.validate_ood_record(ood_record)  # the schema of evaluate.ood (docs/metrics.md)
-fig = eplot.plot_guard_scores(guard_parts, guard.threshold)
+guard_record = ood_record["guard"]
+fig = eplot.plot_guard_scores(guard_parts, guard_record["threshold"])
 save_figure(fig, paths.figures_dir, "eval_ood")
 print(
     f"validation kept {guard_record['validation']['kept']:.3f} "

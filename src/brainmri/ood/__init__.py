@@ -21,7 +21,7 @@ from brainmri.ood.features import (
 )
 from brainmri.ood.gate import GateBounds
 from brainmri.ood.probes import probe_set
-from brainmri.ood.report import fit_guard, measure_guard
+from brainmri.ood.report import evaluate_guard, fit_guard, measure_guard
 
 __all__ = [
     "FeatureGuard",
@@ -29,6 +29,7 @@ __all__ = [
     "GuardUnavailable",
     "energy_record",
     "energy_score",
+    "evaluate_guard",
     "extract",
     "extract_files",
     "fit_guard",

@@ -243,11 +243,6 @@ class FeatureGuard:
     provenance: dict[str, Any] = field(default_factory=dict)
     """What it was fitted on (subset, image count, feature width, manifest hash)."""
 
-    def flag(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, flagged)`` of features (N, D)."""
-        scores = self.scorer.score(features)
-        return scores, scores > self.threshold
-
 
 def save_guard(path: Path | str, guard: FeatureGuard) -> str:
     """Write ood.npz atomically (``brainmri.io.atomic_write``).

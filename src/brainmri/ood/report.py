@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from brainmri.evaluation.schema import validate_ood_record
 from brainmri.ood import features as feats
 from brainmri.ood import gate as gates
-from brainmri.ood.energy import energy_score
+from brainmri.ood.energy import energy_record, energy_score
 from brainmri.ood.probes import probe_set
 
 
@@ -288,3 +289,66 @@ def fit_guard(
         **dict(provenance or {}),
     }
     return bounds, feats.FeatureGuard(scorer, threshold, keep, model_sha256, info), val_reasons
+
+
+def evaluate_guard(
+    model: Any,
+    *,
+    path: Path,
+    train_files: Sequence[str | Path],
+    train_labels: np.ndarray,
+    val: Mapping[str, Any],
+    test: Mapping[str, Any],
+    crop: bool,
+    model_sha256: str,
+    seed: int,
+    provenance: Mapping[str, Any] | None = None,
+    keep: float = 0.95,
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """What notebook 04 does for the guard: fit it (:func:`fit_guard`), save it as ood.npz,
+    choose the energy fallback's threshold, and measure both on validation, the probes (made
+    from 60 validation slices, :func:`validation_probes`) and the headline test images.
+
+    Args:
+        model: the classifier.
+        path: where ood.npz goes (``Paths.ood``, beside the model).
+        train_files: the training subset's images; train_labels: their class indices.
+        val: the validation images' ``files``, ``features`` and ``logits``.
+        test: the headline test images' ``files``, ``features`` and ``logits`` (reported only;
+            they choose nothing).
+        crop: the model's images are cut to the head.
+        model_sha256: the model's hash, recorded in ood.npz.
+        seed: the run's seed (the probes).
+        provenance: recorded in ood.npz (e.g. the manifest's hash).
+        keep: the share of validation images each layer keeps.
+
+    Returns:
+        ``(record, parts)``: ``evaluate.ood`` of metrics.json (the energy record with the
+        guard's under ``guard``, validated against its schema) and the figure's score groups.
+    """
+    bounds, guard, val_reasons = fit_guard(
+        model,
+        train_files=train_files,
+        train_labels=train_labels,
+        val_files=val["files"],
+        val_features=val["features"],
+        crop=crop,
+        model_sha256=model_sha256,
+        keep=keep,
+        provenance=provenance,
+    )
+    sha256 = feats.save_guard(path, guard)
+    record = energy_record(val["logits"], {"headline test": test["logits"]}, keep=keep)
+    guard_record, parts = measure_guard(
+        model,
+        bounds,
+        guard,
+        val={"reasons": val_reasons, "features": val["features"], "logits": val["logits"]},
+        test=test,
+        probes=validation_probes(val["files"], n=60, seed=seed),
+        energy_threshold=record["threshold"],
+        crop=crop,
+    )
+    record["guard"] = guard_record | {"file": {"name": Path(path).name, "sha256": sha256}}
+    validate_ood_record(record)  # the schema of evaluate.ood (docs/metrics.md)
+    return record, parts
