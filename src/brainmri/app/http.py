@@ -16,8 +16,14 @@ import tornado.httputil
 import tornado.netutil
 import tornado.web
 
-from brainmri.app.service import MAX_FILES, METHOD_LABELS, METHODS, Batch, Service, row_view
-from brainmri.config import CLASS_NAMES, IMAGE_EXTENSIONS, SERVE_MAX_UPLOAD_MB, SERVE_PORT
+from brainmri.app.service import MAX_FILES, METHODS, Batch, Service, row_view
+from brainmri.config import (
+    CAM_TITLES,
+    CLASS_NAMES,
+    IMAGE_EXTENSIONS,
+    SERVE_MAX_UPLOAD_MB,
+    SERVE_PORT,
+)
 from brainmri.data.scans import DICOM_EXTENSIONS
 from brainmri.predict import OOD_NOTE, guard_summary
 
@@ -77,7 +83,7 @@ class _Handler(tornado.web.RequestHandler):
                 ),
                 warnings=list(info.warnings),
                 accept=_ACCEPT,
-                methods=[(m, METHOD_LABELS[m]) for m in METHODS],
+                methods=[(m, CAM_TITLES[m]) for m in METHODS],
                 method=method,
                 max_upload_mb=self.cap // (1 << 20),
                 max_files=MAX_FILES,

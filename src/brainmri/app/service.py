@@ -23,7 +23,6 @@ from brainmri.runs import RunInfo
 METHODS = ("gradcam", "gradcampp")
 """The explanations offered on the page, the first shown by default (predict's view). Score-CAM
 is left out: one forward pass per feature-map channel takes minutes a scan on a CPU."""
-METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++"}
 MAX_FILES = 500
 """The most files one upload may hold."""
 KEEP_BATCHES = 16

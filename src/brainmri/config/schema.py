@@ -119,6 +119,8 @@ BACKBONES = (
     "compact_cnn",
 )
 CAM_METHODS = ("gradcam", "gradcampp", "scorecam", "random")
+CAM_TITLES = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "scorecam": "Score-CAM"}
+"""How a page or a widget names each explanation method (the served page, the explorer)."""
 STRATEGIES = ("none", "mirrored", "multi_worker")
 """The ``train.distribute`` settings (brainmri.devices.make_strategy)."""
 PRECISIONS = ("auto", "float32", "mixed_float16")

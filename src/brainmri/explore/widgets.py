@@ -14,13 +14,13 @@ from typing import Any
 
 import ipywidgets as w
 
-from brainmri.config import CLASS_NAMES
+from brainmri.config import CAM_TITLES, CLASS_NAMES, IMAGE_EXTENSIONS
+from brainmri.data.scans import DICOM_EXTENSIONS
 from brainmri.explore.session import SCORECAM_CHANNELS, Explanation, Explorer, Selection, png
 
 METHOD_NAMES = {
-    "gradcam": "Grad-CAM",
-    "gradcampp": "Grad-CAM++",
-    "scorecam": f"Score-CAM (top {SCORECAM_CHANNELS} channels)",
+    **CAM_TITLES,
+    "scorecam": f"{CAM_TITLES['scorecam']} (top {SCORECAM_CHANNELS} channels)",
 }
 """The methods the explorer offers (``brainmri.explain.REAL_METHODS``) and their names."""
 LISTED = 300
@@ -110,7 +110,7 @@ class ExplorerApp:
             description="overlay",
         )
         self.upload = w.FileUpload(
-            accept=".jpg,.jpeg,.png,.bmp,.tif,.tiff,.dcm,.dicom", multiple=False
+            accept=",".join((*IMAGE_EXTENSIONS, *DICOM_EXTENSIONS)), multiple=False
         )
         self.message = w.HTML()
 
