@@ -14,7 +14,7 @@ from brainmri.evaluation.schema import validate_ood_record
 from brainmri.ood import features as feats
 from brainmri.ood import gate as gates
 from brainmri.ood.energy import energy_record, energy_score
-from brainmri.ood.probes import probe_set
+from brainmri.ood.probes import GROUPS, probe_set
 
 
 def read_raw(files: Sequence[str | Path]) -> list[np.ndarray]:
@@ -160,7 +160,7 @@ def measure_guard(
     """
     val_scores = guard.scorer.score(val["features"])
     val_combined = combined(val["reasons"], val_scores)
-    val_flagged = np.isinf(val_combined) | (val_scores > guard.threshold)
+    val_flagged = val_combined > guard.threshold  # a gate refusal is +inf: flagged too
     val_parts = {
         "combined": val_combined,
         "scores": val_scores,
@@ -182,11 +182,7 @@ def measure_guard(
             threshold=guard.threshold, energy_threshold=energy_threshold,
         )  # fmt: skip
         guard_scores = combined(reasons, scores)
-        parts[kind] = {
-            "combined": guard_scores,
-            "flagged": np.isinf(guard_scores) | (scores > guard.threshold),
-            "group": np.array(group),
-        }
+        parts[kind] = {"combined": guard_scores, "flagged": guard_scores > guard.threshold}
     record: dict[str, Any] = {
         "method": guard.scorer.method,
         "k": guard.scorer.k,
@@ -199,13 +195,13 @@ def measure_guard(
             "refused_by_gate": float(np.isinf(val_combined).mean()),
         },
         "kinds": kinds,
-        "groups": {g: pooled(kinds, parts, g) for g in ("far", "near", "stress")},
+        "groups": {g: pooled(kinds, parts, g) for g in GROUPS},
     }
     if test is not None:
         test_combined = parts["headline test"]["combined"]
         record["headline_test"] = {
             "n": int(len(test_scores)),
-            "flagged": float((np.isinf(test_combined) | (test_scores > guard.threshold)).mean()),
+            "flagged": float((test_combined > guard.threshold).mean()),
         }
     return record, parts
 

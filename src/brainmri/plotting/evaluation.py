@@ -236,7 +236,7 @@ def plot_guard_scores(parts: Mapping[str, Mapping[str, np.ndarray]], threshold: 
         jitter = row + rng.uniform(-0.25, 0.25, len(shown))
         ax.scatter(np.maximum(shown, low), jitter, s=6, alpha=0.5, color="C0")
         refused = float(np.isinf(values).mean()) if values.size else float("nan")
-        flagged = float((np.isinf(values) | (values > threshold)).mean()) if values.size else 0
+        flagged = float((values > threshold).mean()) if values.size else 0  # +inf: refused
         ax.text(1.01, row, f"gate {refused:.0%}, flagged {flagged:.0%} (n={values.size})",
                 transform=ax.get_yaxis_transform(), va="center", fontsize=8)  # fmt: skip
     ax.axvline(threshold, color="black", linestyle="--", label="threshold (validation)")
