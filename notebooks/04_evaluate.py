@@ -159,7 +159,7 @@ if unguided is not None:
     paired = evaluation.paired_comparison(
         rows["label_index"].to_numpy(), u_probs, probs, names=("unguided", "guided")
     )
-    display(tables.paired_table(paired).round(4))
+    display(tables.p_values_as_text(tables.paired_table(paired).round(4)))
 else:
     print("no guided phase in this run: nothing to pair")
 

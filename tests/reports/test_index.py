@@ -221,11 +221,8 @@ def test_paired_figures_and_the_protocol_reach_the_page(tmp_path, metrics):
     assert accuracy.loc["overall", "accuracy guided"] == 1.0
     pointing = idx.paired_pointing_table(metrics)
     assert pointing["lesions"].tolist() == ["validation", "validation"]
-    assert pointing.iloc[0][["pointing, unguided", "pointing, guided", "McNemar p"]].tolist() == [
-        0.4,
-        0.9,
-        0.062,
-    ]
+    assert pointing.iloc[0][["pointing, unguided", "pointing, guided"]].tolist() == [0.4, 0.9]
+    assert pointing.iloc[0]["McNemar p"] == "0.0625"
     paths = config.Paths(root=tmp_path, profile="demo")
     write_json(paths.metrics, metrics)
     page = write_index(paths)

@@ -77,6 +77,8 @@ def test_paired_table_has_a_row_per_class_then_overall():
     assert table.loc["meningioma", "only new right"] == 2
     assert table.loc["overall", "McNemar p"] == pytest.approx(44 / 64)
     assert table.loc["pituitary", "n"] == 0 and np.isnan(table.loc["pituitary", "McNemar p"])
+    shown = tables.p_values_as_text(table.assign(**{"McNemar p": [3.6e-5, 0.5, 1.0, None, 0.6875]}))
+    assert shown["McNemar p"].tolist() == ["< 0.0001", "0.5000", "1.0000", "", "0.6875"]
 
 
 def test_compare_runs_shows_differences_and_missing_values():

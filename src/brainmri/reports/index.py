@@ -174,13 +174,14 @@ def localisation_table(
 def paired_accuracy_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     """A guided run against its unguided start on the same headline images (04_evaluate)."""
     paired = dig(metrics, "evaluate", "paired")
-    return tables.paired_table(paired).round(4) if paired else None
+    return tables.p_values_as_text(tables.paired_table(paired).round(4)) if paired else None
 
 
 def paired_pointing_table(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     """Grad-CAM pointing of a guided run and its unguided start on the same lesions (05's
     ``gradcam.paired_localisation``; see :func:`tables.pointing_pairs_table`)."""
-    return tables.pointing_pairs_table(dig(metrics, "gradcam", "paired_localisation") or {})
+    table = tables.pointing_pairs_table(dig(metrics, "gradcam", "paired_localisation") or {})
+    return None if table is None else tables.p_values_as_text(table)
 
 
 def sanity_verdict(metrics: Mapping[str, Any]) -> str:

@@ -122,6 +122,26 @@ def calibration_table(blocks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
+def p_values_as_text(table: pd.DataFrame, column: str = "McNemar p") -> pd.DataFrame:
+    """The table with its p-values written for reading: "< 0.0001" below that, else 4
+    decimals (a rounded 0.0000 reads as impossible, and 3.6e-05 is hard to compare by eye).
+
+    Args:
+        table: a table with a p-value column (e.g. :func:`paired_table`).
+        column: that column's name.
+
+    Returns:
+        A copy whose column holds text ("" where the p-value is missing).
+    """
+
+    def text(p: Any) -> str:
+        if p is None or not math.isfinite(p):
+            return ""
+        return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+    return table.assign(**{column: table[column].map(text)})
+
+
 def paired_table(comparison: Mapping[str, Any]) -> pd.DataFrame:
     """A :func:`~brainmri.evaluation.paired_comparison` as a table: one row per class, then
     "overall".
@@ -183,7 +203,11 @@ def pointing_pairs_table(paired: Mapping[str, Any]) -> pd.DataFrame | None:
                     "McNemar p": dig(entry, "mcnemar", "p_value"),
                 }
             )
-    return pd.DataFrame(rows).round(3) if rows else None
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    # rates to 3 decimals; p-values kept whole (p_values_as_text writes them for reading)
+    return table.round({c: 3 for c in table.columns if c != "McNemar p"})
 
 
 def _block_headline(block: Any, class_names: Sequence[str]) -> dict[str, float | None]:
