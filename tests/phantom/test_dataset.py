@@ -90,3 +90,18 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path: Path) -> None:
     assert (foreign / "keep.txt").read_text() == "precious"
     with pytest.raises(ValueError, match="train_per_class"):
         generate_phantom_dataset(tmp_path / "new", 0, 1, 40, seed=0)
+
+
+def test_different_phantoms_are_not_copies_to_the_audit(tmp_path: Path) -> None:
+    # Every phantom is drawn from its own generator, so none is a copy of another; the copy
+    # audit must say so, or the demo's grouped split and its "no copy in Training" test set
+    # shrink to a few images (format 2 heads, affine images of one ellipse, registered as one
+    # picture: 782 of the demo's 1,200 images in copy groups).
+    from brainmri.data.audit import audit_duplicates
+    from brainmri.data.manifest import scan_dataset
+
+    root = generate_phantom_dataset(tmp_path / "set", 40, 10, 128, seed=42)
+    audited, pairs = audit_duplicates(scan_dataset(root), root, min_correlation=0.97)
+    grouped = int((audited["copy_group_size"] > 1).sum())
+    assert len(audited) == 200 and pairs["aligned"].notna().any()  # registration did run
+    assert grouped <= 10, f"{grouped} of 200 different phantoms taken for copies"
