@@ -146,3 +146,15 @@ def test_crop_cuts_image_and_mask_alike(tmp_path):
     assert (cut & full).sum() / (cut | full).sum() > 0.8
     with pytest.raises(ValueError, match="missing.png"):
         data.crop_like_image(lesion, tmp_path / "missing.png")
+
+
+def test_encode_png_round_trips_rgb_pixels_and_refuses_a_non_image():
+    from brainmri.data.images import decode_image_bytes, encode_png
+
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[..., 0] = 200  # red: a BGR mix-up would read back blue
+    rgb[2:4, 3:5] = (10, 120, 250)
+    pixels, mode = decode_image_bytes(encode_png(rgb))
+    assert mode == "RGB" and np.array_equal(pixels, rgb)
+    with pytest.raises(ValueError, match=r"encode_png: .*\(0, 0, 3\)"):
+        encode_png(np.zeros((0, 0, 3), np.uint8))

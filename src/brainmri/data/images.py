@@ -1,4 +1,5 @@
-"""Image decoding: any supported image file to uint8 RGB, the one normalisation of pixels.
+"""Image decoding: any supported image file to uint8 RGB, the one normalisation of pixels; and
+the one PNG encoding of an RGB image for the pages that show them.
 
 The input pipeline imports this for load_image, so it needs only OpenCV, PIL and NumPy.
 """
@@ -289,3 +290,26 @@ def fit_image(rgb: np.ndarray, size: int, *, crop: bool = False) -> np.ndarray:
     if rgb.shape[:2] != (size, size):
         rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     return rgb
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 RGB image (the served page, predict's report and the explorer).
+
+    Args:
+        rgb: an (H, W, 3) uint8 array in RGB channel order.
+
+    Returns:
+        The PNG file's bytes.
+
+    Raises:
+        ValueError: the array is not a non-empty (H, W, 3) uint8 image, or OpenCV could not
+            encode it.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or not rgb.size:
+        raise ValueError(
+            f"encode_png: expected a non-empty (H, W, 3) uint8 RGB image, got a {rgb.shape} {rgb.dtype} array"
+        )
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"encode_png: OpenCV could not encode a {rgb.shape} {rgb.dtype} array")
+    return data.tobytes()

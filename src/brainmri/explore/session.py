@@ -25,6 +25,7 @@ import pandas as pd
 
 from brainmri import config, runs
 from brainmri.config import CLASS_NAMES
+from brainmri.data.images import encode_png
 from brainmri.explore.table import SCORE_COLUMNS, build_table, table_logits
 from brainmri.io import read_json
 
@@ -480,7 +481,4 @@ def png(image: np.ndarray, *, side: int | None = None) -> bytes:
 
     if side and image.shape[0] != side:
         image = cv2.resize(image, (side, side), interpolation=cv2.INTER_NEAREST)
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError("png: the image could not be encoded")
-    return data.tobytes()
+    return encode_png(image)

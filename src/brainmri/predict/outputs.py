@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from brainmri.config import CLASS_NAMES
+from brainmri.data.images import encode_png
 from brainmri.io import atomic_write, spreadsheet_safe, write_json
 from brainmri.lock import try_lock
 from brainmri.runs import RunInfo
@@ -217,16 +218,11 @@ def view_png(image: np.ndarray, cam: np.ndarray) -> bytes:
     Returns:
         The PNG's bytes.
     """
-    import cv2
-
     from brainmri import explain
 
     original = np.clip(np.round(image), 0, 255).astype(np.uint8)
     both = np.hstack([original, explain.overlay(original, cam)])
-    ok, png = cv2.imencode(".png", cv2.cvtColor(both, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError("OpenCV could not encode the Grad-CAM view as PNG")
-    return png.tobytes()
+    return encode_png(both)
 
 
 def _finish(rows: list[dict[str, Any]], out: Path, info: RunInfo, *, complete: bool):
