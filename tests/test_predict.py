@@ -365,3 +365,11 @@ def test_a_missing_or_stale_ood_file_is_one_line_and_predict_keeps_the_gate(tmp_
     features.save_guard(run / "ood.npz", fresh)
     info = runs.run_info(tiny_model, run)
     assert info.guard is not None and not [w for w in info.warnings if "ood.npz" in w]
+
+
+def test_uploaded_names_are_shown_without_paths_or_control_characters():
+    from brainmri.predict import clean_name
+
+    assert clean_name("C:\\scans\\a.png") == "a.png"
+    assert clean_name("../../etc/x\r\n.dcm") == "x.dcm"
+    assert clean_name("") == "(unnamed)"

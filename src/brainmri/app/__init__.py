@@ -23,7 +23,7 @@ folder only for as long as their prediction takes.
 """
 
 from brainmri.app.http import HOST, bind, make_app, serve
-from brainmri.app.service import METHODS, Batch, Service, clean_name, ood_verdict
+from brainmri.app.service import METHODS, Batch, Service, ood_verdict
 
 __all__ = [
     "HOST",
@@ -31,7 +31,6 @@ __all__ = [
     "Batch",
     "Service",
     "bind",
-    "clean_name",
     "make_app",
     "ood_verdict",
     "serve",

@@ -4,14 +4,11 @@ row as the page shows it."""
 
 from __future__ import annotations
 
-import re
 import secrets
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +27,6 @@ KEEP_BATCHES = 16
 KEEP_BYTES = 512 << 20
 """How much memory the kept batches may take (their model inputs, views and CSV); the newest
 batch is kept whatever its size."""
-_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
 
 
 @dataclass
@@ -90,9 +86,7 @@ class Service:
     def predict(self, uploads: Sequence[tuple[str, bytes]], *, method: str = METHODS[0]) -> Batch:
         """Predict uploaded files through predict's pipeline and keep the batch.
 
-        Each file is written to a private temporary folder under a neutral name that keeps its
-        suffix (which, with the content, decides how it is read), read from there by
-        ``read_scan`` and deleted when the batch is done.
+        The files are read as predict reads them (``Predictor.predict_uploads``).
 
         Args:
             uploads: (file name as uploaded, bytes) pairs.
@@ -101,15 +95,7 @@ class Service:
         Returns:
             The kept :class:`Batch`, its rows named by the uploaded names.
         """
-        names = [clean_name(name) for name, _ in uploads]
-        with tempfile.TemporaryDirectory(prefix="brainmri-serve-") as folder:
-            paths = []
-            for k, (name, data) in enumerate(uploads):
-                suffix = Path(name.replace("\\", "/")).suffix
-                path = Path(folder) / f"{k:05d}{suffix if _SUFFIX.fullmatch(suffix) else ''}"
-                path.write_bytes(data)
-                paths.append(path)
-            result = self.predictor.predict(paths, names=names)
+        result = self.predictor.predict_uploads(uploads)
         batch = Batch(secrets.token_urlsafe(12), result.rows, result.images)
         batch.csv = predictions_csv(result.rows)
         # predict's own Grad-CAM maps come with the prediction; another method's now, once
@@ -146,13 +132,6 @@ class Service:
         """A kept batch, or None (never uploaded, or dropped for newer ones)."""
         with self._lock:
             return self.batches.get(token)
-
-
-def clean_name(name: str) -> str:
-    """An uploaded file's name as shown: its last path part, control characters dropped."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(c for c in base if c.isprintable())
-    return base[:255] or "(unnamed)"
 
 
 def ood_verdict(row: dict[str, Any], info: RunInfo) -> dict[str, Any]:

@@ -13,7 +13,6 @@ The table of predictions is :mod:`brainmri.explore.table`'s (computed once, then
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -437,17 +436,12 @@ class Explorer:
         from brainmri.data.scans import ScanError
         from brainmri.predict import Predictor
 
-        base = Path(str(name).replace("\\", "/")).name or "scan"
         if self._predictor is None:  # traced once, on the first upload
             self._predictor = Predictor(self.run.model, self.info, batch_size=1)
-        with tempfile.TemporaryDirectory(prefix="brainmri-upload-") as folder:
-            # predict reads files (pydicom needs one); the suffix is kept, the name is not
-            # trusted as a path
-            path = Path(folder) / f"upload{Path(base).suffix.lower()}"
-            path.write_bytes(bytes(content))
-            # predict's own reading, input gate, prediction and feature guard
-            predicted = self._predictor.predict([path], names=[base])
+        # predict's own reading, input gate, prediction and feature guard
+        predicted = self._predictor.predict_uploads([(name, bytes(content))])
         (row,) = predicted.rows
+        base = row["file"]
         if row["status"] != "ok":
             raise ScanError(f"{base}: {row['reason']}")
         selection = Selection(

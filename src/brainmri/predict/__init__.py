@@ -14,7 +14,13 @@ few at a time in memory), ``outputs`` (the output folder, its CSV, views, JSON a
 ``export`` (the SavedModel).
 """
 
-from brainmri.predict.batches import Predicted, Predictor, predict_scans, score_logits
+from brainmri.predict.batches import (
+    Predicted,
+    Predictor,
+    clean_name,
+    predict_scans,
+    score_logits,
+)
 from brainmri.predict.export import export_savedmodel
 from brainmri.predict.outputs import (
     COLUMNS,
@@ -38,6 +44,7 @@ __all__ = [
     "Interrupted",
     "Predicted",
     "Predictor",
+    "clean_name",
     "export_savedmodel",
     "guard_summary",
     "new_output_folder",

@@ -4,7 +4,9 @@ serve``, the explorer's uploads), and :func:`score_logits`, the one scoring of a
 
 from __future__ import annotations
 
+import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -277,6 +279,17 @@ class Predicted:
     """Row position -> its Grad-CAM map, (size, size) in [0, 1]."""
 
 
+_SUFFIX = re.compile(r"\.[a-z0-9]{1,10}")
+"""A suffix an upload's temporary file keeps (lower case, as predict matches them)."""
+
+
+def clean_name(name: str) -> str:
+    """An uploaded file's name as shown: its last path part, control characters dropped."""
+    base = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c for c in base if c.isprintable())
+    return base[:255] or "(unnamed)"
+
+
 class Predictor:
     """:func:`predict_scans`' reading, prediction, OOD check and Grad-CAM, without its output
     folder: for a process that predicts a few scans at a time for as long as it runs
@@ -324,6 +337,29 @@ class Predictor:
                 row["file"] = names[row["_index"]]
             del row["_index"]
         return Predicted(rows, images, maps)
+
+    def predict_uploads(self, uploads: Sequence[tuple[str, bytes]]):
+        """:meth:`predict` of uploaded files (``brainmri serve``, the explorer).
+
+        predict reads files (pydicom needs one), so each upload is written to a private
+        temporary folder, deleted on return, under a neutral name that keeps only a plain
+        suffix (which, with the content, decides how the file is read): the uploaded name is
+        never used as a path.
+
+        Args:
+            uploads: (file name as uploaded, bytes) pairs.
+
+        Returns:
+            A :class:`Predicted` whose rows' ``file`` is each upload's :func:`clean_name`.
+        """
+        with tempfile.TemporaryDirectory(prefix="brainmri-upload-") as folder:
+            paths = []
+            for k, (name, data) in enumerate(uploads):
+                suffix = Path(str(name).replace("\\", "/")).suffix.lower()
+                path = Path(folder) / f"{k:05d}{suffix if _SUFFIX.fullmatch(suffix) else ''}"
+                path.write_bytes(bytes(data))
+                paths.append(path)
+            return self.predict(paths, names=[clean_name(name) for name, _ in uploads])
 
     def warm_up(self, methods: Sequence[str] = ("gradcam",)) -> None:
         """Trace the model and the explanations once (on a black image), so that the first
