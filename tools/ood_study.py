@@ -29,7 +29,7 @@ import pandas as pd
 from brainmri import runs
 from brainmri.io import file_sha256, read_json
 from brainmri.model import load_model
-from brainmri.ood import energy, features, probes, report
+from brainmri.ood import energy, features, report
 
 SUBSETS = ("train", "val")
 LAYERS = {"pooled": features.FEATURE_LAYER, "head": None}
@@ -120,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     energy_threshold = energy.ood_threshold(data["val"]["logits"], keep=0.95)
     labels = rows["train"]["label_index"].to_numpy()
     passed = np.array([r is None for r in val_reasons])
-    val_energy = energy.energy_score(data["val"]["logits"])
     results = {}
     for layer in LAYERS:
         for method, k in METHODS:
@@ -128,30 +127,24 @@ def main(argv: list[str] | None = None) -> int:
             scorer = features.fit_scorer(method, data["train"][layer], labels, k=k_used)
             val_scores = scorer.score(data["val"][layer])
             threshold = features.choose_threshold(val_scores, passed, keep=0.95)
-            val_parts = {
-                "combined": report.combined(val_reasons, val_scores),
-                "scores": val_scores,
-                "energy": val_energy,
-            }
-            kinds, parts = {}, {}
-            for kind, (group, _) in probe_set.items():
-                scores = scorer.score(probe_data[kind][layer])
-                kinds[kind] = report.kind_record(
-                    group, probe_reasons[kind], scores, probe_data[kind]["logits"], val_parts,
-                    threshold=threshold, energy_threshold=energy_threshold,
-                )  # fmt: skip
-                combined = report.combined(probe_reasons[kind], scores)
-                parts[kind] = {
-                    "combined": combined,
-                    "flagged": np.isinf(combined) | (scores > threshold),
-                }
-            parts["validation"] = val_parts
-            kept = 1 - float((np.isinf(val_parts["combined"]) | (val_scores > threshold)).mean())
+            measured, _ = report.measure_scores(
+                val_reasons=val_reasons,
+                val_scores=val_scores,
+                val_logits=data["val"]["logits"],
+                probes={
+                    kind: (group, probe_reasons[kind], scorer.score(probe_data[kind][layer]),
+                           probe_data[kind]["logits"])
+                    for kind, (group, _) in probe_set.items()
+                },
+                threshold=threshold,
+                energy_threshold=energy_threshold,
+            )  # fmt: skip
+            kept, kinds = measured["validation"]["kept"], measured["kinds"]
             rec = {
                 "layer": layer, "method": method, "k": k, "threshold": threshold,
-                "validation_kept": kept, "validation_refused_by_gate": float((~passed).mean()),
-                "kinds": kinds,
-                "groups": {g: report.pooled(kinds, parts, g) for g in probes.GROUPS},
+                "validation_kept": kept,
+                "validation_refused_by_gate": measured["validation"]["refused_by_gate"],
+                "kinds": kinds, "groups": measured["groups"],
             }  # fmt: skip
             name = f"{layer} {method}" + (f" k={k}" if k else "")
             results[name] = rec

@@ -129,6 +129,61 @@ def pooled(kinds: Mapping[str, Mapping[str, Any]], parts: Mapping[str, Any], gro
     }
 
 
+def measure_scores(
+    *,
+    val_reasons: Sequence[str | None],
+    val_scores: np.ndarray,
+    val_logits: np.ndarray,
+    probes: Mapping[str, tuple[str, Sequence[str | None], np.ndarray, np.ndarray]],
+    threshold: float,
+    energy_threshold: float,
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """How one gate and feature score, at one threshold, treat validation and the probes: the
+    measurement of :func:`measure_guard` (notebook 04) and of tools/ood_study.py (which
+    compares layers and scores), so both report alike.
+
+    Args:
+        val_reasons: the gate's reason for each validation image (None: passed).
+        val_scores: their feature scores; val_logits: their logits.
+        probes: ``{kind: (group, gate reasons, feature scores, logits)}``.
+        threshold: the feature threshold (flagged above it).
+        energy_threshold: the energy fallback's threshold.
+
+    Returns:
+        ``(record, parts)``: ``validation`` (``n``, ``kept``, ``refused_by_gate``), ``kinds``
+        (:func:`kind_record` of each) and ``groups`` (:func:`pooled`); and per group of
+        images (``validation`` first, then each kind) its ``combined`` scores and
+        ``flagged``.
+    """
+    val_combined = combined(val_reasons, val_scores)
+    val_flagged = val_combined > threshold  # a gate refusal is +inf: flagged too
+    val_parts = {
+        "combined": val_combined,
+        "scores": np.asarray(val_scores),
+        "energy": energy_score(val_logits),
+        "flagged": val_flagged,
+    }
+    parts: dict[str, dict[str, np.ndarray]] = {"validation": val_parts}
+    kinds = {}
+    for kind, (group, reasons, scores, logits) in probes.items():
+        kinds[kind] = kind_record(
+            group, reasons, scores, logits, val_parts,
+            threshold=threshold, energy_threshold=energy_threshold,
+        )  # fmt: skip
+        guard_scores = combined(reasons, scores)
+        parts[kind] = {"combined": guard_scores, "flagged": guard_scores > threshold}
+    record = {
+        "validation": {
+            "n": int(len(val_combined)),
+            "kept": float(1 - val_flagged.mean()),
+            "refused_by_gate": float(np.isinf(val_combined).mean()),
+        },
+        "kinds": kinds,
+        "groups": {g: pooled(kinds, parts, g) for g in GROUPS},
+    }
+    return record, parts
+
+
 def measure_guard(
     model: Any,
     bounds: gates.GateBounds,
@@ -158,50 +213,38 @@ def measure_guard(
         flagged, per-kind and per-group results) and, per group of images, ``combined`` and
         ``flagged`` arrays.
     """
-    val_scores = guard.scorer.score(val["features"])
-    val_combined = combined(val["reasons"], val_scores)
-    val_flagged = val_combined > guard.threshold  # a gate refusal is +inf: flagged too
-    val_parts = {
-        "combined": val_combined,
-        "scores": val_scores,
-        "energy": energy_score(val["logits"]),
-        "flagged": val_flagged,
-    }
-    parts: dict[str, dict[str, np.ndarray]] = {"validation": val_parts}
-    if test is not None:  # second in the figure, beside validation
-        test_scores = guard.scorer.score(test["features"])
-        test_reasons = refusals(bounds, read_raw(test["files"]))
-        parts["headline test"] = {"combined": combined(test_reasons, test_scores)}
-    kinds = {}
+    probe_scores = {}
     for kind, (group, images) in probes.items():
-        reasons = refusals(bounds, images)
         features, logits = score_images(model, images, crop=crop)
-        scores = guard.scorer.score(features)
-        kinds[kind] = kind_record(
-            group, reasons, scores, logits, val_parts,
-            threshold=guard.threshold, energy_threshold=energy_threshold,
-        )  # fmt: skip
-        guard_scores = combined(reasons, scores)
-        parts[kind] = {"combined": guard_scores, "flagged": guard_scores > guard.threshold}
+        probe_scores[kind] = (group, refusals(bounds, images), guard.scorer.score(features), logits)
+    measured, parts = measure_scores(
+        val_reasons=val["reasons"],
+        val_scores=guard.scorer.score(val["features"]),
+        val_logits=val["logits"],
+        probes=probe_scores,
+        threshold=guard.threshold,
+        energy_threshold=energy_threshold,
+    )
     record: dict[str, Any] = {
         "method": guard.scorer.method,
         "k": guard.scorer.k,
         "threshold": guard.threshold,
         "keep": guard.keep,
         "gate": bounds.to_json(),
-        "validation": {
-            "n": int(len(val_scores)),
-            "kept": float(1 - val_flagged.mean()),
-            "refused_by_gate": float(np.isinf(val_combined).mean()),
-        },
-        "kinds": kinds,
-        "groups": {g: pooled(kinds, parts, g) for g in GROUPS},
+        **measured,
     }
     if test is not None:
-        test_combined = parts["headline test"]["combined"]
+        test_reasons = refusals(bounds, read_raw(test["files"]))
+        test_combined = combined(test_reasons, guard.scorer.score(test["features"]))
         record["headline_test"] = {
-            "n": int(len(test_scores)),
+            "n": int(len(test_combined)),
             "flagged": float((test_combined > guard.threshold).mean()),
+        }
+        # the figure shows the test second, beside validation
+        parts = {
+            "validation": parts.pop("validation"),
+            "headline test": {"combined": test_combined},
+            **parts,
         }
     return record, parts
 
