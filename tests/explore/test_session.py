@@ -289,3 +289,33 @@ def test_png_and_dicom_uploads_are_read_and_a_bad_file_is_one_line(explorer, tmp
         explorer.upload("notes.txt", b"hello")
     with pytest.raises(ScanError, match=r"^broken.jpg: "):
         explorer.upload("broken.jpg", b"\xff\xd8 not a jpeg")
+
+
+def test_the_table_is_gated_as_predict_gates_a_scan(explorer):
+    # A gate whose contrast bound sits at the table images' median refuses about half of them;
+    # the table flags exactly those, by the gate, with predict's reason and row for each.
+    import dataclasses
+
+    from brainmri.data.scans import read_pixels
+    from brainmri.explore.table import build_table, table_logits
+    from brainmri.ood.gate import REASONS, GateBounds, measure
+    from brainmri.predict import Predictor
+
+    run, rows = explorer.run, explorer.run.manifest
+    rows = rows[rows["subset"].isin(["val", "test"])].reset_index(drop=True)
+    contrast = np.array([measure(read_pixels(f))["contrast"] for f in run.files(rows)])
+    gate = GateBounds(
+        low={}, high={"contrast": float(np.median(contrast))}, quantile=0.5, n_images=1
+    )
+    info = dataclasses.replace(explorer.info, gate=gate)
+    table = build_table(run, info, rows, *table_logits(run, info, rows, cache=False))
+    refused = contrast > gate.high["contrast"]
+    assert 0 < refused.sum() < len(rows)
+    assert (table["ood_flag"].to_numpy()[refused]).all()
+    assert (table.loc[refused, "ood_layer"] == "gate").all()
+    assert (table.loc[refused, "ood_reason"] == REASONS["contrast"]).all()
+    assert not (table.loc[~refused, "ood_layer"] == "gate").any()
+    first = int(np.flatnonzero(refused)[0])
+    (row,) = Predictor(run.model, info, batch_size=1).predict([run.files(rows)[first]]).rows
+    for column in ("ood_flag", "ood_layer", "ood_reason", "predicted"):
+        assert row[column] == table.loc[first, column]

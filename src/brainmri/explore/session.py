@@ -200,8 +200,8 @@ class Explorer:
         except (FileNotFoundError, ValueError):  # a run whose params file is gone: the defaults
             gradcam = config.load_profile("default", root=root)["gradcam"]
         rows = run.manifest[run.manifest["subset"].isin(SUBSETS)].reset_index(drop=True)
-        logits, distances = table_logits(run, info, rows, cache=cache)
-        return cls(run, info, build_table(run, info, rows, logits, distances), dict(gradcam))
+        table = build_table(run, info, rows, *table_logits(run, info, rows, cache=cache))
+        return cls(run, info, table, dict(gradcam))
 
     @property
     def size(self) -> int:

@@ -2,9 +2,10 @@
 
 04_evaluate does not keep per-image predictions (only its galleries' images), so the table is
 computed once from the run's model, as 04 computes them (:func:`brainmri.model.predict_files`,
-or :func:`brainmri.ood.extract_files` where the run has a feature guard), and its logits (and
-feature distances) are kept in the run's ``.cache/`` under the model's hash: the next opening of
-the same model reads them back instead of predicting again.
+or :func:`brainmri.ood.extract_files` where the run has a feature guard), and each image is put
+to the run's input gate as predict puts a scan to it. The logits, feature distances and gate
+verdicts are kept in the run's ``.cache/`` under the model's hash: the next opening of the same
+model reads them back instead of predicting again.
 """
 
 from __future__ import annotations
@@ -30,38 +31,45 @@ SCORE_COLUMNS = tuple(c for c in COLUMNS if c.startswith(("p_", "ood_")) or c ==
 
 def table_logits(
     run: runs.Run, info: runs.RunInfo, rows: pd.DataFrame, *, cache: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The logits of the rows and, where the run has a feature guard (``ood.npz``), their
-    feature distances: from the run's cache when it holds them for this model and these files,
-    else predicted (and cached where the run's folder is writable)."""
+) -> tuple[np.ndarray, np.ndarray | None, list[str | None] | None]:
+    """The logits of the rows; where the run has a feature guard (``ood.npz``), their feature
+    distances; where it has an input gate, the gate's reason for refusing each (None: passed).
+    From the run's cache when it holds them for this model and these files, else computed (and
+    cached where the run's folder is writable)."""
     from brainmri import model as mdl
     from brainmri import ood
+    from brainmri.ood.report import read_raw, refusals
 
     path = run.paths.cache_dir / f"{CACHE_PREFIX}{info.model_sha256[:16]}.csv"
     columns = [f"logit_{c}" for c in CLASS_NAMES]
-    guarded = info.guard is not None
+    guarded, gated = info.guard is not None, info.gate is not None
     if cache and path.is_file():
         try:
-            kept = pd.read_csv(path, dtype={"path": str})
+            kept = pd.read_csv(path, dtype={"path": str, "ood_gate": str}, keep_default_na=False)
             if kept["path"].tolist() == rows["path"].tolist():
                 distances = kept["ood_distance"].to_numpy(np.float64) if guarded else None
-                return kept[columns].to_numpy(np.float64), distances
+                reasons = [r or None for r in kept["ood_gate"]] if gated else None
+                return kept[columns].to_numpy(np.float64), distances, reasons
         except (ValueError, KeyError, pd.errors.ParserError):
-            pass  # a damaged (or guard-less) cache is predicted again and replaced
+            pass  # a damaged (or older) cache is predicted again and replaced
     if guarded:  # one pass for both, as 04_evaluate and predict compute them
         features, logits = ood.extract_files(run.model, run.files(rows), crop=run.crop)
         distances = info.guard.scorer.score(features)
     else:
         (logits, _), distances = mdl.predict_files(run.model, run.files(rows), crop=run.crop), None
+    # the gate looks at each scan as it is, as predict's reader does
+    reasons = refusals(info.gate, read_raw(run.files(rows))) if gated else None
     if cache:
         frame = pd.DataFrame(np.asarray(logits, np.float64), columns=columns)
         frame.insert(0, "path", rows["path"].to_numpy())
         if distances is not None:
             frame["ood_distance"] = distances
+        if reasons is not None:
+            frame["ood_gate"] = [r or "" for r in reasons]
         # a read-only run: the explorer works, it only predicts again next time
         with contextlib.suppress(OSError):
             write_csv(path, frame)
-    return np.asarray(logits), distances
+    return np.asarray(logits), distances, reasons
 
 
 def build_table(
@@ -70,14 +78,15 @@ def build_table(
     rows: pd.DataFrame,
     logits: np.ndarray,
     distances: np.ndarray | None = None,
+    gate_reasons: list[str | None] | None = None,
 ) -> pd.DataFrame:
-    """The explorer's table (see :class:`Explorer`) of manifest rows and their logits."""
+    """The explorer's table (see :class:`Explorer`) of manifest rows and their logits, feature
+    distances and gate verdicts (:func:`table_logits`), scored as predict scores a scan."""
     from brainmri.predict import score_logits
 
-    # the images' own pixels are not gated here: they are the run's data set (the gate refused
-    # none of the cpu run's validation images); the scores are predict's
     scored = pd.DataFrame(
-        score_logits(logits, info, distances=distances), columns=list(SCORE_COLUMNS)
+        score_logits(logits, info, distances=distances, gate_reasons=gate_reasons),
+        columns=list(SCORE_COLUMNS),
     )
     table = pd.DataFrame(
         {

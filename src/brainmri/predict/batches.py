@@ -168,7 +168,7 @@ def _predict_batch(
 ) -> list[dict[str, Any]]:
     """Read, predict and explain files[first : first + batch]: their rows (see COLUMNS); with
     the runner's maps, ``view(row, model input, Grad-CAM map)`` for each predicted row."""
-    chunk, images, kept = [], [], []
+    chunk, images, kept, refused = [], [], [], []
     for k, path in enumerate(files[first : first + batch], first):
         row: dict[str, Any] = dict.fromkeys(COLUMNS, np.nan)
         row.update(file=str(path), status="ok", reason="", predicted="", _index=k)
@@ -176,9 +176,7 @@ def _predict_batch(
         try:
             pixels = read_pixels(Path(path))
             # the gate looks at the scan as it is; the model at the prepared square
-            refused = info.gate.reason(pixels) if info.gate is not None else None
-            if refused:
-                row.update(ood_flag=True, ood_layer="gate", ood_reason=refused)
+            refused.append(info.gate.reason(pixels) if info.gate is not None else None)
             images.append(fit_image(pixels, size, crop=info.crop_to_brain))
             kept.append(row)
         except ScanError as exc:
@@ -189,26 +187,26 @@ def _predict_batch(
     x = np.stack(images).astype(np.float32)
     logits, features, maps = runner(x)
     distances = info.guard.scorer.score(features) if info.guard is not None else None
-    scored_rows = score_logits(logits, info, distances=distances)
+    scored_rows = score_logits(logits, info, distances=distances, gate_reasons=refused)
     for j, (row, scored) in enumerate(zip(kept, scored_rows, strict=True)):
-        gate = ("ood_flag", "ood_layer", "ood_reason")
-        gated = {k: row[k] for k in gate} if row["ood_flag"] else {}
         row.update(scored)
-        row.update(gated)  # the gate's verdict stands: it saw the scan before the model did
         if maps is not None:
             view(row, x[j], maps[j])
     return chunk
 
 
 def score_logits(
-    logits: np.ndarray, info: RunInfo, *, distances: np.ndarray | None = None
+    logits: np.ndarray,
+    info: RunInfo,
+    *,
+    distances: np.ndarray | None = None,
+    gate_reasons: Sequence[str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """What a prediction reports of each image, from its logits (and feature distances):
-    the raw and the calibrated (temperature-scaled) class probabilities, the predicted class,
-    the energy score, the feature distance and the out-of-distribution flag by score.
-    `predict_scans`, `brainmri serve` and the explorer (:mod:`brainmri.explore`) all score with
-    it, so a scan gets the same numbers in each. The input gate, which looks at the scan's own
-    pixels, is applied by the reader (:func:`_predict_batch`), not here.
+    """What a prediction reports of each image, from its logits (and feature distances and
+    the input gate's verdicts): the raw and the calibrated (temperature-scaled) class
+    probabilities, the predicted class, the energy score, the feature distance and the
+    out-of-distribution flag. `predict_scans`, `brainmri serve` and the explorer
+    (:mod:`brainmri.explore`) all score with it, so a scan gets the same numbers in each.
 
     Args:
         logits: pre-softmax outputs (N, K), K = len(CLASS_NAMES).
@@ -217,6 +215,9 @@ def score_logits(
             :func:`brainmri.ood.extract`'s features), needed when the run has a feature guard
             (``ood.npz``); without them rows are flagged by the energy score, and
             ``ood_layer`` says so.
+        gate_reasons: the input gate's reason for refusing each image (None: it passed),
+            from the scan's own pixels (``info.gate.reason``); a refusal flags the row first,
+            whatever its scores (the gate saw the scan before the model did). None: not gated.
 
     Returns:
         One dict per image: ``p_<class>`` and ``p_<class>_calibrated`` for each class,
@@ -239,7 +240,10 @@ def score_logits(
         row["ood_score"] = float(scores[j])
         row.update(ood_distance=float(distances[j]) if guarded else np.nan)
         row.update(ood_flag=False, ood_layer="", ood_reason="")
-        _flag_by_score(row, info, guarded=guarded)
+        if gate_reasons is not None and gate_reasons[j]:
+            row.update(ood_flag=True, ood_layer="gate", ood_reason=gate_reasons[j])
+        else:
+            _flag_by_score(row, info, guarded=guarded)
         out.append(row)
     return out
 
