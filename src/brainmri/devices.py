@@ -178,9 +178,14 @@ def synchronize_batch_norm(model) -> int:
     """
     import keras
 
+    def nested(layer):  # every layer inside, through nested models (their public .layers)
+        for inner in getattr(layer, "layers", ()):
+            yield inner
+            yield from nested(inner)
+
     layers = [
         layer
-        for layer in model._flatten_layers(include_self=False)
+        for layer in nested(model)
         if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized
     ]
     for layer in layers:
