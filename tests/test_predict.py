@@ -197,6 +197,19 @@ def test_the_ood_threshold_keeps_the_validation_share():
     assert (ood.energy_score(logits) >= threshold).mean() == pytest.approx(0.95, abs=0.002)
 
 
+def test_after_the_gate_the_energy_threshold_keeps_the_share_together_with_it():
+    # the gate refuses 3% of validation: gate + energy must still keep 95% of all images, as
+    # predict's fallback flags them (refused, or energy below the threshold)
+    logits = np.random.default_rng(1).normal(0, 3, (1000, 4))
+    passed = np.ones(1000, bool)
+    passed[::33] = False
+    threshold = ood.ood_threshold(logits, keep=0.95, passed=passed)
+    kept = passed & (ood.energy_score(logits) >= threshold)
+    assert kept.mean() == pytest.approx(0.95, abs=0.002)
+    alone = ood.ood_threshold(logits, keep=0.95)
+    assert (passed & (ood.energy_score(logits) >= alone)).mean() < 0.93  # what it was
+
+
 def test_a_model_carrying_code_is_refused(tmp_path):
     inputs = keras.Input((8, 8, 3))
     outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)

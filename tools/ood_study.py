@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     probe_reasons = {
         kind: report.refusals(bounds, images) for kind, (_, images) in probe_set.items()
     }
-    energy_threshold = energy.ood_threshold(data["val"]["logits"], keep=0.95)
-    labels = rows["train"]["label_index"].to_numpy()
     passed = np.array([r is None for r in val_reasons])
+    energy_threshold = energy.ood_threshold(data["val"]["logits"], keep=0.95, passed=passed)
+    labels = rows["train"]["label_index"].to_numpy()
     results = {}
     for layer in LAYERS:
         for method, k in METHODS:

@@ -377,7 +377,11 @@ def evaluate_guard(
         provenance=provenance,
     )
     sha256 = feats.save_guard(path, guard)
-    record = energy_record(val["logits"], {"headline test": test["logits"]}, keep=keep)
+    # the energy score is predict's fallback after the gate: its threshold keeps `keep` with it
+    passed = np.array([r is None for r in val_reasons], bool)
+    record = energy_record(
+        val["logits"], {"headline test": test["logits"]}, keep=keep, passed=passed
+    )
     guard_record, parts = measure_guard(
         model,
         bounds,
