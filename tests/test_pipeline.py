@@ -193,6 +193,48 @@ def test_ood_study_scores_each_layer_and_score_on_the_run(copy, first_run, load_
     assert sorted(p.name for p in run.iterdir()) == before
 
 
+def test_validation_compare_pairs_two_models_on_validation_only(
+    copy, first_run, load_script, capsys, monkeypatch
+):
+    """tools/validation_compare.py on the smoke run's unguided start and guided model: the
+    paired counts agree with the accuracies, only validation images are read, and a run with
+    another split is refused."""
+    import pandas as pd
+
+    from brainmri import model as mdl
+
+    compare = load_script("tools/validation_compare.py")
+    read, predict_files = [], mdl.predict_files
+
+    def spy(net, files, **kwargs):
+        read.extend(files)
+        return predict_files(net, files, **kwargs)
+
+    monkeypatch.setattr(mdl, "predict_files", spy)
+    args = ["--a", "smoke", "--a-root", str(copy), "--a-model", "unguided"]
+    assert compare.main([*args, "--b", "smoke", "--b-root", str(copy)]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    run = copy / "reports" / "smoke"
+    manifest = pd.read_csv(run / "manifest.csv", keep_default_na=False)
+    root = Path(json.loads((run / "data.json").read_text())["root"])
+    val = manifest[manifest["subset"] == "val"]
+    assert sorted(set(read)) == sorted(str(root / p) for p in val["path"])  # no test image
+    overall = record["overall"]
+    n, test = overall["n"], overall["mcnemar"]
+    assert n == len(val) == sum(part["n"] for part in record["per_class"].values())
+    accuracy = overall["accuracy"]
+    assert accuracy["a"] - accuracy["b"] == pytest.approx((test["b"] - test["c"]) / n)
+
+    other = copy / "reports" / "smoke-split"
+    shutil.copytree(run, other)
+    moved = manifest.copy()
+    moved.loc[val.index[0], "subset"] = "train"  # one validation image less
+    moved.to_csv(other / "manifest.csv", index=False)
+    with pytest.raises(SystemExit, match="validation splits differ"):
+        compare.main([*args, "--b", "smoke-split", "--b-root", str(copy)])
+    shutil.rmtree(other)
+
+
 def test_second_run_does_nothing(copy, first_run, make):
     run = copy / "reports" / "smoke"
     before = stage_mtimes(run)
