@@ -224,6 +224,11 @@ def test_validation_compare_pairs_two_models_on_validation_only(
     assert n == len(val) == sum(part["n"] for part in record["per_class"].values())
     accuracy = overall["accuracy"]
     assert accuracy["a"] - accuracy["b"] == pytest.approx((test["b"] - test["c"]) / n)
+    # the same model with test-time flips: a paired comparison of the one model with its TTA
+    assert compare.main([*args, "--b", "smoke", "--b-root", str(copy), "--b-model", "unguided",
+                         "--b-tta"]) == 0  # fmt: skip
+    flipped = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert flipped["a"] + " tta" == flipped["b"] and flipped["overall"]["n"] == n
 
     other = copy / "reports" / "smoke-split"
     shutil.copytree(run, other)

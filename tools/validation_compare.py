@@ -8,7 +8,9 @@ on the same images (McNemar's exact test, overall and per class, with
 :func:`brainmri.evaluation.paired_comparison`) so the answer says how sure it is.
 
 Each side is a run: a profile, the project it lives in (``--a-root``, default this one) and which
-of its models (``final``: model.keras; ``unguided``: a guided run's start, model_unguided.keras).
+of its models (``final``: model.keras; ``unguided``: a guided run's start, model_unguided.keras),
+optionally with test-time augmentation (``--a-tta``: the logits averaged with the mirrored
+image's, :func:`brainmri.model.predict`).
 The two runs must hold the same validation images with the same labels (the same split), else it
 refuses. It reads no Testing image and writes nothing into either run. E.g.:
 
@@ -33,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("final", "unguided")
 
 
-def validation_probs(profile: str, root: Path, which: str) -> tuple[list[str], np.ndarray, dict]:
+def validation_probs(
+    profile: str, root: Path, which: str, *, tta: bool = False
+) -> tuple[list[str], np.ndarray, dict]:
     """One run's validation images (relative paths), their labels and the model's probabilities.
 
     Returns:
@@ -49,7 +53,7 @@ def validation_probs(profile: str, root: Path, which: str) -> tuple[list[str], n
     if net is None:
         raise SystemExit(f"{run.paths.run_dir}: no unguided model (not a guided run)")
     rows = run.rows("val")
-    _, probs = mdl.predict_files(net, run.files(rows), crop=run.crop)
+    _, probs = mdl.predict_files(net, run.files(rows), crop=run.crop, tta=tta)
     return list(rows["path"]), np.asarray(rows["label_index"]), {"probs": probs, "crop": run.crop}
 
 
@@ -67,13 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{side}", required=True, help=f"model {side}'s profile")
         parser.add_argument(f"--{side}-root", type=Path, default=ROOT, help="its project")
         parser.add_argument(f"--{side}-model", choices=MODELS, default="final")
+        parser.add_argument(f"--{side}-tta", action="store_true", help="average with the flip")
     args = parser.parse_args(argv)
 
     sides = {}
     for side in ("a", "b"):
-        profile, root, which = (getattr(args, f"{side}{k}") for k in ("", "_root", "_model"))
-        paths, labels, result = validation_probs(profile, root.resolve(), which)
-        sides[side] = {"run": f"{root.resolve()} {profile} {which}", "paths": paths, **result}
+        profile, root, which, tta = (
+            getattr(args, f"{side}{k}") for k in ("", "_root", "_model", "_tta")
+        )
+        paths, labels, result = validation_probs(profile, root.resolve(), which, tta=tta)
+        name = f"{root.resolve()} {profile} {which}" + (" tta" if tta else "")
+        sides[side] = {"run": name, "paths": paths, **result}
         sides[side]["labels"] = labels
     a, b = sides["a"], sides["b"]
     if a["paths"] != b["paths"] or not np.array_equal(a["labels"], b["labels"]):
