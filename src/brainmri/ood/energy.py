@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from brainmri.ood.features import choose_threshold
+
 
 def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Energy-based in-distribution score, T * logsumexp(logits / T) (Liu et al. 2020).
@@ -43,9 +45,7 @@ def ood_threshold(
     scores = energy_score(val_logits)
     if passed is None:
         return float(np.quantile(scores, 1.0 - keep))
-    from brainmri.ood.features import choose_threshold  # higher = more foreign there
-
-    return -choose_threshold(-scores, passed, keep=keep)
+    return -choose_threshold(-scores, passed, keep=keep)  # there higher = more foreign
 
 
 def energy_record(

@@ -106,7 +106,7 @@ def kind_record(
     return {
         "group": group,
         "n": len(reasons),
-        "flagged": float((refused | (np.asarray(scores) > threshold)).mean()),
+        "flagged": float((guard > threshold).mean()),  # a gate refusal is +inf
         "auroc": auroc(guard, val["combined"]),
         "gate": float(refused.mean()),
         "feature_auroc": auroc(np.asarray(scores), val["scores"]),
